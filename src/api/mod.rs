@@ -1,0 +1,200 @@
+//! The HTTP side: a hyper 1.x server on tokio with hand-written routes.
+//!
+//! `api` parses requests into validated types, calls the store, create and
+//! (for inference) the scheduler, and writes Ollama's JSON. Status codes come
+//! from `error.rs` only.
+
+mod blobs;
+pub mod body;
+mod cors;
+mod models;
+pub mod types;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::store::Store;
+use body::{response, Body};
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    /// Parsed configuration.
+    pub config: Config,
+    /// The model store.
+    pub store: Arc<Store>,
+}
+
+/// Builds the shared state for a config (opens the store).
+pub fn app(config: Config) -> Result<Arc<AppState>, crate::store::Error> {
+    let store = Arc::new(Store::open(&config.models_dir, config.max_disk_bytes)?);
+    Ok(Arc::new(AppState { config, store }))
+}
+
+/// Serves until SIGINT/SIGTERM; in-flight requests get a grace period.
+pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        log::warn!("accept failed: {e}");
+                        continue;
+                    }
+                };
+                let state = Arc::clone(&state);
+                let svc = service_fn(move |req| handle(Arc::clone(&state), req, peer));
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        log::debug!("connection from {peer}: {e}");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    log::info!("shutting down: waiting for requests in flight");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+            log::warn!("requests still in flight after 10s; their temp files are removed at next start");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// One request: CORS, routing, error mapping and the request log line.
+async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let origin = req.headers().get(hyper::header::ORIGIN).cloned();
+    let host = req.headers().get(hyper::header::HOST).cloned();
+    let mut resp = match cors::check(&state.config, origin.as_ref(), host.as_ref()) {
+        cors::Verdict::Forbidden => {
+            let mut r = Response::new(Body::Full(None));
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            r
+        }
+        cors::Verdict::Preflight if method == Method::OPTIONS => cors::preflight(),
+        _ => match route(&state, req).await {
+            Ok(r) => r,
+            Err(e) => response(e.status(), "application/json; charset=utf-8", e.body()),
+        },
+    };
+    if let Some(o) = origin {
+        cors::decorate(&state.config, &o, &mut resp);
+    }
+    log::info!(
+        "{peer} {method} {path} {} {:?}",
+        resp.status().as_u16(),
+        started.elapsed()
+    );
+    Ok(resp)
+}
+
+async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_string();
+    let m = req.method().clone();
+    let is = |allowed: &[Method]| allowed.contains(&m);
+    let body = req.into_body();
+    let (get, post, head, delete) = (Method::GET, Method::POST, Method::HEAD, Method::DELETE);
+    match path.as_str() {
+        "/" if is(&[get.clone(), head.clone()]) => Ok(response(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "Ollama is running",
+        )),
+        "/api/version" if is(&[get.clone(), head.clone()]) => {
+            body::json(&serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }))
+        }
+        "/api/tags" if is(&[get.clone(), head.clone()]) => models::tags(state).await,
+        "/api/show" if m == post => models::show(state, body).await,
+        "/api/create" if m == post => models::create(state, body).await,
+        "/api/copy" if m == post => models::copy(state, body).await,
+        "/api/delete" if m == delete => models::delete(state, body).await,
+        p if p.starts_with("/api/blobs/") && m == head => {
+            blobs::head(state, &p["/api/blobs/".len()..])
+        }
+        p if p.starts_with("/api/blobs/") && m == post => {
+            blobs::upload(state, &p["/api/blobs/".len()..], body).await
+        }
+        "/" | "/api/version" | "/api/tags" | "/api/show" | "/api/create" | "/api/copy"
+        | "/api/delete" => Ok(not_allowed(&path)),
+        p if p.starts_with("/api/blobs/") => Ok(not_allowed(p)),
+        _ => Ok(response(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "404 page not found",
+        )),
+    }
+}
+
+/// 405 with the methods the path does allow.
+fn not_allowed(path: &str) -> Response<Body> {
+    let allow = match path {
+        "/" | "/api/version" | "/api/tags" => "GET, HEAD",
+        "/api/delete" => "DELETE",
+        p if p.starts_with("/api/blobs/") => "HEAD, POST",
+        _ => "POST",
+    };
+    let mut r = response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain",
+        "405 method not allowed",
+    );
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// Runs blocking store work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
+}

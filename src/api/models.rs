@@ -1,0 +1,341 @@
+//! Model management routes: tags, show, create, copy, delete.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::Response;
+use serde_json::{json, Map, Value};
+
+use super::body::{self, Body};
+use super::types::{
+    rfc3339, CopyRequest, CreateRequest, DeleteRequest, Details, Message, Progress, ShowRequest,
+    TagsModel,
+};
+use super::{blocking, AppState};
+use crate::create::{self, read_json_blob, read_text_blob, Plan};
+use crate::error::{error_json, ApiError};
+use crate::gguf::Gguf;
+use crate::model::ModelName;
+use crate::options;
+use crate::store::manifest::{self as mf, ConfigBlob, Manifest};
+use crate::store::{self, Digest, Store};
+use crate::template::Template;
+
+/// `details` as tags and show report them, from the config blob.
+pub fn details(store: &Store, manifest: &Manifest) -> Details {
+    let c: ConfigBlob = read_json_blob(store, &manifest.config).unwrap_or_default();
+    Details {
+        parent_model: c.parent_model,
+        format: c.model_format,
+        family: c.model_family,
+        families: c.model_families,
+        parameter_size: c.model_type,
+        quantization_level: c.file_type,
+    }
+}
+
+/// `GET /api/tags`.
+pub async fn tags(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
+    let store = Arc::clone(&state.store);
+    let models = blocking(move || {
+        let entries = store.list()?;
+        Ok(entries
+            .into_iter()
+            .map(|e| TagsModel {
+                name: e.name.display_short(),
+                model: e.name.display_short(),
+                modified_at: rfc3339(e.modified),
+                size: e.manifest.total_size(),
+                digest: e.digest.clone(),
+                details: details(&store, &e.manifest),
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    body::json(&json!({ "models": models }))
+}
+
+/// The template a model renders prompts with, if it has a template layer.
+pub fn template_text(store: &Store, manifest: &Manifest) -> Option<String> {
+    manifest
+        .layer(mf::MEDIA_TEMPLATE)
+        .or_else(|| manifest.layer(mf::MEDIA_PROMPT))
+        .and_then(|l| read_text_blob(store, l))
+}
+
+/// Capabilities Ollama reports, from the weights' metadata and the template.
+pub fn capabilities(
+    gguf: Option<&Gguf>,
+    template: Option<&str>,
+    manifest: &Manifest,
+) -> Vec<&'static str> {
+    let mut caps = Vec::new();
+    let arch = gguf.and_then(Gguf::architecture).unwrap_or("");
+    let pooling = gguf.is_some_and(|g| g.get(&format!("{arch}.pooling_type")).is_some());
+    if pooling {
+        caps.push("embedding");
+    } else {
+        caps.push("completion");
+    }
+    if let Some(t) = template.and_then(|t| Template::parse(t).ok()) {
+        if t.uses_field("Tools") {
+            caps.push("tools");
+        }
+        if t.uses_field("Suffix") {
+            caps.push("insert");
+        }
+    }
+    let vision_kv = gguf.is_some_and(|g| g.get(&format!("{arch}.vision.block_count")).is_some());
+    if manifest.layer(mf::MEDIA_PROJECTOR).is_some() || vision_kv {
+        caps.push("vision");
+    }
+    if template.is_some_and(|t| t.contains("<think>") && t.contains("</think>")) {
+        caps.push("thinking");
+    }
+    caps
+}
+
+/// `POST /api/show`.
+pub async fn show(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body>, ApiError> {
+    let req: ShowRequest = body::read_json(body).await?;
+    let raw = if req.model.is_empty() {
+        req.name.clone()
+    } else {
+        req.model.clone()
+    };
+    if raw.is_empty() {
+        return Err(ApiError::BadRequest("model is required".into()));
+    }
+    let name = ModelName::parse(&raw)?;
+    let store = Arc::clone(&state.store);
+    let value = blocking(move || {
+        let entry = store.entry(&name).map_err(|e| match e {
+            store::Error::ModelNotFound(_) => {
+                ApiError::NotFound(format!("model '{}' not found", name.display_short()))
+            }
+            other => ApiError::Store(other),
+        })?;
+        show_value(&store, &entry, &req)
+    })
+    .await?;
+    body::json(&value)
+}
+
+fn show_value(store: &Store, entry: &store::Entry, req: &ShowRequest) -> Result<Value, ApiError> {
+    let m = &entry.manifest;
+    let texts = |media: &str| -> Vec<String> {
+        m.layers
+            .iter()
+            .filter(|l| l.media_type == media)
+            .filter_map(|l| read_text_blob(store, l))
+            .collect()
+    };
+    let model_layer = m.layer(mf::MEDIA_MODEL);
+    let gguf = model_layer
+        .and_then(|l| Digest::parse(&l.digest).ok())
+        .and_then(|d| Gguf::open(&store.blob_path(&d), req.verbose).ok());
+    let template = template_text(store, m);
+    let system = req
+        .system
+        .clone()
+        .or_else(|| texts(mf::MEDIA_SYSTEM).into_iter().next());
+    let params: Map<String, Value> = m
+        .layer(mf::MEDIA_PARAMS)
+        .and_then(|l| read_json_blob(store, l))
+        .unwrap_or_default();
+    let messages: Vec<Message> = m
+        .layer(mf::MEDIA_MESSAGES)
+        .and_then(|l| read_json_blob(store, l))
+        .unwrap_or_default();
+    let licenses = texts(mf::MEDIA_LICENSE);
+
+    let mut out = Map::new();
+    if !licenses.is_empty() {
+        out.insert("license".into(), Value::String(licenses.join("\n")));
+    }
+    out.insert(
+        "modelfile".into(),
+        Value::String(modelfile(
+            store,
+            entry,
+            template.as_deref(),
+            system.as_deref(),
+            &params,
+            &messages,
+            &licenses,
+        )),
+    );
+    if !params.is_empty() {
+        out.insert(
+            "parameters".into(),
+            Value::String(options::show_parameters(&params)),
+        );
+    }
+    if let Some(t) = &template {
+        out.insert("template".into(), Value::String(t.clone()));
+    }
+    if let Some(s) = &system {
+        out.insert("system".into(), Value::String(s.clone()));
+    }
+    out.insert(
+        "details".into(),
+        serde_json::to_value(details(store, m)).unwrap_or(Value::Null),
+    );
+    if !messages.is_empty() {
+        out.insert(
+            "messages".into(),
+            serde_json::to_value(&messages).unwrap_or(Value::Null),
+        );
+    }
+    let info = gguf
+        .as_ref()
+        .map(|g| g.model_info(req.verbose))
+        .unwrap_or_default();
+    out.insert("model_info".into(), Value::Object(info));
+    if req.verbose {
+        if let Some(g) = &gguf {
+            let tensors: Vec<Value> = g
+                .tensors
+                .iter()
+                .map(|t| json!({"name": t.name, "type": crate::gguf::ggml_type_name(t.ggml_type), "shape": t.shape}))
+                .collect();
+            out.insert("tensors".into(), Value::Array(tensors));
+        }
+    }
+    let caps = capabilities(gguf.as_ref(), template.as_deref(), m);
+    out.insert("capabilities".into(), json!(caps));
+    out.insert("modified_at".into(), Value::String(rfc3339(entry.modified)));
+    Ok(Value::Object(out))
+}
+
+/// The Modelfile `ollama show --modelfile` prints.
+fn modelfile(
+    store: &Store,
+    entry: &store::Entry,
+    template: Option<&str>,
+    system: Option<&str>,
+    params: &Map<String, Value>,
+    messages: &[Message],
+    licenses: &[String],
+) -> String {
+    let mut s = String::from("# Modelfile generated by \"ollama show\"\n# To build a new Modelfile based on this, replace FROM with:\n");
+    s.push_str(&format!("# FROM {}\n\n", entry.name.display_short()));
+    let from = entry
+        .manifest
+        .layer(mf::MEDIA_MODEL)
+        .and_then(|l| Digest::parse(&l.digest).ok())
+        .map(|d| store.blob_path(&d).display().to_string())
+        .unwrap_or_else(|| entry.name.display_short());
+    s.push_str(&format!("FROM {from}\n"));
+    for l in entry
+        .manifest
+        .layers
+        .iter()
+        .filter(|l| l.media_type == mf::MEDIA_ADAPTER)
+    {
+        if let Ok(d) = Digest::parse(&l.digest) {
+            s.push_str(&format!("ADAPTER {}\n", store.blob_path(&d).display()));
+        }
+    }
+    if let Some(t) = template {
+        s.push_str(&format!("TEMPLATE \"\"\"{t}\"\"\"\n"));
+    }
+    if let Some(sys) = system {
+        s.push_str(&format!("SYSTEM \"\"\"{sys}\"\"\"\n"));
+    }
+    for (k, v) in params {
+        let values: Vec<&Value> = match v {
+            Value::Array(a) => a.iter().collect(),
+            other => vec![other],
+        };
+        for v in values {
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            s.push_str(&format!("PARAMETER {k} {text}\n"));
+        }
+    }
+    for l in licenses {
+        s.push_str(&format!("LICENSE \"\"\"{l}\"\"\"\n"));
+    }
+    for m in messages {
+        s.push_str(&format!("MESSAGE {} \"\"\"{}\"\"\"\n", m.role, m.content));
+    }
+    s
+}
+
+/// `POST /api/create`: validates up front, then streams progress (or answers once).
+pub async fn create(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body>, ApiError> {
+    let req: CreateRequest = body::read_json(body).await?;
+    let stream = req.stream.unwrap_or(true);
+    let store = Arc::clone(&state.store);
+    let plan = {
+        let store = Arc::clone(&store);
+        blocking(move || Ok(Plan::new(&store, req)?)).await?
+    };
+    log::info!("creating model {}", plan.name().display_short());
+    if !stream {
+        blocking(move || Ok(plan.run(&store, &mut |_| {})?)).await?;
+        return body::json(&Progress::status("success"));
+    }
+    let (tx, resp) = body::ndjson_stream();
+    tokio::task::spawn_blocking(move || {
+        let mut send = |p: Progress| {
+            // A client that hung up does not stop the create: a half-created
+            // model is worse than a finished one nobody watched.
+            let _ = tx.blocking_send(body::ndjson_line(&p));
+        };
+        if let Err(e) = plan.run(&store, &mut send) {
+            let e: ApiError = create::Error::into(e);
+            if e.status().is_server_error() {
+                log::error!("create failed: {e}");
+            }
+            let mut line = error_json(&e.to_string()).into_bytes();
+            line.push(b'\n');
+            let _ = tx.blocking_send(line.into());
+        }
+    });
+    Ok(resp)
+}
+
+/// `POST /api/copy`.
+pub async fn copy(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body>, ApiError> {
+    let req: CopyRequest = body::read_json(body).await?;
+    let src = ModelName::parse(&req.source)
+        .map_err(|_| ApiError::BadRequest(format!("source \"{}\" is invalid", req.source)))?;
+    let dst = ModelName::parse(&req.destination).map_err(|_| {
+        ApiError::BadRequest(format!("destination \"{}\" is invalid", req.destination))
+    })?;
+    let store = Arc::clone(&state.store);
+    blocking(move || {
+        store.copy(&src, &dst).map_err(|e| match e {
+            store::Error::ModelNotFound(_) => {
+                ApiError::NotFound(format!("model \"{}\" not found", req.source))
+            }
+            other => ApiError::Store(other),
+        })
+    })
+    .await?;
+    Ok(body::empty_ok())
+}
+
+/// `DELETE /api/delete`.
+pub async fn delete(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body>, ApiError> {
+    let req: DeleteRequest = body::read_json(body).await?;
+    let raw = if req.model.is_empty() {
+        req.name
+    } else {
+        req.model
+    };
+    let name = ModelName::parse(&raw)
+        .map_err(|_| ApiError::BadRequest(format!("name \"{raw}\" is invalid")))?;
+    let store = Arc::clone(&state.store);
+    blocking(move || {
+        store.delete(&name).map_err(|e| match e {
+            store::Error::ModelNotFound(_) => {
+                ApiError::NotFound(format!("model '{raw}' not found"))
+            }
+            other => ApiError::Store(other),
+        })
+    })
+    .await?;
+    Ok(body::empty_ok())
+}

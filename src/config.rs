@@ -1,0 +1,310 @@
+//! Config: the one place that reads the environment.
+//!
+//! Every other module receives a [`Config`] value; tests build one by hand
+//! instead of touching process-wide environment variables.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Ollama's default port.
+pub const DEFAULT_PORT: u16 = 11434;
+
+/// Everything `hearth serve` needs to know, parsed once at start-up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the server listens (`OLLAMA_HOST`).
+    pub bind: SocketAddr,
+    /// Store root (`OLLAMA_MODELS`).
+    pub models_dir: PathBuf,
+    /// Extra CORS origins (`OLLAMA_ORIGINS`).
+    pub origins: Vec<String>,
+    /// Store budget in bytes (`HEARTH_MAX_DISK`); `None` means the filesystem is the limit.
+    pub max_disk_bytes: Option<u64>,
+    /// Default keep-alive (`OLLAMA_KEEP_ALIVE`); `None` means forever.
+    pub keep_alive: Option<Duration>,
+    /// Default context length per sequence (`OLLAMA_CONTEXT_LENGTH`).
+    pub context_length: u32,
+    /// Parallel sequences per model (`OLLAMA_NUM_PARALLEL`).
+    pub num_parallel: u32,
+    /// Models loaded at once (`OLLAMA_MAX_LOADED_MODELS`).
+    pub max_loaded_models: usize,
+    /// Requests waiting for a model before 503 (`OLLAMA_MAX_QUEUE`).
+    pub max_queue: usize,
+    /// Cores all inference shares (`HEARTH_THREADS`, default: available cores).
+    pub threads: usize,
+    /// Skip blob pruning at start-up (`OLLAMA_NOPRUNE`).
+    pub noprune: bool,
+    /// Debug logging (`OLLAMA_DEBUG`).
+    pub debug: bool,
+}
+
+impl Config {
+    /// Reads the process environment, warning about (and ignoring) values
+    /// that do not parse, as Ollama does.
+    pub fn from_env() -> Config {
+        let var = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .map(|v| clean(&v))
+                .filter(|v| !v.is_empty())
+        };
+        let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+        let models_dir = var("OLLAMA_MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(home).join(".ollama").join("models"));
+        let bind = parse_host(var("OLLAMA_HOST").as_deref().unwrap_or(""));
+        let origins = var("OLLAMA_ORIGINS")
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        let max_disk_bytes = var("HEARTH_MAX_DISK").and_then(|v| {
+            let parsed = parse_size(&v);
+            if parsed.is_none() {
+                log::warn!("HEARTH_MAX_DISK={v:?} is not a size such as 8GB; no budget set");
+            }
+            parsed
+        });
+        let keep_alive = match var("OLLAMA_KEEP_ALIVE") {
+            None => Some(Duration::from_secs(300)),
+            Some(v) => match parse_env_keep_alive(&v) {
+                Some(k) => k,
+                None => {
+                    log::warn!("OLLAMA_KEEP_ALIVE={v:?} is not a duration; using 5m");
+                    Some(Duration::from_secs(300))
+                }
+            },
+        };
+        let num = |k: &str, default: u64| -> u64 {
+            match var(k) {
+                None => default,
+                Some(v) => v.parse().unwrap_or_else(|_| {
+                    log::warn!("{k}={v:?} is not a number; using {default}");
+                    default
+                }),
+            }
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let context_length = match num("OLLAMA_CONTEXT_LENGTH", 0) {
+            0 => 4096,
+            n => n.min(u64::from(u32::MAX)) as u32,
+        };
+        Config {
+            bind,
+            models_dir,
+            origins,
+            max_disk_bytes,
+            keep_alive,
+            context_length,
+            num_parallel: num("OLLAMA_NUM_PARALLEL", 1).clamp(1, 64) as u32,
+            max_loaded_models: match num("OLLAMA_MAX_LOADED_MODELS", 0) {
+                0 => 3,
+                n => n as usize,
+            },
+            max_queue: num("OLLAMA_MAX_QUEUE", 512) as usize,
+            threads: num("HEARTH_THREADS", cores as u64).max(1) as usize,
+            noprune: var("OLLAMA_NOPRUNE").is_some_and(|v| parse_bool(&v)),
+            debug: var("OLLAMA_DEBUG").is_some_and(|v| parse_bool(&v)),
+        }
+    }
+}
+
+/// Strips surrounding quotes and spaces, as Ollama does for every variable.
+fn clean(v: &str) -> String {
+    v.trim()
+        .trim_matches(|c| c == '"' || c == '\'')
+        .trim()
+        .to_string()
+}
+
+/// Go's `strconv.ParseBool`, where an unparsable non-empty value counts as true.
+fn parse_bool(v: &str) -> bool {
+    !matches!(v, "0" | "f" | "F" | "false" | "FALSE" | "False")
+}
+
+/// Parses `OLLAMA_HOST`: `[scheme://]host[:port][/path]`.
+pub fn parse_host(raw: &str) -> SocketAddr {
+    let default_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (scheme, rest) = match raw.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, raw),
+    };
+    let rest = rest.split('/').next().unwrap_or("");
+    let default_port = match scheme {
+        Some("http") => 80,
+        Some("https") => 443,
+        _ => DEFAULT_PORT,
+    };
+    // A bracketed IPv6 literal may carry a port after the bracket.
+    let (host, port) = if let Some(stripped) = rest.strip_prefix('[') {
+        match stripped.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => (stripped, None),
+        }
+    } else if rest.matches(':').count() > 1 {
+        (rest, None)
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    let port = match port {
+        None | Some("") => default_port,
+        Some(p) => p.parse().unwrap_or_else(|_| {
+            log::warn!("invalid port in OLLAMA_HOST {raw:?}; using {default_port}");
+            default_port
+        }),
+    };
+    let ip = match host {
+        "" => {
+            if rest.starts_with(':') {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                default_ip
+            }
+        }
+        "localhost" => default_ip,
+        h => h.parse().unwrap_or_else(|_| {
+            log::warn!("OLLAMA_HOST {raw:?} is not an IP address; binding 127.0.0.1");
+            default_ip
+        }),
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// Parses a size such as `8GB`, `512MiB`, `1.5G` or a bare byte count.
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    let bytes = num * mult;
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
+}
+
+/// Parses a Go duration string (`5m`, `1h30m`, `300ms`, `-1m`, `0`).
+/// Returns seconds as a float; negative means forever.
+pub fn parse_go_duration(s: &str) -> Result<f64, String> {
+    let orig = s;
+    let (neg, mut s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if s == "0" {
+        return Ok(0.0);
+    }
+    if s.is_empty() {
+        return Err(format!("time: invalid duration {orig:?}"));
+    }
+    let mut total = 0.0;
+    while !s.is_empty() {
+        let end = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        if end == 0 {
+            return Err(format!("time: invalid duration {orig:?}"));
+        }
+        let n: f64 = s[..end]
+            .parse()
+            .map_err(|_| format!("time: invalid duration {orig:?}"))?;
+        s = &s[end..];
+        let uend = s
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(s.len());
+        let unit = &s[..uend];
+        s = &s[uend..];
+        let mult = match unit {
+            "" => return Err(format!("time: missing unit in duration {orig:?}")),
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("time: unknown unit {unit:?} in duration {orig:?}")),
+        };
+        total += n * mult;
+    }
+    Ok(if neg { -total } else { total })
+}
+
+/// Turns seconds into a keep-alive: negative is forever (`None`).
+pub fn keep_alive_from_secs(secs: f64) -> Option<Duration> {
+    if secs < 0.0 {
+        None
+    } else {
+        Some(Duration::from_secs_f64(secs.min(1e12)))
+    }
+}
+
+/// `OLLAMA_KEEP_ALIVE` also accepts a bare integer (seconds), unlike the request field.
+fn parse_env_keep_alive(v: &str) -> Option<Option<Duration>> {
+    if let Ok(n) = v.parse::<i64>() {
+        return Some(keep_alive_from_secs(n as f64));
+    }
+    parse_go_duration(v).ok().map(keep_alive_from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_host(raw: &str, expected: &str) {
+        assert_eq!(parse_host(raw).to_string(), expected, "OLLAMA_HOST={raw:?}");
+    }
+
+    #[test]
+    fn hosts() {
+        check_host("", "127.0.0.1:11434");
+        check_host("0.0.0.0", "0.0.0.0:11434");
+        check_host(":8080", "0.0.0.0:8080");
+        check_host("127.0.0.1:9000", "127.0.0.1:9000");
+        check_host("http://10.0.0.1", "10.0.0.1:80");
+        check_host("https://10.0.0.1", "10.0.0.1:443");
+        check_host("http://127.0.0.1:1234/path", "127.0.0.1:1234");
+        check_host("[::1]:5000", "[::1]:5000");
+        check_host("127.0.0.1:notaport", "127.0.0.1:11434");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8GB"), Some(8_000_000_000));
+        assert_eq!(parse_size("512MiB"), Some(512 * 1024 * 1024));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("1.5k"), Some(1500));
+        assert_eq!(parse_size("lots"), None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_go_duration("5m"), Ok(300.0));
+        assert_eq!(parse_go_duration("1h30m"), Ok(5400.0));
+        assert_eq!(parse_go_duration("300ms"), Ok(0.3));
+        assert_eq!(parse_go_duration("-1m"), Ok(-60.0));
+        assert_eq!(parse_go_duration("0"), Ok(0.0));
+        assert_eq!(
+            parse_go_duration("300"),
+            Err("time: missing unit in duration \"300\"".into())
+        );
+        assert!(parse_go_duration("5x").is_err());
+        assert_eq!(
+            parse_env_keep_alive("60"),
+            Some(Some(Duration::from_secs(60)))
+        );
+        assert_eq!(parse_env_keep_alive("-1"), Some(None));
+    }
+}

@@ -1,0 +1,447 @@
+//! Model creation: turns a create request (uploaded GGUF files, or an
+//! existing model plus overrides) into layers and a manifest.
+//!
+//! Validation that can fail fast runs in [`Plan::new`], before the HTTP
+//! response starts streaming; [`Plan::run`] then reports progress through a
+//! callback. Bytes on disk are the store's business; HTTP is the api's.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::api::types::{CreateRequest, Message, Progress};
+use crate::gguf::{self, Gguf};
+use crate::model::ModelName;
+use crate::options;
+use crate::store::manifest::{self as mf, ConfigBlob, Layer, Manifest};
+use crate::store::{self, Digest, Store};
+use crate::template::Template;
+
+/// Why a create failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The name does not parse.
+    #[error("invalid model name")]
+    InvalidName,
+    /// Neither a base model nor files.
+    #[error("neither 'from' or 'files' was specified")]
+    NothingToCreateFrom,
+    /// A `files` key that could escape.
+    #[error("file path must be relative")]
+    PathNotRelative,
+    /// A `files` value that is not a digest.
+    #[error("invalid digest format")]
+    InvalidDigest,
+    /// A file the client named was never uploaded.
+    #[error("blob {0} not found: upload it with POST /api/blobs/{0} first")]
+    MissingBlob(String),
+    /// The base model is not in the store.
+    #[error("model \"{0}\" not found")]
+    BaseNotFound(String),
+    /// No files after all.
+    #[error("no files provided to convert")]
+    NoFiles,
+    /// A file that is neither GGUF nor safetensors.
+    #[error("supplied file was not in GGUF format")]
+    NotGguf,
+    /// Safetensors import is not built yet.
+    #[error("converting safetensors models is not supported yet: upload a GGUF file")]
+    SafetensorsUnsupported,
+    /// More than one weights file.
+    #[error("only one GGUF model file is supported, got {0}")]
+    TooManyModels(usize),
+    /// More than one adapter.
+    #[error("only one adapter is currently supported")]
+    TooManyAdapters,
+    /// A GGUF that does not parse.
+    #[error("invalid GGUF file {file}: {source}")]
+    Gguf {
+        /// The file name the client gave.
+        file: String,
+        /// What was wrong.
+        source: gguf::Error,
+    },
+    /// A template that does not parse.
+    #[error("template error: {0}")]
+    Template(String),
+    /// Bad parameters.
+    #[error(transparent)]
+    Parameters(#[from] options::Error),
+    /// Bad license field.
+    #[error("license must be a string or a list of strings")]
+    BadLicense,
+    /// Quantization of an already quantized model.
+    #[error("quantization is only supported for F16, BF16 and F32 models")]
+    QuantizeSource,
+    /// Quantization is not built yet.
+    #[error("quantizing to {0} is not supported yet")]
+    QuantizeUnsupported(String),
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Our own failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A validated create request, ready to run.
+#[derive(Debug)]
+pub struct Plan {
+    name: ModelName,
+    base: Option<(ModelName, Manifest)>,
+    files: Vec<(String, Digest)>,
+    adapters: Vec<(String, Digest)>,
+    template: Option<String>,
+    system: Option<String>,
+    parameters: Option<Map<String, Value>>,
+    messages: Option<Vec<Message>>,
+    licenses: Option<Vec<String>>,
+    quantize: Option<String>,
+}
+
+impl Plan {
+    /// Checks everything that can be checked without reading weights.
+    pub fn new(store: &Store, req: CreateRequest) -> Result<Plan, Error> {
+        let raw_name = if req.model.is_empty() {
+            &req.name
+        } else {
+            &req.model
+        };
+        let name = ModelName::parse(raw_name).map_err(|_| Error::InvalidName)?;
+        let files = digest_map(store, req.files.as_ref())?;
+        let adapters = digest_map(store, req.adapters.as_ref())?;
+        let base = match (&req.from, req.files.is_some()) {
+            (Some(from), false) if !from.is_empty() => {
+                let base_name =
+                    ModelName::parse(from).map_err(|_| Error::BaseNotFound(from.clone()))?;
+                let entry = store.entry(&base_name).map_err(|e| match e {
+                    store::Error::ModelNotFound(_) => Error::BaseNotFound(from.clone()),
+                    other => Error::Store(other),
+                })?;
+                Some((base_name, entry.manifest))
+            }
+            (_, true) => None,
+            _ => return Err(Error::NothingToCreateFrom),
+        };
+        if base.is_none() && files.is_empty() {
+            return Err(Error::NoFiles);
+        }
+        if adapters.len() > 1 {
+            return Err(Error::TooManyAdapters);
+        }
+        if let Some(t) = &req.template {
+            Template::parse(t).map_err(|e| Error::Template(e.to_string()))?;
+        }
+        let parameters = req
+            .parameters
+            .as_ref()
+            .map(options::validate_parameters)
+            .transpose()?;
+        let licenses = match &req.license {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(vec![s.clone()]),
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .map(|v| v.as_str().map(str::to_string).ok_or(Error::BadLicense))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(_) => return Err(Error::BadLicense),
+        };
+        let quantize = req.quantize.or(req.quantization).filter(|q| !q.is_empty());
+        Ok(Plan {
+            name,
+            base,
+            files,
+            adapters,
+            template: req.template,
+            system: req.system,
+            parameters,
+            messages: req.messages,
+            licenses,
+            quantize,
+        })
+    }
+
+    /// The model being created.
+    pub fn name(&self) -> &ModelName {
+        &self.name
+    }
+
+    /// Builds the layers and writes the manifest, reporting progress.
+    pub fn run(self, store: &Arc<Store>, progress: &mut dyn FnMut(Progress)) -> Result<(), Error> {
+        let pinned: Vec<Digest> = self
+            .files
+            .iter()
+            .chain(&self.adapters)
+            .map(|(_, d)| d.clone())
+            .collect();
+        let _pin = store.pin(pinned);
+        let mut layers: Vec<Layer> = Vec::new();
+        let mut config = ConfigBlob::default();
+        let mut base_params = Map::new();
+
+        if let Some((base_name, manifest)) = &self.base {
+            config = read_json_blob(store, &manifest.config).unwrap_or_default();
+            config.parent_model = base_name.display_short();
+            if let Some(l) = manifest.layer(mf::MEDIA_PARAMS) {
+                base_params = read_json_blob(store, l).unwrap_or_default();
+            }
+            for l in &manifest.layers {
+                progress(Progress::status(format!(
+                    "using existing layer {}",
+                    l.digest
+                )));
+                layers.push(l.clone());
+            }
+        } else {
+            if self.files.iter().any(|(f, _)| f.ends_with(".safetensors")) {
+                return Err(Error::SafetensorsUnsupported);
+            }
+            progress(Progress::status("parsing GGUF"));
+            let mut models = Vec::new();
+            for (file, digest) in &self.files {
+                let path = store.blob_path(digest);
+                let g = Gguf::open(&path, false).map_err(|e| match e {
+                    gguf::Error::NotGguf => Error::NotGguf,
+                    source => Error::Gguf {
+                        file: file.clone(),
+                        source,
+                    },
+                })?;
+                let media = classify(file, &g);
+                if media == mf::MEDIA_MODEL {
+                    config = config_from_gguf(&g);
+                    if let Some(q) = &self.quantize {
+                        let ft = g.file_type().map(gguf::file_type_name).unwrap_or("unknown");
+                        if !matches!(ft, "F16" | "BF16" | "F32") {
+                            return Err(Error::QuantizeSource);
+                        }
+                        return Err(Error::QuantizeUnsupported(q.clone()));
+                    }
+                    models.push(file);
+                }
+                let size = std::fs::metadata(&path).map(|m| m.len()).map_err(|e| {
+                    Error::Store(store::Error::Io {
+                        context: format!("stat {}", path.display()),
+                        source: e,
+                    })
+                })?;
+                progress(Progress::status(format!("using existing layer {digest}")));
+                store.touch_blob(digest);
+                layers.push(layer(media, digest, size));
+            }
+            if models.len() > 1 {
+                return Err(Error::TooManyModels(models.len()));
+            }
+            if models.is_empty() {
+                return Err(Error::NoFiles);
+            }
+        }
+
+        for (_, digest) in &self.adapters {
+            let size = std::fs::metadata(store.blob_path(digest))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            progress(Progress::status(format!("using existing layer {digest}")));
+            layers.retain(|l| l.media_type != mf::MEDIA_ADAPTER);
+            layers.push(layer(mf::MEDIA_ADAPTER, digest, size));
+        }
+        if let Some(t) = &self.template {
+            replace_text_layer(
+                store,
+                &mut layers,
+                &[mf::MEDIA_TEMPLATE, mf::MEDIA_PROMPT],
+                mf::MEDIA_TEMPLATE,
+                t.as_bytes(),
+                progress,
+            )?;
+        }
+        if let Some(s) = &self.system {
+            replace_text_layer(
+                store,
+                &mut layers,
+                &[mf::MEDIA_SYSTEM],
+                mf::MEDIA_SYSTEM,
+                s.as_bytes(),
+                progress,
+            )?;
+        }
+        if let Some(p) = &self.parameters {
+            for (k, v) in p {
+                base_params.insert(k.clone(), v.clone());
+            }
+            let bytes =
+                serde_json::to_vec(&base_params).map_err(|e| Error::Internal(e.to_string()))?;
+            replace_text_layer(
+                store,
+                &mut layers,
+                &[mf::MEDIA_PARAMS],
+                mf::MEDIA_PARAMS,
+                &bytes,
+                progress,
+            )?;
+        }
+        if let Some(m) = &self.messages {
+            let bytes = serde_json::to_vec(m).map_err(|e| Error::Internal(e.to_string()))?;
+            replace_text_layer(
+                store,
+                &mut layers,
+                &[mf::MEDIA_MESSAGES],
+                mf::MEDIA_MESSAGES,
+                &bytes,
+                progress,
+            )?;
+        }
+        if let Some(licenses) = &self.licenses {
+            layers.retain(|l| l.media_type != mf::MEDIA_LICENSE);
+            for text in licenses {
+                let l = new_layer(store, mf::MEDIA_LICENSE, text.as_bytes(), progress)?;
+                layers.push(l);
+            }
+        }
+
+        let config_bytes =
+            serde_json::to_vec(&config).map_err(|e| Error::Internal(e.to_string()))?;
+        let (config_digest, config_size) = store.put_bytes(&config_bytes)?;
+        let manifest = Manifest::new(
+            Layer {
+                media_type: mf::CONFIG_MEDIA_TYPE.to_string(),
+                digest: config_digest.to_string(),
+                size: config_size,
+                from: None,
+                name: None,
+            },
+            layers,
+        );
+        progress(Progress::status("writing manifest"));
+        store.write_manifest(&self.name, &manifest)?;
+        progress(Progress::status("success"));
+        Ok(())
+    }
+}
+
+/// Parses a `files`/`adapters` map into (relative path, digest) pairs whose blobs exist.
+fn digest_map(
+    store: &Store,
+    map: Option<&Map<String, Value>>,
+) -> Result<Vec<(String, Digest)>, Error> {
+    let Some(map) = map else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (file, digest) in map {
+        let path = std::path::Path::new(file);
+        let relative = !file.is_empty()
+            && path.is_relative()
+            && !file.contains('\\')
+            && path
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !relative {
+            return Err(Error::PathNotRelative);
+        }
+        let d = digest
+            .as_str()
+            .and_then(|s| Digest::parse(s).ok())
+            .ok_or(Error::InvalidDigest)?;
+        if !store.has_blob(&d) {
+            return Err(Error::MissingBlob(d.to_string()));
+        }
+        out.push((file.clone(), d));
+    }
+    Ok(out)
+}
+
+/// Which layer a GGUF file becomes: adapter, projector or weights.
+fn classify(file: &str, g: &Gguf) -> &'static str {
+    match g.general_type() {
+        Some("adapter") => mf::MEDIA_ADAPTER,
+        Some("mmproj") | Some("projector") => mf::MEDIA_PROJECTOR,
+        _ if file.to_ascii_lowercase().contains("mmproj") => mf::MEDIA_PROJECTOR,
+        _ if g.architecture() == Some("clip") => mf::MEDIA_PROJECTOR,
+        _ => mf::MEDIA_MODEL,
+    }
+}
+
+/// The config blob Ollama writes for a GGUF model.
+pub fn config_from_gguf(g: &Gguf) -> ConfigBlob {
+    let arch = g.architecture().unwrap_or("unknown").to_string();
+    ConfigBlob {
+        model_format: "gguf".into(),
+        model_family: arch.clone(),
+        model_families: Some(vec![arch]),
+        model_type: gguf::human_parameters(g.parameter_count()),
+        file_type: g
+            .file_type()
+            .map(gguf::file_type_name)
+            .unwrap_or("unknown")
+            .to_string(),
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        parent_model: String::new(),
+        context_length: g.context_length(),
+        embedding_length: g.embedding_length(),
+    }
+}
+
+fn layer(media: &str, digest: &Digest, size: u64) -> Layer {
+    Layer {
+        media_type: media.to_string(),
+        digest: digest.to_string(),
+        size,
+        from: None,
+        name: None,
+    }
+}
+
+/// Stores bytes as a blob and reports it as Ollama does.
+fn new_layer(
+    store: &Arc<Store>,
+    media: &str,
+    bytes: &[u8],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Layer, Error> {
+    let existed = store.has_blob(&Digest::of(bytes));
+    let (digest, size) = store.put_bytes(bytes)?;
+    let verb = if existed {
+        "using existing layer"
+    } else {
+        "creating new layer"
+    };
+    progress(Progress::status(format!("{verb} {digest}")));
+    Ok(layer(media, &digest, size))
+}
+
+fn replace_text_layer(
+    store: &Arc<Store>,
+    layers: &mut Vec<Layer>,
+    replaces: &[&str],
+    media: &str,
+    bytes: &[u8],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), Error> {
+    layers.retain(|l| !replaces.contains(&l.media_type.as_str()));
+    let l = new_layer(store, media, bytes, progress)?;
+    layers.push(l);
+    Ok(())
+}
+
+/// Reads a small JSON blob (config, params); `None` if absent or corrupt.
+pub fn read_json_blob<T: serde::de::DeserializeOwned>(store: &Store, layer: &Layer) -> Option<T> {
+    let digest = Digest::parse(&layer.digest).ok()?;
+    // Small layers only: a config or params blob is a few hundred bytes.
+    if layer.size > 16 << 20 {
+        return None;
+    }
+    let bytes = std::fs::read(store.blob_path(&digest)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Reads a small text blob (template, system, license).
+pub fn read_text_blob(store: &Store, layer: &Layer) -> Option<String> {
+    let digest = Digest::parse(&layer.digest).ok()?;
+    if layer.size > 16 << 20 {
+        return None;
+    }
+    std::fs::read_to_string(store.blob_path(&digest)).ok()
+}

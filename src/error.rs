@@ -1,0 +1,100 @@
+//! The one place that turns errors into HTTP status codes and Ollama's
+//! `{"error": "..."}` bodies, before and after streaming starts.
+
+use hyper::StatusCode;
+
+use crate::{create, model, store};
+
+/// Any error a request can end in.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed or invalid input.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A model, blob or route that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The body is over the limit.
+    #[error("request body too large: the limit is {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request queue is full.
+    #[error("server busy, please try again.  maximum pending requests exceeded")]
+    Busy,
+    /// The client went away while waiting.
+    #[error("request canceled")]
+    Canceled,
+    /// Something on our side failed; the detail is logged.
+    #[error("{0}")]
+    Internal(String),
+    /// From the store.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// From model creation.
+    #[error(transparent)]
+    Create(#[from] create::Error),
+}
+
+impl From<model::InvalidName> for ApiError {
+    fn from(e: model::InvalidName) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<store::InvalidDigest> for ApiError {
+    fn from(e: store::InvalidDigest) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl ApiError {
+    /// The status Ollama uses for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            // 499 is nginx's (and Ollama's) code for a client that hung up.
+            ApiError::Canceled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(e) => store_status(e),
+            ApiError::Create(e) => match e {
+                create::Error::Store(s) => store_status(s),
+                create::Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                create::Error::BaseNotFound(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_REQUEST,
+            },
+        }
+    }
+
+    /// The JSON body, `{"error": "..."}`.
+    pub fn body(&self) -> String {
+        if self.status().is_server_error() {
+            log::error!("{self}");
+        }
+        error_json(&self.to_string())
+    }
+}
+
+fn store_status(e: &store::Error) -> StatusCode {
+    match e {
+        store::Error::QuotaExceeded { .. } | store::Error::DiskFull => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
+        store::Error::DigestMismatch { .. } | store::Error::BlobNotFound(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        store::Error::ModelNotFound(_) => StatusCode::NOT_FOUND,
+        store::Error::Io { .. } | store::Error::BadManifest { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+/// `{"error": msg}` as a string; also the in-stream form, one NDJSON line.
+pub fn error_json(msg: &str) -> String {
+    serde_json::json!({ "error": msg }).to_string()
+}

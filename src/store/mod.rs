@@ -1,0 +1,748 @@
+//! The store: owns every byte under `OLLAMA_MODELS`.
+//!
+//! Layout is Ollama's (`blobs/sha256-<hex>`, `manifests/<host>/<ns>/<model>/<tag>`),
+//! so a store written by either program is read by the other. hearth adds a
+//! `.hearth-tmp/` folder for writes in progress: files there are invisible to
+//! both programs and become blobs or manifests only by an atomic rename.
+//!
+//! The store enforces the disk budget: every write reserves its bytes first,
+//! evicting unreferenced blobs oldest-first when needed, and is refused
+//! cleanly when the budget cannot be met. It knows nothing of HTTP; the api
+//! module maps [`Error`] to status codes.
+
+mod digest;
+pub mod manifest;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use sha2::{Digest as _, Sha256};
+
+pub use digest::{Digest, InvalidDigest};
+pub use manifest::{Layer, Manifest};
+
+use crate::model::ModelName;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the store was doing.
+        context: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The write does not fit the disk budget even after evicting unreferenced blobs.
+    #[error("not enough space in the model store: need {needed} bytes, {free} bytes free of a {budget}-byte budget")]
+    QuotaExceeded {
+        /// Bytes the write needs.
+        needed: u64,
+        /// Bytes left after eviction.
+        free: u64,
+        /// The configured budget.
+        budget: u64,
+    },
+    /// The filesystem itself is full.
+    #[error("no space left on device while writing to the model store")]
+    DiskFull,
+    /// The uploaded bytes hash to another digest.
+    #[error("digest mismatch, expected \"{expected}\", got \"{got}\"")]
+    DigestMismatch {
+        /// The digest the client named.
+        expected: String,
+        /// The digest of what arrived.
+        got: String,
+    },
+    /// No manifest for this name.
+    #[error("model '{0}' not found")]
+    ModelNotFound(String),
+    /// A manifest names a blob that is not there.
+    #[error("blob {0} not found")]
+    BlobNotFound(String),
+    /// A manifest file that does not parse.
+    #[error("manifest for {name} is corrupt: {reason}")]
+    BadManifest {
+        /// The model.
+        name: String,
+        /// The parse error.
+        reason: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    move |source| {
+        if source.raw_os_error() == Some(28) {
+            Error::DiskFull
+        } else {
+            Error::Io {
+                context: context.into(),
+                source,
+            }
+        }
+    }
+}
+
+/// A model in the store, as `/api/tags` lists it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The name, with on-disk spelling.
+    pub name: ModelName,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// sha256 of the manifest file bytes.
+    pub digest: String,
+    /// Manifest file mtime.
+    pub modified: SystemTime,
+}
+
+/// The store. Cheap to share behind an `Arc`; all methods are blocking.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    budget: Option<u64>,
+    state: Mutex<State>,
+    tmp_counter: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Bytes of committed blobs.
+    used: u64,
+    /// Bytes promised to writes in progress.
+    reserved: u64,
+    /// Blobs a create in progress relies on: never evicted.
+    pinned: HashMap<Digest, usize>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`, cleans leftovers of
+    /// interrupted writes and measures what the blobs use.
+    pub fn open(root: &Path, budget: Option<u64>) -> Result<Store> {
+        for dir in ["blobs", "manifests", ".hearth-tmp"] {
+            fs::create_dir_all(root.join(dir))
+                .map_err(io_err(format!("create {}", root.join(dir).display())))?;
+        }
+        let tmp = root.join(".hearth-tmp");
+        // Everything in the temp area belongs to a write that never finished.
+        for entry in fs::read_dir(&tmp)
+            .map_err(io_err("read temp dir"))?
+            .flatten()
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+        let mut used = 0;
+        let blobs = root.join("blobs");
+        for entry in fs::read_dir(&blobs)
+            .map_err(io_err("read blobs dir"))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Old Ollama versions wrote `sha256:<hex>`; Ollama renames them at start, so do we.
+            if let Some(hex) = name.strip_prefix("sha256:") {
+                let _ = fs::rename(entry.path(), blobs.join(format!("sha256-{hex}")));
+            }
+            if let Ok(meta) = entry.metadata() {
+                if meta.is_file() {
+                    used += meta.len();
+                }
+            }
+        }
+        let store = Store {
+            root: root.to_path_buf(),
+            budget,
+            state: Mutex::new(State {
+                used,
+                ..State::default()
+            }),
+            tmp_counter: AtomicU64::new(0),
+        };
+        Ok(store)
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Bytes the blobs use now.
+    pub fn used_bytes(&self) -> u64 {
+        self.state().used
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain counters behind, which stay usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where a blob lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join(digest.file_name())
+    }
+
+    /// Whether a blob is present.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Marks a blob as recently used, so eviction takes it last.
+    pub fn touch_blob(&self, digest: &Digest) {
+        if let Ok(f) = File::options().append(true).open(self.blob_path(digest)) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+    }
+
+    fn temp_path(&self, what: &str) -> PathBuf {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join(".hearth-tmp")
+            .join(format!("{what}-{}-{n}", std::process::id()))
+    }
+
+    /// Starts a streaming blob write. `expected` is the digest the client
+    /// named (checked at the end); `size_hint` reserves budget up front.
+    pub fn blob_writer(
+        self: &Arc<Self>,
+        expected: Option<Digest>,
+        size_hint: Option<u64>,
+    ) -> Result<BlobWriter> {
+        let reserved = size_hint.unwrap_or(0);
+        self.reserve(reserved)?;
+        let path = self.temp_path("blob");
+        let file = match File::create(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.release(reserved);
+                return Err(io_err("create temp blob")(e));
+            }
+        };
+        Ok(BlobWriter {
+            store: Arc::clone(self),
+            path,
+            file: Some(file),
+            hasher: Sha256::new(),
+            written: 0,
+            reserved,
+            expected,
+        })
+    }
+
+    /// Stores a small blob from memory (templates, params, configs).
+    pub fn put_bytes(self: &Arc<Self>, bytes: &[u8]) -> Result<(Digest, u64)> {
+        let digest = Digest::of(bytes);
+        if self.has_blob(&digest) {
+            self.touch_blob(&digest);
+            return Ok((digest, bytes.len() as u64));
+        }
+        let mut w = self.blob_writer(Some(digest), Some(bytes.len() as u64))?;
+        w.write(bytes)?;
+        let (digest, size, _) = w.finish()?;
+        Ok((digest, size))
+    }
+
+    /// Reserves `bytes` of budget, evicting unreferenced blobs oldest-first if needed.
+    fn reserve(&self, bytes: u64) -> Result<()> {
+        let mut st = self.state();
+        let Some(budget) = self.budget else {
+            st.reserved += bytes;
+            return Ok(());
+        };
+        if st.used + st.reserved + bytes > budget {
+            let want = st.used + st.reserved + bytes - budget;
+            self.evict(&mut st, want);
+        }
+        let in_use = st.used + st.reserved;
+        if in_use + bytes > budget {
+            return Err(Error::QuotaExceeded {
+                needed: bytes,
+                free: budget.saturating_sub(in_use),
+                budget,
+            });
+        }
+        st.reserved += bytes;
+        Ok(())
+    }
+
+    fn release(&self, bytes: u64) {
+        let mut st = self.state();
+        st.reserved = st.reserved.saturating_sub(bytes);
+    }
+
+    /// Deletes unreferenced, unpinned blobs, least recently used first, until
+    /// `want` bytes are freed; deletes nothing if that many cannot be freed. Runs under the state lock, so
+    /// no manifest can start referencing a blob while it is being removed.
+    fn evict(&self, st: &mut State, want: u64) {
+        let referenced = match self.referenced_digests() {
+            Ok(r) => r,
+            Err(e) => {
+                // If a manifest cannot be read we cannot know what is safe to delete.
+                log::warn!("not evicting: {e}");
+                return;
+            }
+        };
+        let mut candidates: Vec<(SystemTime, PathBuf, u64, String)> = Vec::new();
+        let Ok(dir) = fs::read_dir(self.root.join("blobs")) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(digest) = Digest::parse(&name) else {
+                continue;
+            };
+            if referenced.contains(digest.hex()) || st.pinned.contains_key(&digest) {
+                continue;
+            }
+            if let Ok(meta) = entry.metadata() {
+                let when = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                candidates.push((when, entry.path(), meta.len(), name));
+            }
+        }
+        // Evicting is only worth it when it makes the write fit; otherwise the
+        // write is refused and the cache of unreferenced blobs stays intact.
+        if candidates.iter().map(|c| c.2).sum::<u64>() < want {
+            return;
+        }
+        candidates.sort();
+        let mut freed = 0;
+        for (_, path, len, name) in candidates {
+            if freed >= want {
+                break;
+            }
+            if fs::remove_file(&path).is_ok() {
+                log::info!(
+                    "evicted unreferenced blob {name} ({len} bytes) to stay within the disk budget"
+                );
+                freed += len;
+                st.used = st.used.saturating_sub(len);
+            }
+        }
+    }
+
+    /// Keeps these blobs from eviction until the guard drops.
+    pub fn pin(self: &Arc<Self>, digests: Vec<Digest>) -> Pin {
+        let mut st = self.state();
+        for d in &digests {
+            *st.pinned.entry(d.clone()).or_default() += 1;
+        }
+        Pin {
+            store: Arc::clone(self),
+            digests,
+        }
+    }
+
+    fn manifests_dir(&self) -> PathBuf {
+        self.root.join("manifests")
+    }
+
+    /// Finds the manifest for a name, matching each part case-insensitively
+    /// and returning the on-disk spelling.
+    pub fn resolve(&self, name: &ModelName) -> Option<ModelName> {
+        let mut dir = self.manifests_dir();
+        let mut parts: Vec<String> = Vec::with_capacity(4);
+        for (i, want) in name.components().iter().enumerate() {
+            let exact = dir.join(want);
+            let found = if exact.exists() {
+                Some(want.to_string())
+            } else {
+                fs::read_dir(&dir).ok()?.flatten().find_map(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.eq_ignore_ascii_case(want).then_some(n)
+                })
+            }?;
+            dir = dir.join(&found);
+            parts.push(found);
+            if i == 3 && !dir.is_file() {
+                return None;
+            }
+        }
+        let [host, namespace, model, tag]: [String; 4] = parts.try_into().ok()?;
+        Some(ModelName {
+            host,
+            namespace,
+            model,
+            tag,
+        })
+    }
+
+    fn manifest_path(&self, name: &ModelName) -> PathBuf {
+        let mut p = self.manifests_dir();
+        for c in name.components() {
+            p.push(c);
+        }
+        p
+    }
+
+    /// Reads a model's manifest. The name is resolved case-insensitively.
+    pub fn entry(&self, name: &ModelName) -> Result<Entry> {
+        let resolved = self
+            .resolve(name)
+            .ok_or_else(|| Error::ModelNotFound(name.display_short()))?;
+        self.read_entry(resolved)
+    }
+
+    fn read_entry(&self, name: ModelName) -> Result<Entry> {
+        let path = self.manifest_path(&name);
+        let bytes = fs::read(&path).map_err(io_err(format!("read {}", path.display())))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| Error::BadManifest {
+                name: name.display_short(),
+                reason: e.to_string(),
+            })?;
+        let modified = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Ok(Entry {
+            digest: Digest::of(&bytes).hex().to_string(),
+            name,
+            manifest,
+            modified,
+        })
+    }
+
+    /// Every model whose manifest parses; corrupt ones are logged and skipped.
+    pub fn list(&self) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for name in self.manifest_names()? {
+            match self.read_entry(name) {
+                Ok(e) => out.push(e),
+                Err(e) => log::warn!("skipping model: {e}"),
+            }
+        }
+        out.sort_by(|a, b| b.modified.cmp(&a.modified));
+        Ok(out)
+    }
+
+    /// Names of all manifest files exactly four levels below `manifests/`.
+    fn manifest_names(&self) -> Result<Vec<ModelName>> {
+        let mut names = Vec::new();
+        let root = self.manifests_dir();
+        let subdirs = |p: &Path| -> Vec<(String, PathBuf)> {
+            fs::read_dir(p)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for (host, hp) in subdirs(&root) {
+            for (ns, np) in subdirs(&hp) {
+                for (model, mp) in subdirs(&np) {
+                    for (tag, tp) in subdirs(&mp) {
+                        if !tp.is_file() {
+                            continue;
+                        }
+                        let raw = format!("{host}/{ns}/{model}:{tag}");
+                        match ModelName::parse(&raw) {
+                            Ok(n) if n.components() == [&host, &ns, &model, &tag] => names.push(n),
+                            _ => log::warn!(
+                                "ignoring manifest with an invalid name: {}",
+                                tp.display()
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Every digest any manifest references (hex only). Fails if any manifest
+    /// cannot be read, because then no blob is known to be safe to delete.
+    fn referenced_digests(&self) -> Result<HashSet<String>> {
+        let mut set = HashSet::new();
+        for name in self.manifest_names()? {
+            let e = self.read_entry(name)?;
+            for d in e.manifest.digests() {
+                if let Ok(d) = Digest::parse(d) {
+                    set.insert(d.hex().to_string());
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// Writes a manifest atomically (temp file, fsync, rename), replacing any
+    /// previous one, then deletes blobs that only the previous one used.
+    pub fn write_manifest(&self, name: &ModelName, manifest: &Manifest) -> Result<()> {
+        for d in manifest.digests() {
+            let digest = Digest::parse(d).map_err(|_| Error::BlobNotFound(d.to_string()))?;
+            if !self.has_blob(&digest) {
+                return Err(Error::BlobNotFound(d.to_string()));
+            }
+        }
+        let mut bytes = serde_json::to_vec(manifest).map_err(|e| Error::BadManifest {
+            name: name.display_short(),
+            reason: e.to_string(),
+        })?;
+        bytes.push(b'\n');
+        let old = self.resolve(name).and_then(|n| self.read_entry(n).ok());
+        let target = match &old {
+            Some(e) => self.manifest_path(&e.name),
+            None => self.manifest_path(name),
+        };
+        let _st = self.state();
+        self.write_file_atomic(&target, &bytes)?;
+        if let Some(old) = old {
+            let keep: HashSet<&str> = manifest.digests().collect();
+            let stale: Vec<String> = old
+                .manifest
+                .digests()
+                .filter(|d| !keep.contains(d))
+                .map(str::to_string)
+                .collect();
+            drop(_st);
+            self.remove_unreferenced(&stale);
+        }
+        Ok(())
+    }
+
+    fn write_file_atomic(&self, target: &Path, bytes: &[u8]) -> Result<()> {
+        let parent = target.parent().ok_or_else(|| Error::Io {
+            context: format!("manifest path {} has no parent", target.display()),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+        fs::create_dir_all(parent).map_err(io_err("create manifest dir"))?;
+        let tmp = self.temp_path("manifest");
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, target)?;
+            // The rename is durable only once the directory entry is.
+            File::open(parent)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(io_err(format!("write {}", target.display())))
+    }
+
+    /// Copies a manifest (blobs are shared). Same name is a no-op.
+    pub fn copy(&self, src: &ModelName, dst: &ModelName) -> Result<()> {
+        let entry = self.entry(src)?;
+        let target = match self.resolve(dst) {
+            Some(existing) => self.manifest_path(&existing),
+            None => self.manifest_path(dst),
+        };
+        if target == self.manifest_path(&entry.name) {
+            return Ok(());
+        }
+        let bytes = fs::read(self.manifest_path(&entry.name)).map_err(io_err("read manifest"))?;
+        let _st = self.state();
+        self.write_file_atomic(&target, &bytes)
+    }
+
+    /// Removes a model's manifest, prunes empty folders and deletes the blobs
+    /// no other manifest uses.
+    pub fn delete(&self, name: &ModelName) -> Result<()> {
+        let entry = self.entry(name)?;
+        let path = self.manifest_path(&entry.name);
+        {
+            let _st = self.state();
+            fs::remove_file(&path).map_err(io_err(format!("remove {}", path.display())))?;
+        }
+        let mut dir = path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == self.manifests_dir() || fs::remove_dir(&d).is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+        let digests: Vec<String> = entry.manifest.digests().map(str::to_string).collect();
+        self.remove_unreferenced(&digests);
+        Ok(())
+    }
+
+    /// Deletes those of `digests` that no manifest references and no create pins.
+    fn remove_unreferenced(&self, digests: &[String]) {
+        let mut st = self.state();
+        let referenced = match self.referenced_digests() {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("not removing blobs: {e}");
+                return;
+            }
+        };
+        for d in digests {
+            let Ok(digest) = Digest::parse(d) else {
+                continue;
+            };
+            if referenced.contains(digest.hex()) || st.pinned.contains_key(&digest) {
+                continue;
+            }
+            let path = self.blob_path(&digest);
+            let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if fs::remove_file(&path).is_ok() {
+                st.used = st.used.saturating_sub(len);
+            }
+        }
+    }
+}
+
+/// Keeps blobs from eviction while a create uses them.
+#[derive(Debug)]
+pub struct Pin {
+    store: Arc<Store>,
+    digests: Vec<Digest>,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut st = self.store.state();
+        for d in &self.digests {
+            if let Some(n) = st.pinned.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    st.pinned.remove(d);
+                }
+            }
+        }
+    }
+}
+
+/// A blob being written: hashed as bytes arrive, visible only after
+/// [`BlobWriter::finish`]. Dropping it unfinished deletes the temp file and
+/// gives back its reservation.
+#[derive(Debug)]
+pub struct BlobWriter {
+    store: Arc<Store>,
+    path: PathBuf,
+    file: Option<File>,
+    hasher: Sha256,
+    written: u64,
+    reserved: u64,
+    expected: Option<Digest>,
+}
+
+impl BlobWriter {
+    /// Appends bytes, reserving more budget when the size hint is passed.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let after = self.written + bytes.len() as u64;
+        if after > self.reserved {
+            // Grow the reservation in steps, so a stream of small chunks does
+            // not take the state lock for each one.
+            let step = (after - self.reserved).max(8 << 20);
+            self.store.reserve(step)?;
+            self.reserved += step;
+        }
+        let file = self.file.as_mut().ok_or_else(|| Error::Io {
+            context: "write to a finished blob".into(),
+            source: io::Error::from(io::ErrorKind::Other),
+        })?;
+        file.write_all(bytes).map_err(io_err("write blob"))?;
+        self.hasher.update(bytes);
+        self.written = after;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Verifies the digest, syncs and renames the blob into place.
+    /// Returns the digest, the size and whether the blob is new.
+    pub fn finish(mut self) -> Result<(Digest, u64, bool)> {
+        let file = self.file.take().ok_or_else(|| Error::Io {
+            context: "finish a finished blob".into(),
+            source: io::Error::from(io::ErrorKind::Other),
+        })?;
+        let got = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        if let Some(expected) = &self.expected {
+            if *expected != got {
+                return Err(Error::DigestMismatch {
+                    expected: expected.to_string(),
+                    got: got.to_string(),
+                });
+            }
+        }
+        file.sync_all().map_err(io_err("sync blob"))?;
+        drop(file);
+        let target = self.store.blob_path(&got);
+        let mut st = self.store.state();
+        if target.is_file() {
+            drop(st);
+            self.store.touch_blob(&got);
+            return Ok((got, self.written, false));
+        }
+        fs::rename(&self.path, &target).map_err(io_err("rename blob into place"))?;
+        if let Some(dir) = target.parent() {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        st.used += self.written;
+        Ok((got, self.written, true))
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // After a successful rename the temp path no longer exists; removing it is harmless.
+        let _ = fs::remove_file(&self.path);
+        self.store.release(self.reserved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(budget: Option<u64>) -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), budget).expect("open");
+        (dir, Arc::new(store))
+    }
+
+    #[test]
+    fn blob_roundtrip_and_mismatch() {
+        let (_d, s) = store(None);
+        let (digest, size) = s.put_bytes(b"hello").expect("put");
+        assert_eq!(size, 5);
+        assert!(s.has_blob(&digest));
+        let mut w = s
+            .blob_writer(Some(Digest::of(b"other")), None)
+            .expect("writer");
+        w.write(b"hello!").expect("write");
+        assert!(matches!(w.finish(), Err(Error::DigestMismatch { .. })));
+        let tmp_left = fs::read_dir(s.root().join(".hearth-tmp"))
+            .expect("tmp")
+            .count();
+        assert_eq!(tmp_left, 0);
+    }
+
+    #[test]
+    fn budget_evicts_unreferenced_then_refuses() {
+        let (_d, s) = store(Some(100));
+        let (kept, _) = s.put_bytes(&[1u8; 40]).expect("put kept");
+        let config = s.put_bytes(b"{}").expect("config");
+        let layer = |d: &Digest, size| Layer {
+            media_type: manifest::MEDIA_MODEL.into(),
+            digest: d.to_string(),
+            size,
+            from: None,
+            name: None,
+        };
+        let m = Manifest::new(layer(&config.0, 2), vec![layer(&kept, 40)]);
+        let name = ModelName::parse("m").expect("name");
+        s.write_manifest(&name, &m).expect("manifest");
+        let (loose, _) = s.put_bytes(&[2u8; 50]).expect("put loose");
+        // 92 used; 50 more only fit by evicting the loose blob.
+        let (newer, _) = s.put_bytes(&[3u8; 50]).expect("evicting put");
+        assert!(!s.has_blob(&loose));
+        assert!(s.has_blob(&kept) && s.has_blob(&newer));
+        // Now 92 used again; even evicting `newer`, 70 cannot fit, so nothing is evicted.
+        let err = s.put_bytes(&[4u8; 70]).expect_err("over budget");
+        assert!(matches!(err, Error::QuotaExceeded { .. }), "{err}");
+        assert!(s.has_blob(&kept) && s.has_blob(&newer));
+    }
+}
