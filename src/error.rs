@@ -3,7 +3,7 @@
 
 use hyper::StatusCode;
 
-use crate::{create, model, store};
+use crate::{create, model, scheduler, store};
 
 /// Any error a request can end in.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum ApiError {
     /// From model creation.
     #[error(transparent)]
     Create(#[from] create::Error),
+    /// From the scheduler (queue full, load failure).
+    #[error(transparent)]
+    Schedule(#[from] scheduler::Error),
 }
 
 impl From<model::InvalidName> for ApiError {
@@ -61,6 +64,8 @@ impl ApiError {
             ApiError::Canceled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Store(e) => store_status(e),
+            ApiError::Schedule(scheduler::Error::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Schedule(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Create(e) => match e {
                 create::Error::Store(s) => store_status(s),
                 create::Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

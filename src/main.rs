@@ -6,10 +6,13 @@
 mod api;
 mod config;
 mod create;
+mod engine;
 mod error;
 mod gguf;
 mod model;
 mod options;
+mod prompt;
+mod scheduler;
 mod store;
 mod template;
 

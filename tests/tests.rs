@@ -1,1 +1,9 @@
+//! Black-box tests: each starts the real `hearth` binary on a free port with
+//! a temporary store and talks to it over HTTP, as clients do.
 
+mod harness;
+
+mod blobs;
+mod models;
+mod server;
+mod store_budget;

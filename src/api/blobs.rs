@@ -6,7 +6,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Response, StatusCode};
 
-use super::body::{response, Body};
+use super::body::{self, response, Body};
+
+/// Bodies up to this size are read and dropped when an upload is refused
+/// before it starts, so simple clients see the error; larger ones are cut.
+const DRAIN_LIMIT: u64 = 64 << 20;
 use super::{blocking, AppState};
 use crate::error::ApiError;
 use crate::store::Digest;
@@ -43,14 +47,24 @@ pub async fn upload(
     use hyper::body::Body as _;
     let size_hint = body.size_hint().exact();
     let store = Arc::clone(&state.store);
-    let mut writer = blocking(move || Ok(store.blob_writer(Some(digest), size_hint)?)).await?;
+    let mut writer = match blocking(move || Ok(store.blob_writer(Some(digest), size_hint)?)).await {
+        Ok(w) => w,
+        Err(e) => {
+            body::drain(body, DRAIN_LIMIT).await;
+            return Err(e);
+        }
+    };
     // Frames are written as they arrive; memory stays at one frame whatever the blob size.
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading blob upload: {e}")))?;
         if let Ok(data) = frame.into_data() {
             // Each frame is at most a few hundred KiB; a local write of that size does not
             // stall the runtime long enough to be worth a thread hop per frame.
-            writer.write(&data)?;
+            if let Err(e) = writer.write(&data) {
+                drop(writer);
+                body::drain(body, DRAIN_LIMIT).await;
+                return Err(e.into());
+            }
         }
     }
     let (_, _, created) = blocking(move || Ok(writer.finish()?)).await?;

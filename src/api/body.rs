@@ -25,7 +25,7 @@ pub enum Body {
     /// Sent at once.
     Full(Option<Bytes>),
     /// One chunk per message; ends when every sender is dropped.
-    Stream(mpsc::Receiver<Bytes>),
+    Stream(mpsc::UnboundedReceiver<Bytes>),
 }
 
 impl hyper::body::Body for Body {
@@ -87,8 +87,12 @@ pub fn empty_ok() -> Response<Body> {
 }
 
 /// A streaming NDJSON response and the sender that feeds it.
-pub fn ndjson_stream() -> (mpsc::Sender<Bytes>, Response<Body>) {
-    let (tx, rx) = mpsc::channel(64);
+///
+/// The channel is unbounded so producers never block (the runner thread must
+/// not wait on a slow client); what it can hold is bounded by the
+/// generation's own length.
+pub fn ndjson_stream() -> (mpsc::UnboundedSender<Bytes>, Response<Body>) {
+    let (tx, rx) = mpsc::unbounded_channel();
     let mut r = Response::new(Body::Stream(rx));
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -115,8 +119,25 @@ pub async fn read_json<T: DeserializeOwned>(body: Incoming) -> Result<T, ApiErro
     serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
+/// Reads and discards up to `limit` bytes of a body, so a client that is
+/// still sending when we answer early sees the answer instead of a reset.
+pub async fn drain(mut body: Incoming, limit: u64) {
+    let mut seen = 0u64;
+    while seen <= limit {
+        match body.frame().await {
+            Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => break,
+        }
+    }
+}
+
 /// Collects a body, refusing one over `limit` bytes.
 pub async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    use hyper::body::Body as _;
+    // A declared length over the limit is refused before reading anything.
+    if body.size_hint().lower() > limit as u64 {
+        return Err(ApiError::TooLarge { limit });
+    }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge { limit }),

@@ -7,6 +7,7 @@
 mod blobs;
 pub mod body;
 mod cors;
+mod inference;
 mod models;
 pub mod types;
 
@@ -23,7 +24,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::engine::CpuBudget;
 use crate::error::ApiError;
+use crate::scheduler::{Scheduler, Settings};
 use crate::store::Store;
 use body::{response, Body};
 
@@ -34,12 +37,26 @@ pub struct AppState {
     pub config: Config,
     /// The model store.
     pub store: Arc<Store>,
+    /// Loaded models.
+    pub scheduler: Arc<Scheduler>,
 }
 
 /// Builds the shared state for a config (opens the store).
+/// Must run inside the tokio runtime (the scheduler starts its expiry task).
 pub fn app(config: Config) -> Result<Arc<AppState>, crate::store::Error> {
     let store = Arc::new(Store::open(&config.models_dir, config.max_disk_bytes)?);
-    Ok(Arc::new(AppState { config, store }))
+    let settings = Settings {
+        max_loaded: config.max_loaded_models,
+        max_queue: config.max_queue,
+        num_parallel: config.num_parallel,
+        keep_alive: config.keep_alive,
+    };
+    let scheduler = Scheduler::new(settings, Arc::new(CpuBudget::new(config.threads)));
+    Ok(Arc::new(AppState {
+        config,
+        store,
+        scheduler,
+    }))
 }
 
 /// Serves until SIGINT/SIGTERM; in-flight requests get a grace period.
@@ -70,6 +87,7 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Resu
         }
     }
     log::info!("shutting down: waiting for requests in flight");
+    state.scheduler.unload_all();
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
@@ -151,6 +169,9 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
             body::json(&serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }))
         }
         "/api/tags" if is(&[get.clone(), head.clone()]) => models::tags(state).await,
+        "/api/ps" if m == get => inference::ps(state).await,
+        "/api/generate" if m == post => inference::generate(state, body).await,
+        "/api/chat" if m == post => inference::chat(state, body).await,
         "/api/show" if m == post => models::show(state, body).await,
         "/api/create" if m == post => models::create(state, body).await,
         "/api/copy" if m == post => models::copy(state, body).await,
@@ -176,6 +197,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
 fn not_allowed(path: &str) -> Response<Body> {
     let allow = match path {
         "/" | "/api/version" | "/api/tags" => "GET, HEAD",
+        "/api/ps" => "GET",
         "/api/delete" => "DELETE",
         p if p.starts_with("/api/blobs/") => "HEAD, POST",
         _ => "POST",

@@ -281,7 +281,7 @@ pub async fn create(state: &Arc<AppState>, body: Incoming) -> Result<Response<Bo
         let mut send = |p: Progress| {
             // A client that hung up does not stop the create: a half-created
             // model is worse than a finished one nobody watched.
-            let _ = tx.blocking_send(body::ndjson_line(&p));
+            let _ = tx.send(body::ndjson_line(&p));
         };
         if let Err(e) = plan.run(&store, &mut send) {
             let e: ApiError = create::Error::into(e);
@@ -290,7 +290,7 @@ pub async fn create(state: &Arc<AppState>, body: Incoming) -> Result<Response<Bo
             }
             let mut line = error_json(&e.to_string()).into_bytes();
             line.push(b'\n');
-            let _ = tx.blocking_send(line.into());
+            let _ = tx.send(line.into());
         }
     });
     Ok(resp)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what building hearth needs on a fresh Debian machine: cmake and
+# libclang (llama-cpp-sys-2 builds llama.cpp with cmake and binds it with
+# bindgen). Does nothing when they are already there.
+set -euo pipefail
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+command -v c++ >/dev/null || missing+=(g++)
+command -v python3 >/dev/null || missing+=(python3 python3-pip)
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi

@@ -1,0 +1,772 @@
+//! Inference routes: `/api/generate`, `/api/chat` and `/api/ps`.
+//!
+//! The async side resolves the model, merges options, renders the prompt,
+//! tokenizes, and turns engine events into NDJSON chunks (stop strings and
+//! UTF-8 assembly happen here). Decoding runs on the model's runner thread.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::Response;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use super::body::{self, Body};
+use super::models::{capabilities, details, template_text};
+use super::types::{rfc3339, ChatRequest, GenerateRequest, Message};
+use super::{blocking, AppState};
+use crate::config::{keep_alive_from_secs, parse_go_duration};
+use crate::create::{read_json_blob, read_text_blob};
+use crate::engine::{self, DoneReason, Event, Utf8Assembler};
+use crate::error::{error_json, ApiError};
+use crate::gguf::Gguf;
+use crate::model::ModelName;
+use crate::options::Options;
+use crate::prompt::{self, Input};
+use crate::scheduler::{KeepAlive, Lease, LoadKey};
+use crate::store::manifest::{self as mf, ConfigBlob};
+use crate::store::{self, Digest};
+use crate::template::Template;
+
+/// A GBNF grammar for any JSON value, used for `format: "json"`.
+const JSON_GRAMMAR: &str = r#"root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt/] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9]{1,15})? ws
+ws     ::= | " " | "\n" [ \t]{0,20}
+"#;
+
+/// Parses `keep_alive`: a number of seconds or a Go duration string.
+pub fn parse_keep_alive(v: Option<&Value>, default: KeepAlive) -> Result<KeepAlive, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Number(n)) => Ok(keep_alive_from_secs(n.as_f64().unwrap_or(0.0))),
+        Some(Value::String(s)) => parse_go_duration(s)
+            .map(keep_alive_from_secs)
+            .map_err(ApiError::BadRequest),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "Unsupported type: '{}'",
+            json_type(other)
+        ))),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Bool(_) => "bool",
+        Value::Array(_) => "[]interface {}",
+        Value::Object(_) => "map[string]interface {}",
+        _ => "unknown",
+    }
+}
+
+/// A model resolved from the store, with everything inference needs.
+struct Model {
+    name: ModelName,
+    digest: String,
+    path: std::path::PathBuf,
+    template: Template,
+    system: Option<String>,
+    params: Map<String, Value>,
+    messages: Vec<Message>,
+    caps: Vec<&'static str>,
+    ctx_train: Option<u64>,
+}
+
+fn resolve(state: &AppState, name: &ModelName, raw: &str) -> Result<Model, ApiError> {
+    let store = &state.store;
+    let entry = store.entry(name).map_err(|e| match e {
+        store::Error::ModelNotFound(_) => ApiError::NotFound(format!("model '{raw}' not found")),
+        other => ApiError::Store(other),
+    })?;
+    let m = &entry.manifest;
+    let layer = m
+        .layer(mf::MEDIA_MODEL)
+        .ok_or_else(|| ApiError::BadRequest(format!("{raw} has no model weights to run")))?;
+    let digest = Digest::parse(&layer.digest)
+        .map_err(|_| ApiError::Internal(format!("bad digest in {raw}")))?;
+    let path = store.blob_path(&digest);
+    let gguf = Gguf::open(&path, false).ok();
+    let text = template_text(store, m);
+    let template_src = text
+        .clone()
+        .or_else(|| {
+            gguf.as_ref()
+                .and_then(Gguf::chat_template)
+                .and_then(prompt::autodetect)
+                .map(|(_, t)| t.to_string())
+        })
+        .unwrap_or_else(|| prompt::DEFAULT_TEMPLATE.to_string());
+    let template = Template::parse(&template_src)
+        .map_err(|e| ApiError::Internal(format!("template of {raw}: {e}")))?;
+    let caps = capabilities(gguf.as_ref(), Some(&template_src), m);
+    let config: ConfigBlob = read_json_blob(store, &m.config).unwrap_or_default();
+    Ok(Model {
+        name: entry.name.clone(),
+        digest: entry.digest.clone(),
+        path,
+        template,
+        system: m
+            .layer(mf::MEDIA_SYSTEM)
+            .and_then(|l| read_text_blob(store, l)),
+        params: m
+            .layer(mf::MEDIA_PARAMS)
+            .and_then(|l| read_json_blob(store, l))
+            .unwrap_or_default(),
+        messages: m
+            .layer(mf::MEDIA_MESSAGES)
+            .and_then(|l| read_json_blob(store, l))
+            .unwrap_or_default(),
+        caps,
+        ctx_train: config
+            .context_length
+            .or_else(|| gguf.as_ref().and_then(Gguf::context_length)),
+    })
+}
+
+fn merged_options(
+    state: &AppState,
+    model: &Model,
+    request: Option<&Map<String, Value>>,
+) -> Result<Options, ApiError> {
+    let mut o = Options::defaults(state.config.context_length);
+    o.apply(&model.params)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let Some(r) = request {
+        // Upstream answers type errors in options with 500; a 400 is what it means.
+        o.apply(r)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
+    if let Some(train) = model.ctx_train {
+        o.num_ctx = o.num_ctx.min(u32::try_from(train).unwrap_or(u32::MAX));
+    }
+    Ok(o)
+}
+
+fn load_key(model: &Model, o: &Options) -> LoadKey {
+    LoadKey {
+        path: model.path.clone(),
+        num_ctx: o.num_ctx,
+        num_batch: o.num_batch,
+        num_thread: o.num_thread,
+        use_mmap: o.use_mmap.unwrap_or(true),
+        embeddings: false,
+    }
+}
+
+fn grammar_for(format: Option<&Value>) -> Result<Option<String>, ApiError> {
+    match format {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s == "json" => Ok(Some(JSON_GRAMMAR.to_string())),
+        Some(Value::Object(_)) => Err(ApiError::BadRequest(
+            "format: JSON schema constraints are not supported yet; use \"json\"".into(),
+        )),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "invalid format: {other}; expected \"json\" or a valid JSON Schema object"
+        ))),
+    }
+}
+
+/// `think`: accepted values, and a 400 for models without the capability.
+fn check_think(think: Option<&Value>, model: &Model, raw: &str) -> Result<(), ApiError> {
+    let wants = match think {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(Value::String(s)) if matches!(s.as_str(), "low" | "medium" | "high" | "max") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid think value: {other}"
+            )))
+        }
+    };
+    if wants && !model.caps.contains(&"thinking") {
+        return Err(ApiError::BadRequest(format!(
+            "\"{raw}\" does not support thinking"
+        )));
+    }
+    Ok(())
+}
+
+fn check_completion(model: &Model, raw: &str, what: &str) -> Result<(), ApiError> {
+    if model.caps.contains(&"completion") {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "\"{raw}\" does not support {what}"
+        )))
+    }
+}
+
+fn check_top_logprobs(n: Option<i64>) -> Result<(), ApiError> {
+    match n {
+        Some(n) if !(0..=20).contains(&n) => Err(ApiError::BadRequest(
+            "top_logprobs must be between 0 and 20".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Which route is answering: the chunk shapes differ.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// `response` chunks; the final one carries `context` unless raw.
+    Generate { context: Option<Vec<i32>> },
+    /// `message` chunks.
+    Chat,
+}
+
+fn now() -> String {
+    rfc3339(SystemTime::now())
+}
+
+fn chunk(kind: &Kind, model: &str, text: &str) -> Value {
+    match kind {
+        Kind::Generate { .. } => {
+            json!({"model": model, "created_at": now(), "response": text, "done": false})
+        }
+        Kind::Chat => json!({"model": model, "created_at": now(),
+            "message": {"role": "assistant", "content": text}, "done": false}),
+    }
+}
+
+/// Replies that need no generation: `load` and `unload`.
+fn short_reply(kind: &Kind, model: &str, reason: &str) -> Result<Response<Body>, ApiError> {
+    let mut v = chunk(kind, model, "");
+    v["done"] = Value::Bool(true);
+    v["done_reason"] = Value::String(reason.into());
+    body::json(&v)
+}
+
+/// `POST /api/generate`.
+pub async fn generate(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body>, ApiError> {
+    let req: GenerateRequest = body::read_json(body).await?;
+    check_top_logprobs(req.top_logprobs)?;
+    let raw_name = req.model.clone();
+    let name = ModelName::parse(&raw_name)
+        .map_err(|_| ApiError::NotFound(format!("model '{raw_name}' not found")))?;
+    let st = Arc::clone(state);
+    let (n, r) = (name.clone(), raw_name.clone());
+    let model = blocking(move || resolve(&st, &n, &r)).await?;
+    let keep_alive = parse_keep_alive(
+        req.keep_alive.as_ref(),
+        state.scheduler.default_keep_alive(),
+    )?;
+    let kind = Kind::Generate { context: None };
+    if req.prompt.is_empty() && keep_alive == Some(Duration::ZERO) {
+        state.scheduler.unload_path(&model.path);
+        return short_reply(&kind, &raw_name, "unload");
+    }
+    if req.raw && (req.template.is_some() || req.system.is_some() || req.context.is_some()) {
+        return Err(ApiError::BadRequest(
+            "raw mode does not support template, system, or context".into(),
+        ));
+    }
+    check_think(req.think.as_ref(), &model, &raw_name)?;
+    check_completion(&model, &raw_name, "generate")?;
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) && !model.caps.contains(&"insert") {
+        return Err(ApiError::BadRequest(format!(
+            "{} does not support insert",
+            model.name
+        )));
+    }
+    if req.images.as_ref().is_some_and(|i| !i.is_empty()) {
+        return Err(ApiError::BadRequest(format!(
+            "{} does not support vision",
+            model.name
+        )));
+    }
+    let grammar = grammar_for(req.format.as_ref())?;
+    let opts = merged_options(state, &model, req.options.as_ref())?;
+    let started = Instant::now();
+    let short = model.name.display_short();
+    let lease = state
+        .scheduler
+        .acquire(
+            load_key(&model, &opts),
+            (&short, &short, &model.digest),
+            keep_alive,
+        )
+        .await?;
+    if req.prompt.is_empty() {
+        return short_reply(&kind, &raw_name, "load");
+    }
+
+    let text = if req.raw {
+        req.prompt.clone()
+    } else {
+        let template = match &req.template {
+            Some(t) => Template::parse(t)
+                .map_err(|e| ApiError::BadRequest(format!("template error: {e}")))?,
+            None => model.template.clone(),
+        };
+        let mut messages = Vec::new();
+        if let Some(s) = req.system.clone().or_else(|| model.system.clone()) {
+            messages.push(Message {
+                role: "system".into(),
+                content: s,
+                ..Message::default()
+            });
+        }
+        if req.context.is_none() {
+            messages.extend(model.messages.iter().cloned());
+        }
+        messages.push(Message {
+            role: "user".into(),
+            content: req.prompt.clone(),
+            ..Message::default()
+        });
+        let suffix = req
+            .suffix
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| (req.prompt.as_str(), s));
+        prompt::render(
+            &template,
+            &Input {
+                messages: &messages,
+                tools: None,
+                suffix,
+            },
+        )
+        .map_err(|e| ApiError::BadRequest(format!("template error: {e}")))?
+    };
+    let runner = Arc::clone(&lease.runner);
+    let mut tokens = match &req.context {
+        Some(ctx) if !ctx.is_empty() => ctx.clone(),
+        _ => Vec::new(),
+    };
+    let fresh = tokens.is_empty();
+    tokens.extend(
+        runner
+            .tokenize(&text, fresh, true)
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    let kind = Kind::Generate {
+        context: (!req.raw).then(|| tokens.clone()),
+    };
+    let job = Job {
+        kind,
+        model: raw_name,
+        tokens,
+        opts,
+        grammar,
+        shift: req.shift.unwrap_or(true),
+        stream: req.stream.unwrap_or(true),
+        started,
+    };
+    run(job, lease).await
+}
+
+/// `POST /api/chat`.
+pub async fn chat(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body>, ApiError> {
+    let req: ChatRequest = body::read_json(body).await?;
+    check_top_logprobs(req.top_logprobs)?;
+    let raw_name = req.model.clone();
+    if raw_name.is_empty() {
+        return Err(ApiError::BadRequest("model is required".into()));
+    }
+    let name = ModelName::parse(&raw_name)
+        .map_err(|_| ApiError::NotFound(format!("model '{raw_name}' not found")))?;
+    let st = Arc::clone(state);
+    let (n, r) = (name.clone(), raw_name.clone());
+    let model = blocking(move || resolve(&st, &n, &r)).await?;
+    let keep_alive = parse_keep_alive(
+        req.keep_alive.as_ref(),
+        state.scheduler.default_keep_alive(),
+    )?;
+    if req.messages.is_empty() && keep_alive == Some(Duration::ZERO) {
+        state.scheduler.unload_path(&model.path);
+        return short_reply(&Kind::Chat, &raw_name, "unload");
+    }
+    check_think(req.think.as_ref(), &model, &raw_name)?;
+    check_completion(&model, &raw_name, "chat")?;
+    let tools = req
+        .tools
+        .as_ref()
+        .filter(|t| t.as_array().is_some_and(|a| !a.is_empty()));
+    if tools.is_some() && !model.caps.contains(&"tools") {
+        return Err(ApiError::BadRequest(format!(
+            "{} does not support tools",
+            model.name
+        )));
+    }
+    if req
+        .messages
+        .iter()
+        .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty()))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{} does not support vision",
+            model.name
+        )));
+    }
+    let grammar = grammar_for(req.format.as_ref())?;
+    let opts = merged_options(state, &model, req.options.as_ref())?;
+    let started = Instant::now();
+    let short = model.name.display_short();
+    let lease = state
+        .scheduler
+        .acquire(
+            load_key(&model, &opts),
+            (&short, &short, &model.digest),
+            keep_alive,
+        )
+        .await?;
+    if req.messages.is_empty() {
+        return short_reply(&Kind::Chat, &raw_name, "load");
+    }
+
+    let mut messages: Vec<Message> = model.messages.clone();
+    let mut incoming: Vec<Message> = req.messages.clone();
+    for m in &mut incoming {
+        m.role = m.role.to_lowercase();
+    }
+    if incoming.first().is_none_or(|m| m.role != "system") {
+        if let Some(s) = &model.system {
+            messages.insert(
+                0,
+                Message {
+                    role: "system".into(),
+                    content: s.clone(),
+                    ..Message::default()
+                },
+            );
+        }
+    }
+    messages.extend(incoming);
+    let runner = Arc::clone(&lease.runner);
+    let limit = runner.info().n_ctx as usize;
+    // Drop the oldest non-system messages until the prompt fits (the last
+    // message always stays), as Ollama does with `truncate`.
+    let tokens = loop {
+        let text = prompt::render(
+            &model.template,
+            &Input {
+                messages: &messages,
+                tools,
+                suffix: None,
+            },
+        )
+        .map_err(|e| ApiError::BadRequest(format!("template error: {e}")))?;
+        let tokens = runner
+            .tokenize(&text, true, true)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let droppable = messages
+            .iter()
+            .position(|m| m.role != "system")
+            .filter(|&i| i + 1 < messages.len());
+        match droppable {
+            Some(i) if tokens.len() >= limit && req.truncate.unwrap_or(true) => {
+                messages.remove(i);
+            }
+            _ => break tokens,
+        }
+    };
+    let job = Job {
+        kind: Kind::Chat,
+        model: raw_name,
+        tokens,
+        opts,
+        grammar,
+        shift: req.shift.unwrap_or(true),
+        stream: req.stream.unwrap_or(true),
+        started,
+    };
+    run(job, lease).await
+}
+
+/// One generation, ready to run.
+struct Job {
+    kind: Kind,
+    model: String,
+    tokens: Vec<i32>,
+    opts: Options,
+    grammar: Option<String>,
+    shift: bool,
+    stream: bool,
+    started: Instant,
+}
+
+/// Accumulated statistics and text of one generation.
+#[derive(Debug, Default)]
+struct Outcome {
+    text: String,
+    out_tokens: Vec<i32>,
+    prompt_eval_count: usize,
+    prompt_eval_duration: Duration,
+    eval_count: usize,
+    eval_duration: Duration,
+    done_reason: Option<&'static str>,
+    error: Option<String>,
+}
+
+/// Starts the generation on the runner and answers, streaming or not.
+async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
+    let o = &job.opts;
+    let request = engine::GenerateRequest {
+        prompt: job.tokens.clone(),
+        sampling: engine::SamplingParams {
+            temperature: o.temperature,
+            top_k: o.top_k,
+            top_p: o.top_p,
+            min_p: o.min_p,
+            typical_p: o.typical_p,
+            repeat_last_n: o.repeat_last_n,
+            repeat_penalty: o.repeat_penalty,
+            presence_penalty: o.presence_penalty,
+            frequency_penalty: o.frequency_penalty,
+            seed: o.seed,
+            grammar: job.grammar.clone(),
+        },
+        num_predict: if o.num_predict < 0 { -1 } else { o.num_predict },
+        stop_at_eog: true,
+        num_keep: o.num_keep,
+        shift: job.shift,
+    };
+    let (etx, erx) = mpsc::unbounded_channel::<Event>();
+    lease
+        .runner
+        .generate(request, Box::new(move |ev| etx.send(ev).is_ok()))
+        .map_err(|e| match e {
+            engine::Error::PromptTooLong { .. } => ApiError::BadRequest(
+                "the prompt is longer than the context length currently available to the model; shorten the prompt, adjust the context length in settings, or use a model with a longer context length".into(),
+            ),
+            engine::Error::Grammar(g) => ApiError::BadRequest(format!("invalid format grammar: {g}")),
+            other => ApiError::Internal(other.to_string()),
+        })?;
+    if job.stream {
+        let (tx, resp) = body::ndjson_stream();
+        tokio::spawn(async move {
+            let lease = lease;
+            let kind = job.kind.clone();
+            let model = job.model.clone();
+            let emit_tx = tx.clone();
+            let emit = move |text: &str| {
+                emit_tx
+                    .send(body::ndjson_line(&chunk(&kind, &model, text)))
+                    .is_ok()
+            };
+            let outcome = consume(erx, &job.opts.stop, emit).await;
+            let line = final_line(&job, &outcome, lease.load_duration, true);
+            let _ = tx.send(line);
+            drop(lease);
+        });
+        Ok(resp)
+    } else {
+        let outcome = consume(erx, &job.opts.stop, |_| true).await;
+        let line = final_line(&job, &outcome, lease.load_duration, false);
+        drop(lease);
+        if let Some(e) = &outcome.error {
+            if outcome.text.is_empty() {
+                return Err(ApiError::Internal(e.clone()));
+            }
+        }
+        Ok(super::body::response(
+            hyper::StatusCode::OK,
+            "application/json; charset=utf-8",
+            line,
+        ))
+    }
+}
+
+/// Reads engine events, applies stop strings and UTF-8 assembly, and hands
+/// text pieces to `emit` (which returns false when the client is gone).
+async fn consume(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    stops: &[String],
+    mut emit: impl FnMut(&str) -> bool,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let mut utf8 = Utf8Assembler::new();
+    let mut held = String::new();
+    let mut eval_started = Instant::now();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::PromptDone {
+                prompt_tokens,
+                cached_tokens,
+                duration,
+            } => {
+                out.prompt_eval_count = prompt_tokens + cached_tokens;
+                out.prompt_eval_duration = duration;
+                eval_started = Instant::now();
+            }
+            Event::Token { id, bytes } => {
+                out.eval_count += 1;
+                out.out_tokens.push(id);
+                held.push_str(&utf8.push(&bytes));
+                if let Some(at) = stops.iter().filter_map(|s| held.find(s.as_str())).min() {
+                    held.truncate(at);
+                    out.done_reason = Some("stop");
+                    out.eval_duration = eval_started.elapsed();
+                    if !held.is_empty() {
+                        out.text.push_str(&held);
+                        emit(&held);
+                    }
+                    return out;
+                }
+                // Hold back the longest tail that could still become a stop string.
+                let keep = stops
+                    .iter()
+                    .map(|s| partial_suffix(&held, s))
+                    .max()
+                    .unwrap_or(0);
+                let ready = held.len() - keep;
+                if ready > 0 {
+                    let piece: String = held.drain(..ready).collect();
+                    out.text.push_str(&piece);
+                    if !emit(&piece) {
+                        out.error = Some("client disconnected".into());
+                        return out;
+                    }
+                }
+            }
+            Event::Done {
+                reason,
+                eval_count,
+                eval_duration,
+            } => {
+                held.push_str(&utf8.finish());
+                if !held.is_empty() {
+                    out.text.push_str(&held);
+                    emit(&held);
+                }
+                out.eval_count = eval_count;
+                out.eval_duration = eval_duration;
+                out.done_reason = Some(match reason {
+                    DoneReason::Stop => "stop",
+                    DoneReason::Length => "length",
+                });
+                return out;
+            }
+            Event::Error(e) => {
+                out.error = Some(e.to_string());
+                return out;
+            }
+        }
+    }
+    out.error
+        .get_or_insert_with(|| "the model runner stopped".into());
+    out
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of `stop`.
+fn partial_suffix(text: &str, stop: &str) -> usize {
+    (1..stop.len().min(text.len() + 1))
+        .rev()
+        .find(|&n| {
+            stop.is_char_boundary(n)
+                && text.is_char_boundary(text.len() - n)
+                && text.ends_with(&stop[..n])
+        })
+        .unwrap_or(0)
+}
+
+/// The last line: stats and `done_reason`, or an in-stream error.
+fn final_line(job: &Job, o: &Outcome, load: Duration, streamed: bool) -> Bytes {
+    if let Some(e) = &o.error {
+        if streamed || o.text.is_empty() {
+            let mut line = error_json(e).into_bytes();
+            line.push(b'\n');
+            return Bytes::from(line);
+        }
+    }
+    let text = if streamed { "" } else { o.text.as_str() };
+    let mut v = chunk(&job.kind, &job.model, text);
+    v["done"] = Value::Bool(true);
+    v["done_reason"] = Value::String(o.done_reason.unwrap_or("stop").into());
+    if let Kind::Generate { context: Some(ctx) } = &job.kind {
+        let mut all = ctx.clone();
+        all.extend(&o.out_tokens);
+        v["context"] = json!(all);
+    }
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let metrics = [
+        ("total_duration", nanos(job.started.elapsed())),
+        ("load_duration", nanos(load)),
+        ("prompt_eval_count", o.prompt_eval_count as u64),
+        ("prompt_eval_duration", nanos(o.prompt_eval_duration)),
+        ("eval_count", o.eval_count as u64),
+        ("eval_duration", nanos(o.eval_duration)),
+    ];
+    for (k, n) in metrics {
+        if n > 0 {
+            v[k] = json!(n);
+        }
+    }
+    body::ndjson_line(&v)
+}
+
+/// `GET /api/ps`.
+pub async fn ps(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
+    let running = state.scheduler.running();
+    let store = Arc::clone(&state.store);
+    let models = blocking(move || {
+        let entries = store.list()?;
+        let mut out = Vec::new();
+        for r in running {
+            let Some(e) = entries.iter().find(|e| e.digest == r.digest) else {
+                continue;
+            };
+            let mut d = details(&store, &e.manifest);
+            d.parent_model = String::new();
+            // Forever shows as a far-future time, as Ollama does.
+            let expires = r
+                .expires_at
+                .unwrap_or_else(|| SystemTime::UNIX_EPOCH + Duration::from_secs(10_960_000_000));
+            out.push(json!({
+                "name": e.name.display_short(),
+                "model": e.name.display_short(),
+                "size": r.size_bytes,
+                "digest": r.digest,
+                "details": d,
+                "expires_at": rfc3339(expires),
+                "size_vram": 0,
+                "context_length": r.context_length,
+            }));
+        }
+        Ok(out)
+    })
+    .await?;
+    body::json(&json!({ "models": models }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_stop_suffixes() {
+        assert_eq!(partial_suffix("hello <end", "<end_of_turn>"), 4);
+        assert_eq!(partial_suffix("hello", "<end_of_turn>"), 0);
+        assert_eq!(partial_suffix("a<", "<x"), 1);
+        assert_eq!(partial_suffix("é<", "<é"), 1);
+    }
+
+    #[test]
+    fn keep_alive_values() {
+        let d = Some(Duration::from_secs(300));
+        assert_eq!(parse_keep_alive(None, d).ok(), Some(d));
+        assert_eq!(
+            parse_keep_alive(Some(&json!(10)), d).ok(),
+            Some(Some(Duration::from_secs(10)))
+        );
+        assert_eq!(parse_keep_alive(Some(&json!(-1)), d).ok(), Some(None));
+        assert_eq!(
+            parse_keep_alive(Some(&json!("1m")), d).ok(),
+            Some(Some(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            parse_keep_alive(Some(&json!("0")), d).ok(),
+            Some(Some(Duration::ZERO))
+        );
+        let err = parse_keep_alive(Some(&json!("300")), d).map_err(|e| e.to_string());
+        assert_eq!(err, Err("time: missing unit in duration \"300\"".into()));
+        assert!(parse_keep_alive(Some(&json!(true)), d).is_err());
+    }
+}

@@ -1,0 +1,273 @@
+//! The inference engine: the only module that touches llama.cpp.
+//!
+//! It owns model loading, tokenization, batched generation over parallel
+//! sequences with prefix (KV) reuse, sampling, embeddings and the process-wide
+//! CPU budget. It knows nothing of HTTP, async runtimes, JSON, chat templates,
+//! stop strings or the model store: callers hand it token ids and sampling
+//! settings and get events back through a callback on the runner's thread.
+//!
+//! Layout: `sys.rs` holds every `unsafe` call; `runner.rs` the per-model thread
+//! and its scheduler; `cpu.rs` the thread budget; `bench.rs` a reusable speed
+//! probe. This file holds the public types.
+
+mod bench;
+mod cpu;
+mod runner;
+mod sys;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use bench::{bench_decode, bench_request, BenchResult};
+pub use cpu::{CpuBudget, Policy};
+pub use runner::Runner;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to load model {path}: {reason}")]
+    LoadFailed { path: PathBuf, reason: String },
+    #[error("failed to create a llama.cpp context: {0}")]
+    ContextFailed(String),
+    #[error("failed to tokenize the input")]
+    Tokenize,
+    #[error("llama_decode failed with code {code}")]
+    Decode { code: i32 },
+    #[error("prompt of {tokens} tokens does not fit the context of {n_ctx} tokens")]
+    PromptTooLong { tokens: usize, n_ctx: usize },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("token id {0} is not in the vocabulary")]
+    InvalidToken(i32),
+    #[error("invalid grammar: {0}")]
+    Grammar(String),
+    #[error("sampling failed")]
+    Sampling,
+    #[error("sampler setup failed: {0}")]
+    Sampler(String),
+    #[error("no embeddings were produced: {0}")]
+    Embeddings(String),
+    #[error("this model was loaded for embeddings and cannot generate")]
+    NotGenerative,
+    #[error("invalid load parameters: {0}")]
+    InvalidParams(String),
+    #[error("could not start the runner thread: {0}")]
+    Spawn(String),
+    #[error("the model runner has stopped")]
+    RunnerGone,
+}
+
+/// How to load a model and size its context.
+#[derive(Clone, Debug)]
+pub struct LoadParams {
+    /// Context length per sequence (llama.cpp rounds it up to a multiple of 256).
+    pub n_ctx: u32,
+    /// Max tokens per decode call (also the micro-batch size).
+    pub n_batch: u32,
+    /// Threads this model may use when it has the CPU to itself.
+    pub n_threads: usize,
+    /// Parallel sequences (slots) sharing the context.
+    pub n_parallel: u32,
+    /// Create the context for embeddings (the model's own pooling).
+    pub embeddings: bool,
+    /// Memory-map the weights instead of reading them.
+    pub use_mmap: bool,
+}
+
+impl Default for LoadParams {
+    fn default() -> Self {
+        LoadParams {
+            n_ctx: 2048,
+            n_batch: 512,
+            n_threads: 2,
+            n_parallel: 1,
+            embeddings: false,
+            use_mmap: true,
+        }
+    }
+}
+
+/// Facts about a loaded model.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub n_ctx_train: u32,
+    /// Actual context length per sequence after llama.cpp's rounding.
+    pub n_ctx: u32,
+    pub n_parallel: u32,
+    pub n_embd: u32,
+    pub n_vocab: u32,
+    pub chat_template: Option<String>,
+    /// Weights plus an estimate of the KV cache (for `/api/ps`).
+    pub size_bytes: u64,
+    /// Whether the tokenizer expects a BOS token at the start.
+    pub add_bos: bool,
+    /// `general.architecture` from the GGUF header.
+    pub architecture: Option<String>,
+}
+
+/// Sampling settings; defaults match Ollama's.
+#[derive(Clone, Debug)]
+pub struct SamplingParams {
+    /// 0 or below means greedy.
+    pub temperature: f32,
+    pub top_k: i32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub typical_p: f32,
+    /// Tokens of history the penalties look at; -1 = the whole context.
+    pub repeat_last_n: i32,
+    pub repeat_penalty: f32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// `None` picks a random seed.
+    pub seed: Option<u32>,
+    /// A GBNF grammar whose start rule is `root`.
+    pub grammar: Option<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.9,
+            min_p: 0.0,
+            typical_p: 1.0,
+            repeat_last_n: 64,
+            repeat_penalty: 1.1,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: None,
+            grammar: None,
+        }
+    }
+}
+
+/// One generation request.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    pub prompt: Vec<i32>,
+    pub sampling: SamplingParams,
+    /// Max tokens to generate; -1 = until end-of-generation or context end.
+    pub num_predict: i32,
+    /// Stop (without emitting it) when the model produces an EOG token.
+    pub stop_at_eog: bool,
+    /// Tokens at the start of the prompt that survive truncation and shifts.
+    pub num_keep: u32,
+    /// Truncate long prompts and shift the context when it fills, instead of
+    /// failing / stopping.
+    pub shift: bool,
+}
+
+impl GenerateRequest {
+    /// A request with default sampling that runs until EOG.
+    pub fn new(prompt: Vec<i32>) -> Self {
+        GenerateRequest {
+            prompt,
+            sampling: SamplingParams::default(),
+            num_predict: -1,
+            stop_at_eog: true,
+            num_keep: 0,
+            shift: true,
+        }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoneReason {
+    /// The model produced an end-of-generation token.
+    Stop,
+    /// `num_predict` was reached, or the context filled without shifting.
+    Length,
+}
+
+/// What a generation reports, in order: `PromptDone`, `Token`*, then `Done`
+/// (or `Error` at any point, which ends the stream).
+#[derive(Debug)]
+pub enum Event {
+    PromptDone {
+        /// Prompt tokens evaluated by this request.
+        prompt_tokens: usize,
+        /// Prompt tokens reused from the slot's KV cache.
+        cached_tokens: usize,
+        /// From admission to the prompt's logits being ready.
+        duration: Duration,
+    },
+    Token {
+        id: i32,
+        /// Raw bytes of the token piece; may be a partial UTF-8 sequence
+        /// (use [`Utf8Assembler`]).
+        bytes: Vec<u8>,
+    },
+    Done {
+        reason: DoneReason,
+        /// Tokens generated (the EOG token that ended it is not counted).
+        eval_count: usize,
+        eval_duration: Duration,
+    },
+    Error(Error),
+}
+
+/// Callback that receives a generation's events on the runner thread.
+/// Returning `false` (client gone) cancels the generation at once.
+pub type Sink = Box<dyn FnMut(Event) -> bool + Send>;
+
+/// Buffers token bytes and releases only complete UTF-8 characters, so a
+/// character split across tokens is never emitted half-way.
+#[derive(Debug, Default)]
+pub struct Utf8Assembler {
+    pending: Vec<u8>,
+}
+
+impl Utf8Assembler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds bytes; returns the text that is complete so far. Invalid bytes
+    /// become U+FFFD.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        let mut rest: &[u8] = &self.pending;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(s) => {
+                    out.push_str(s);
+                    rest = &[];
+                    break;
+                }
+                Err(e) => {
+                    let (good, bad) = rest.split_at(e.valid_up_to());
+                    // `good` is valid UTF-8 by construction.
+                    out.push_str(&String::from_utf8_lossy(good));
+                    match e.error_len() {
+                        // An invalid sequence: replace it and go on.
+                        Some(n) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            rest = &bad[n..];
+                        }
+                        // An incomplete sequence at the end: keep it.
+                        None => {
+                            rest = bad;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let keep = rest.to_vec();
+        self.pending = keep;
+        out
+    }
+
+    /// Returns whatever is left (lossily), e.g. at the end of a stream.
+    pub fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}

@@ -1,0 +1,773 @@
+//! One loaded model: its dedicated OS thread, slots and batch scheduler.
+//!
+//! A llama.cpp context borrows its model and is not thread-safe, so each
+//! [`Runner`] spawns a thread that owns the context; callers talk to it over a
+//! `std::sync::mpsc` channel. Tokenization and detokenization only read the
+//! model, so they run on the caller's thread.
+//!
+//! The context holds `n_parallel` sequences (slots), each with its own KV
+//! stream of `n_ctx` cells (llama.cpp's non-unified KV). Every loop iteration
+//! builds one batch with one token for every generating slot plus prompt
+//! chunks of newly admitted slots, decodes it once, then samples for every
+//! slot whose logits are ready. Each slot remembers the tokens in its cells;
+//! a new request takes the free slot sharing the longest prefix with its
+//! prompt and only evaluates the rest.
+//!
+//! Stop strings, templates and UTF-8 assembly are the caller's business.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::cpu::{Busy, CpuBudget};
+use super::sys::{Batch, Context, ContextSettings, Model, Sampler, SamplerSpec, RANDOM_SEED};
+use super::{DoneReason, Error, Event, GenerateRequest, LoadParams, ModelInfo, Sink};
+
+/// A request waiting for, or being processed by, the runner thread.
+enum Command {
+    Generate(Box<Pending>),
+    Embed(Vec<Vec<i32>>, mpsc::Sender<Result<Vec<Vec<f32>>, Error>>),
+    Stop,
+}
+
+/// A validated generation request with its sampler already built.
+struct Pending {
+    req: GenerateRequest,
+    sampler: Sampler,
+    sink: Sink,
+}
+
+/// A loaded model with its runner thread. `Send + Sync`; share it via `Arc`.
+pub struct Runner {
+    tx: mpsc::Sender<Command>,
+    model: Arc<Model>,
+    info: ModelInfo,
+    embeddings: bool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("info", &self.info).finish()
+    }
+}
+
+impl Runner {
+    /// Loads the model and creates its context on a new thread. Blocks until
+    /// both are ready or one failed.
+    pub fn load(path: &Path, params: LoadParams, cpu: Arc<CpuBudget>) -> Result<Runner, Error> {
+        if params.n_ctx == 0 || params.n_batch == 0 || params.n_parallel == 0 {
+            return Err(Error::InvalidParams(
+                "n_ctx, n_batch and n_parallel must be positive".into(),
+            ));
+        }
+        let n_ctx_total = params
+            .n_ctx
+            .checked_mul(params.n_parallel)
+            .ok_or_else(|| Error::InvalidParams("n_ctx * n_parallel overflows".into()))?;
+        let (tx, rx) = mpsc::channel::<Command>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(Arc<Model>, ModelInfo), Error>>();
+        let path_buf = path.to_path_buf();
+        let thread_params = params.clone();
+        let name = format!(
+            "runner-{}",
+            path.file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let model = match Model::load(&path_buf, thread_params.use_mmap) {
+                    Ok(m) => Arc::new(m),
+                    Err(reason) => {
+                        let _ = ready_tx.send(Err(Error::LoadFailed {
+                            path: path_buf,
+                            reason,
+                        }));
+                        return;
+                    }
+                };
+                let settings = ContextSettings {
+                    n_ctx_total,
+                    n_batch: thread_params.n_batch,
+                    n_seq_max: thread_params.n_parallel,
+                    n_threads: i32::try_from(thread_params.n_threads.max(1)).unwrap_or(1),
+                    embeddings: thread_params.embeddings,
+                };
+                let ctx = match Context::new(Arc::clone(&model), &settings) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(Error::ContextFailed(e)));
+                        return;
+                    }
+                };
+                let info = model_info(&model, &ctx, n_ctx_total, thread_params.n_parallel);
+                if ready_tx.send(Ok((Arc::clone(&model), info))).is_err() {
+                    return;
+                }
+                let mut worker = Worker::new(ctx, &thread_params, &cpu);
+                worker.run(&rx);
+                // The worker (and its context) drops here, before `model`.
+            })
+            .map_err(|e| Error::Spawn(e.to_string()))?;
+        match ready_rx.recv() {
+            Ok(Ok((model, info))) => Ok(Runner {
+                tx,
+                model,
+                info,
+                embeddings: params.embeddings,
+                thread: Mutex::new(Some(handle)),
+            }),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = handle.join();
+                Err(Error::RunnerGone)
+            }
+        }
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Tokenizes on the caller's thread (the model is read-only).
+    pub fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<i32>, Error> {
+        self.model
+            .tokenize(text, add_special, parse_special)
+            .ok_or(Error::Tokenize)
+    }
+
+    /// Raw bytes of one token's piece, special tokens rendered as text.
+    /// Unknown ids give an empty vector.
+    pub fn token_bytes(&self, token: i32) -> Vec<u8> {
+        self.model.token_piece(token)
+    }
+
+    /// Whether `token` ends a generation (EOS, EOT, ...).
+    pub fn is_eog(&self, token: i32) -> bool {
+        self.model.is_eog(token)
+    }
+
+    /// Tokens back to text (lossy for invalid UTF-8; unknown ids skipped).
+    pub fn detokenize(&self, tokens: &[i32]) -> String {
+        String::from_utf8_lossy(&self.model.detokenize(tokens)).into_owned()
+    }
+
+    /// Validates and enqueues a generation; returns at once. Events arrive
+    /// through `sink` on the runner thread.
+    pub fn generate(&self, req: GenerateRequest, sink: Sink) -> Result<(), Error> {
+        if self.embeddings {
+            return Err(Error::NotGenerative);
+        }
+        if req.prompt.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        if let Some(&bad) = req.prompt.iter().find(|t| !self.model.valid_token(**t)) {
+            return Err(Error::InvalidToken(bad));
+        }
+        let n_ctx = self.info.n_ctx as usize;
+        if req.prompt.len() > n_ctx && !req.shift {
+            return Err(Error::PromptTooLong {
+                tokens: req.prompt.len(),
+                n_ctx,
+            });
+        }
+        let s = &req.sampling;
+        let spec = SamplerSpec {
+            grammar: s.grammar.as_deref(),
+            penalty_last_n: if s.repeat_last_n < 0 {
+                i32::try_from(n_ctx).unwrap_or(i32::MAX)
+            } else {
+                s.repeat_last_n
+            },
+            repeat: s.repeat_penalty,
+            frequency: s.frequency_penalty,
+            presence: s.presence_penalty,
+            top_k: s.top_k,
+            typical_p: s.typical_p,
+            top_p: s.top_p,
+            min_p: s.min_p,
+            temperature: s.temperature,
+            seed: s.seed.unwrap_or(RANDOM_SEED),
+        };
+        let sampler = Sampler::new(&self.model, &spec).map_err(|e| {
+            if s.grammar.is_some() {
+                Error::Grammar(e)
+            } else {
+                Error::Sampler(e)
+            }
+        })?;
+        self.tx
+            .send(Command::Generate(Box::new(Pending { req, sampler, sink })))
+            .map_err(|_| Error::RunnerGone)
+    }
+
+    /// Embeds each input (token ids); blocks until done. Vectors are pooled
+    /// with the model's pooling type (mean over tokens when it has none) and
+    /// L2-normalised.
+    pub fn embed(&self, inputs: Vec<Vec<i32>>) -> Result<Vec<Vec<f32>>, Error> {
+        for input in &inputs {
+            if input.is_empty() {
+                return Err(Error::EmptyPrompt);
+            }
+            if let Some(&bad) = input.iter().find(|t| !self.model.valid_token(**t)) {
+                return Err(Error::InvalidToken(bad));
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .send(Command::Embed(inputs, tx))
+            .map_err(|_| Error::RunnerGone)?;
+        rx.recv().map_err(|_| Error::RunnerGone)?
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Command::Stop);
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+fn model_info(model: &Model, ctx: &Context, n_ctx_total: u32, n_parallel: u32) -> ModelInfo {
+    let arch = model.meta("general.architecture");
+    let key_len = |what: &str| -> Option<u64> {
+        let a = arch.as_deref()?;
+        model
+            .meta(&format!("{a}.attention.{what}_length"))?
+            .parse()
+            .ok()
+    };
+    let head_dim = model.n_embd() as u64 / model.n_head().max(1);
+    let k = key_len("key").unwrap_or(head_dim);
+    let v = key_len("value").unwrap_or(head_dim);
+    let n_ctx_seq = ctx.n_ctx_seq();
+    let cells = u64::from(n_ctx_seq.max(n_ctx_total / n_parallel.max(1))) * u64::from(n_parallel);
+    // F16 K and V for every layer and KV head.
+    let kv_bytes = model.n_layer() * cells * model.n_head_kv() * (k + v) * 2;
+    ModelInfo {
+        n_ctx_train: model.n_ctx_train(),
+        n_ctx: n_ctx_seq,
+        n_parallel,
+        n_embd: model.n_embd(),
+        n_vocab: u32::try_from(model.n_vocab()).unwrap_or(0),
+        chat_template: model.chat_template(),
+        size_bytes: model.size() + kv_bytes,
+        add_bos: model.add_bos(),
+        architecture: arch,
+    }
+}
+
+/// Where a slot's active request is.
+enum Phase {
+    /// Prompt tokens from `prompt[next..]` still need evaluating.
+    Prompt { next: usize },
+    /// Waiting to feed the last sampled token back.
+    Generate { token: i32 },
+}
+
+/// The active request of a slot.
+struct Job {
+    sink: Sink,
+    sampler: Sampler,
+    prompt: Vec<i32>,
+    phase: Phase,
+    cached: usize,
+    num_predict: i32,
+    stop_at_eog: bool,
+    num_keep: usize,
+    shift: bool,
+    generated: usize,
+    started: Instant,
+    prompt_done: Option<Instant>,
+    /// Batch row whose logits belong to this job in the current decode.
+    row: Option<i32>,
+    /// Whether the current batch holds tokens of this job.
+    in_batch: bool,
+}
+
+/// One sequence of the context.
+struct Slot {
+    seq: i32,
+    /// Tokens whose KV sits at positions `0..cache.len()` of this sequence.
+    cache: Vec<i32>,
+    job: Option<Job>,
+    last_used: u64,
+}
+
+/// State of the runner thread.
+struct Worker<'a> {
+    ctx: Context,
+    batch: Batch,
+    slots: Vec<Slot>,
+    queue: VecDeque<Command>,
+    cpu: &'a CpuBudget,
+    busy: Option<Busy<'a>>,
+    n_threads: usize,
+    n_ctx: usize,
+    embeddings_ctx: bool,
+    tick: u64,
+}
+
+impl<'a> Worker<'a> {
+    fn new(ctx: Context, params: &LoadParams, cpu: &'a CpuBudget) -> Worker<'a> {
+        let n_ctx = ctx.n_ctx_seq() as usize;
+        let slots = (0..params.n_parallel)
+            .map(|i| Slot {
+                seq: i32::try_from(i).unwrap_or(0),
+                cache: Vec::new(),
+                job: None,
+                last_used: 0,
+            })
+            .collect();
+        Worker {
+            batch: Batch::new(params.n_batch as usize),
+            ctx,
+            slots,
+            queue: VecDeque::new(),
+            cpu,
+            busy: None,
+            n_threads: params.n_threads.max(1),
+            n_ctx,
+            embeddings_ctx: params.embeddings,
+            tick: 0,
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.queue.is_empty() || self.slots.iter().any(|s| s.job.is_some())
+    }
+
+    fn run(&mut self, rx: &mpsc::Receiver<Command>) {
+        loop {
+            // Block only when there is nothing to do, and hold no claim on the
+            // CPU budget while idle.
+            if !self.has_work() {
+                self.busy = None;
+                match rx.recv() {
+                    Ok(cmd) => self.queue.push_back(cmd),
+                    Err(_) => break,
+                }
+            }
+            while let Ok(cmd) = rx.try_recv() {
+                self.queue.push_back(cmd);
+            }
+            if self.queue.iter().any(|c| matches!(c, Command::Stop)) {
+                break;
+            }
+            if self.busy.is_none() {
+                self.busy = Some(self.cpu.busy());
+            }
+            self.admit();
+            self.step();
+        }
+        self.shutdown();
+    }
+
+    /// Fails every queued and active request because the runner is stopping.
+    fn shutdown(&mut self) {
+        for slot in &mut self.slots {
+            if let Some(mut job) = slot.job.take() {
+                (job.sink)(Event::Error(Error::RunnerGone));
+            }
+        }
+        for cmd in self.queue.drain(..) {
+            match cmd {
+                Command::Generate(mut p) => {
+                    (p.sink)(Event::Error(Error::RunnerGone));
+                }
+                Command::Embed(_, reply) => {
+                    let _ = reply.send(Err(Error::RunnerGone));
+                }
+                Command::Stop => {}
+            }
+        }
+        self.busy = None;
+    }
+
+    /// Moves queued requests into free slots, in arrival order.
+    fn admit(&mut self) {
+        while self.slots.iter().any(|s| s.job.is_none()) {
+            match self.queue.pop_front() {
+                Some(Command::Generate(p)) => self.start(*p),
+                Some(Command::Embed(inputs, reply)) => {
+                    let r = self.embed(&inputs);
+                    let _ = reply.send(r);
+                }
+                Some(Command::Stop) | None => return,
+            }
+        }
+    }
+
+    /// Starts a generation in the free slot with the longest shared prefix.
+    fn start(&mut self, p: Pending) {
+        let Pending {
+            req,
+            mut sampler,
+            mut sink,
+        } = p;
+        let n_ctx = self.n_ctx;
+        let mut prompt = req.prompt;
+        let mut num_keep = (req.num_keep as usize).min(n_ctx.saturating_sub(2));
+        if prompt.len() > n_ctx {
+            if !req.shift {
+                sink(Event::Error(Error::PromptTooLong {
+                    tokens: prompt.len(),
+                    n_ctx,
+                }));
+                return;
+            }
+            // Keep the first `num_keep` tokens and the newest tail, leaving
+            // room to generate (Ollama's rule: n_ctx - max((n_ctx-keep)/2, 1)).
+            num_keep = num_keep.min(prompt.len());
+            let target = n_ctx - ((n_ctx - num_keep) / 2).max(1);
+            let tail = target - num_keep;
+            let mut cut = prompt[..num_keep].to_vec();
+            cut.extend_from_slice(&prompt[prompt.len() - tail..]);
+            prompt = cut;
+        }
+        // Pick the free slot with the longest common prefix; among equals the
+        // least recently used, so hot caches survive longer.
+        let Some(idx) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.job.is_none())
+            .max_by_key(|(_, s)| (common_prefix(&s.cache, &prompt), u64::MAX - s.last_used))
+            .map(|(i, _)| i)
+        else {
+            return;
+        };
+        self.tick += 1;
+        let slot = &mut self.slots[idx];
+        slot.last_used = self.tick;
+        let mut cached = common_prefix(&slot.cache, &prompt);
+        if cached == prompt.len() {
+            // Re-evaluate the last prompt token so its logits exist.
+            cached -= 1;
+        }
+        let p0 = i32::try_from(cached).unwrap_or(0);
+        if !self.ctx.seq_rm(slot.seq, p0, -1) {
+            // This memory type cannot drop a suffix; start the slot over.
+            self.ctx.seq_rm(slot.seq, -1, -1);
+            cached = 0;
+        }
+        slot.cache.truncate(cached);
+        let history = prompt
+            .len()
+            .saturating_sub(req.sampling.repeat_last_n.max(0) as usize);
+        let history = if req.sampling.repeat_last_n < 0 {
+            0
+        } else {
+            history
+        };
+        sampler.accept_prompt(&prompt[history..]);
+        slot.job = Some(Job {
+            sink,
+            sampler,
+            prompt,
+            phase: Phase::Prompt { next: cached },
+            cached,
+            num_predict: req.num_predict,
+            stop_at_eog: req.stop_at_eog,
+            num_keep,
+            shift: req.shift,
+            generated: 0,
+            started: Instant::now(),
+            prompt_done: None,
+            row: None,
+            in_batch: false,
+        });
+    }
+
+    /// One scheduler iteration: build a batch, decode it, sample.
+    fn step(&mut self) {
+        self.batch.clear();
+        let can_shift = self.ctx.can_shift();
+        // Generating slots first: one token each, so streams never starve
+        // behind a long prompt.
+        for i in 0..self.slots.len() {
+            let Some(job) = self.slots[i].job.as_ref() else {
+                continue;
+            };
+            let Phase::Generate { token } = job.phase else {
+                continue;
+            };
+            let shift = job.shift && can_shift;
+            if self.slots[i].cache.len() >= self.n_ctx {
+                if shift {
+                    self.shift_slot(i);
+                } else {
+                    self.finish(i, DoneReason::Length);
+                    continue;
+                }
+            }
+            let slot = &mut self.slots[i];
+            let pos = i32::try_from(slot.cache.len()).unwrap_or(i32::MAX);
+            let row = self.batch.push(token, pos, slot.seq, true);
+            if let Some(job) = slot.job.as_mut() {
+                job.row = row;
+                job.in_batch = row.is_some();
+            }
+        }
+        // Then prompt chunks, as many as fit.
+        for slot in &mut self.slots {
+            let Some(job) = slot.job.as_mut() else {
+                continue;
+            };
+            let Phase::Prompt { next } = job.phase else {
+                continue;
+            };
+            let room = self.batch.capacity() - self.batch.len();
+            if room == 0 {
+                break;
+            }
+            let end = job.prompt.len().min(next + room);
+            job.in_batch = true;
+            for (k, &t) in job.prompt[next..end].iter().enumerate() {
+                let pos = i32::try_from(next + k).unwrap_or(i32::MAX);
+                let last = next + k + 1 == job.prompt.len();
+                let row = self.batch.push(t, pos, slot.seq, last);
+                if last {
+                    job.row = row;
+                }
+            }
+            job.phase = Phase::Prompt { next: end };
+        }
+        if self.batch.len() == 0 {
+            return;
+        }
+        let result = {
+            let grant = self.cpu.acquire(self.n_threads);
+            self.ctx
+                .set_threads(i32::try_from(grant.threads()).unwrap_or(1));
+            self.ctx.decode(&self.batch)
+        };
+        if let Err(code) = result {
+            self.fail_batch(code);
+            return;
+        }
+        // The batch is in the KV cache now: record what each slot holds.
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            let Some(job) = slot.job.as_mut() else {
+                continue;
+            };
+            match job.phase {
+                Phase::Generate { token } if job.in_batch => slot.cache.push(token),
+                Phase::Prompt { next } => {
+                    let have = slot.cache.len();
+                    if next > have {
+                        slot.cache.extend_from_slice(&job.prompt[have..next]);
+                    }
+                }
+                Phase::Generate { .. } => {}
+            }
+            self.after_decode(i);
+        }
+    }
+
+    /// Handles a slot after a successful decode: prompt completion and sampling.
+    fn after_decode(&mut self, i: usize) {
+        let Some(mut job) = self.slots[i].job.take() else {
+            return;
+        };
+        job.in_batch = false;
+        let Some(row) = job.row.take() else {
+            self.slots[i].job = Some(job);
+            return;
+        };
+        if job.prompt_done.is_none() {
+            let now = Instant::now();
+            job.prompt_done = Some(now);
+            let ev = Event::PromptDone {
+                prompt_tokens: job.prompt.len() - job.cached,
+                cached_tokens: job.cached,
+                duration: now - job.started,
+            };
+            if !(job.sink)(ev) {
+                return;
+            }
+            if job.num_predict == 0 {
+                return done(job, DoneReason::Length);
+            }
+        }
+        let Some(token) = self.ctx.sample(&mut job.sampler, row) else {
+            (job.sink)(Event::Error(Error::Sampling));
+            return;
+        };
+        if job.stop_at_eog && self.ctx.model().is_eog(token) {
+            return done(job, DoneReason::Stop);
+        }
+        let bytes = self.ctx.model().token_piece(token);
+        job.generated += 1;
+        if !(job.sink)(Event::Token { id: token, bytes }) {
+            // Client gone: the slot is free from now on. Its cache stays
+            // valid for prefix reuse.
+            return;
+        }
+        if job.num_predict > 0 && job.generated >= job.num_predict as usize {
+            return done(job, DoneReason::Length);
+        }
+        job.phase = Phase::Generate { token };
+        self.slots[i].job = Some(job);
+    }
+
+    /// Ends slot `i`'s request with `Done`.
+    fn finish(&mut self, i: usize, reason: DoneReason) {
+        if let Some(job) = self.slots[i].job.take() {
+            done(job, reason);
+        }
+    }
+
+    /// Discards half of the tokens after `num_keep` to make room, moving the
+    /// rest back (llama.cpp re-ropes the shifted keys on the next decode).
+    fn shift_slot(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let Some(job) = slot.job.as_ref() else {
+            return;
+        };
+        let n_past = slot.cache.len();
+        let keep = job.num_keep.min(n_past.saturating_sub(1));
+        let discard = ((n_past - keep) / 2).max(1);
+        let to_i32 = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
+        self.ctx
+            .seq_rm(slot.seq, to_i32(keep), to_i32(keep + discard));
+        self.ctx.seq_add(
+            slot.seq,
+            to_i32(keep + discard),
+            to_i32(n_past),
+            -to_i32(discard),
+        );
+        slot.cache.drain(keep..keep + discard);
+    }
+
+    /// A decode failed: every request in the batch gets the error and its
+    /// slot is cleared, since its KV state is now unknown.
+    fn fail_batch(&mut self, code: i32) {
+        for slot in &mut self.slots {
+            let in_batch = slot.job.as_ref().is_some_and(|j| j.in_batch);
+            if !in_batch {
+                continue;
+            }
+            if let Some(mut job) = slot.job.take() {
+                (job.sink)(Event::Error(Error::Decode { code }));
+            }
+            self.ctx.seq_rm(slot.seq, -1, -1);
+            slot.cache.clear();
+        }
+    }
+
+    /// Embeds `inputs` one at a time in the least valuable free slot.
+    fn embed(&mut self, inputs: &[Vec<i32>]) -> Result<Vec<Vec<f32>>, Error> {
+        let Some(idx) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.job.is_none())
+            .min_by_key(|(_, s)| s.last_used)
+            .map(|(i, _)| i)
+        else {
+            return Err(Error::Embeddings("no free slot".into()));
+        };
+        let seq = self.slots[idx].seq;
+        self.ctx.seq_rm(seq, -1, -1);
+        self.slots[idx].cache.clear();
+        self.ctx.set_embeddings(true);
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut result = Ok(());
+        for input in inputs {
+            match self.embed_one(seq, input) {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            self.ctx.seq_rm(seq, -1, -1);
+        }
+        self.ctx.seq_rm(seq, -1, -1);
+        if !self.embeddings_ctx {
+            self.ctx.set_embeddings(false);
+        }
+        result.map(|()| out)
+    }
+
+    fn embed_one(&mut self, seq: i32, input: &[i32]) -> Result<Vec<f32>, Error> {
+        let limit = self.batch.capacity().min(self.n_ctx);
+        if input.len() > limit {
+            return Err(Error::PromptTooLong {
+                tokens: input.len(),
+                n_ctx: limit,
+            });
+        }
+        self.batch.clear();
+        for (k, &t) in input.iter().enumerate() {
+            self.batch
+                .push(t, i32::try_from(k).unwrap_or(i32::MAX), seq, true);
+        }
+        let result = {
+            let grant = self.cpu.acquire(self.n_threads);
+            self.ctx
+                .set_threads(i32::try_from(grant.threads()).unwrap_or(1));
+            self.ctx.decode(&self.batch)
+        };
+        result.map_err(|code| Error::Decode { code })?;
+        let mut v = if self.ctx.pools() {
+            self.ctx
+                .embedding_seq(seq)
+                .ok_or_else(|| Error::Embeddings("no pooled output".into()))?
+        } else {
+            // No pooling in the model: average the token embeddings.
+            let mut sum: Vec<f32> = Vec::new();
+            for row in 0..input.len() {
+                let e = self
+                    .ctx
+                    .embedding_ith(i32::try_from(row).unwrap_or(i32::MAX))
+                    .ok_or_else(|| Error::Embeddings("no token output".into()))?;
+                if sum.is_empty() {
+                    sum = e;
+                } else {
+                    sum.iter_mut().zip(&e).for_each(|(a, b)| *a += b);
+                }
+            }
+            let n = input.len() as f32;
+            sum.iter_mut().for_each(|a| *a /= n);
+            sum
+        };
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        Ok(v)
+    }
+}
+
+/// Sends the final `Done` event of a job.
+fn done(mut job: Job, reason: DoneReason) {
+    let since = job.prompt_done.unwrap_or(job.started);
+    (job.sink)(Event::Done {
+        reason,
+        eval_count: job.generated,
+        eval_duration: since.elapsed(),
+    });
+}
+
+fn common_prefix(a: &[i32], b: &[i32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}

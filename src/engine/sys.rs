@@ -1,0 +1,792 @@
+//! The only file that calls into llama.cpp (`llama-cpp-sys-2`).
+//!
+//! It owns the raw pointers (model, context, batch, sampler chain) behind small
+//! RAII types with safe methods, the one-time backend initialisation, and the
+//! bridge from llama.cpp's log callback to the `log` crate. Everything above
+//! this file is safe Rust: scheduling, slots and the public API live in
+//! `runner.rs`, thread budgeting in `cpu.rs`.
+//!
+//! We use the raw bindings rather than `llama-cpp-2`'s safe wrapper because the
+//! wrapper hides the context pointer, so there is no way to change a context's
+//! thread count at run time (`llama_set_n_threads`), which the CPU budget
+//! needs. Every call that can throw a C++ exception either catches it inside
+//! llama.cpp (model load, context init, decode) or goes through the
+//! `llama_rs_*` wrappers that catch it; an exception must never unwind into
+//! Rust frames.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::{Arc, Once};
+
+use llama_cpp_sys_2 as ffi;
+
+/// Seed value that tells llama.cpp's `dist` sampler to pick a random seed.
+pub const RANDOM_SEED: u32 = 0xFFFF_FFFF;
+
+static BACKEND: Once = Once::new();
+
+thread_local! {
+    /// The partial log line being assembled on this thread (llama.cpp emits
+    /// lines in pieces, continued with the CONT level).
+    static LOG_LINE: RefCell<(ffi::ggml_log_level, String)> = const { RefCell::new((0, String::new())) };
+    /// The last error or warning line llama.cpp logged on this thread. Model
+    /// loading reports failures only through the log, so `load` reads this
+    /// to give the caller a reason.
+    static LAST_PROBLEM: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Forwards llama.cpp and ggml log lines to the `log` crate.
+///
+/// # Safety
+///
+/// Called by llama.cpp with a NUL-terminated string (or null).
+unsafe extern "C" fn log_callback(
+    level: ffi::ggml_log_level,
+    text: *const c_char,
+    _user_data: *mut c_void,
+) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: llama.cpp passes a valid NUL-terminated string that lives for
+    // the duration of this call; we checked it is not null.
+    let piece = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    // A panic must not unwind into C, and the thread-local may already be gone
+    // during thread teardown, so every access is fallible and nothing here can
+    // panic.
+    let _ = LOG_LINE.try_with(|cell| {
+        let Ok(mut line) = cell.try_borrow_mut() else {
+            return;
+        };
+        if level != ffi::GGML_LOG_LEVEL_CONT {
+            line.0 = level;
+        }
+        line.1.push_str(&piece);
+        if !line.1.ends_with('\n') {
+            return;
+        }
+        let text = line.1.trim_end();
+        match line.0 {
+            ffi::GGML_LOG_LEVEL_ERROR => {
+                log::warn!(target: "llama.cpp", "{text}");
+                remember_problem(text);
+            }
+            ffi::GGML_LOG_LEVEL_WARN => {
+                log::debug!(target: "llama.cpp", "{text}");
+                remember_problem(text);
+            }
+            ffi::GGML_LOG_LEVEL_INFO => log::trace!(target: "llama.cpp", "{text}"),
+            _ => log::trace!(target: "llama.cpp", "{text}"),
+        }
+        line.1.clear();
+    });
+}
+
+fn remember_problem(text: &str) {
+    let _ = LAST_PROBLEM.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            p.clear();
+            p.push_str(text);
+        }
+    });
+}
+
+/// Takes the last error line llama.cpp logged on this thread, if any.
+fn take_problem() -> Option<String> {
+    LAST_PROBLEM
+        .try_with(|p| p.try_borrow_mut().ok().map(|mut p| std::mem::take(&mut *p)))
+        .ok()
+        .flatten()
+        .filter(|s| !s.is_empty())
+}
+
+/// Initialises the llama.cpp backend and log bridge once per process.
+pub fn init_backend() {
+    BACKEND.call_once(|| {
+        // SAFETY: `llama_log_set` only stores the function pointer; our
+        // callback is a plain `extern "C"` fn valid for the whole program.
+        unsafe { ffi::llama_log_set(Some(log_callback), std::ptr::null_mut()) };
+        // SAFETY: called exactly once (guarded by `Once`) before any other
+        // llama.cpp use, as llama.h requires.
+        unsafe { ffi::llama_backend_init() };
+    });
+}
+
+/// A loaded model (weights and vocabulary). Immutable after load.
+pub struct Model {
+    ptr: NonNull<ffi::llama_model>,
+    vocab: NonNull<ffi::llama_vocab>,
+    n_vocab: i32,
+}
+
+// SAFETY: after loading, llama.cpp only reads the model; tokenization and
+// metadata access take `const llama_model*`/`const llama_vocab*` and are
+// documented as thread-safe. Creating contexts mutates nothing we share (we
+// create one context per model, on one thread).
+unsafe impl Send for Model {}
+// SAFETY: see `Send`; all methods take `&self` and only read.
+unsafe impl Sync for Model {}
+
+impl Model {
+    /// Loads a GGUF file. Errors carry llama.cpp's logged reason.
+    pub fn load(path: &Path, use_mmap: bool) -> Result<Model, String> {
+        init_backend();
+        let path_str = path
+            .to_str()
+            .ok_or_else(|| "path is not valid UTF-8".to_string())?;
+        let c_path = CString::new(path_str).map_err(|_| "path contains a NUL byte".to_string())?;
+        // SAFETY: returns a plain struct of defaults.
+        let mut params = unsafe { ffi::llama_model_default_params() };
+        params.n_gpu_layers = 0;
+        params.load_mode = if use_mmap {
+            ffi::LLAMA_LOAD_MODE_MMAP
+        } else {
+            ffi::LLAMA_LOAD_MODE_NONE
+        };
+        let _ = take_problem();
+        // SAFETY: `c_path` is a valid C string for the call; llama.cpp catches
+        // its own exceptions during load and returns null on failure.
+        let raw = unsafe { ffi::llama_model_load_from_file(c_path.as_ptr(), params) };
+        let Some(ptr) = NonNull::new(raw) else {
+            return Err(
+                take_problem().unwrap_or_else(|| "llama.cpp could not load the file".into())
+            );
+        };
+        // SAFETY: `ptr` is a live model.
+        let vocab = unsafe { ffi::llama_model_get_vocab(ptr.as_ptr()) };
+        let Some(vocab) = NonNull::new(vocab.cast_mut()) else {
+            // SAFETY: `ptr` is live and owned by us; free it before bailing.
+            unsafe { ffi::llama_model_free(ptr.as_ptr()) };
+            return Err("model has no vocabulary".into());
+        };
+        // SAFETY: `vocab` belongs to the live model.
+        let n_vocab = unsafe { ffi::llama_vocab_n_tokens(vocab.as_ptr()) };
+        Ok(Model {
+            ptr,
+            vocab,
+            n_vocab,
+        })
+    }
+
+    pub fn n_vocab(&self) -> i32 {
+        self.n_vocab
+    }
+
+    pub fn n_ctx_train(&self) -> u32 {
+        // SAFETY: reads a field of the live model.
+        let n = unsafe { ffi::llama_model_n_ctx_train(self.ptr.as_ptr()) };
+        u32::try_from(n).unwrap_or(0)
+    }
+
+    pub fn n_embd(&self) -> u32 {
+        // SAFETY: reads a field of the live model.
+        let n = unsafe { ffi::llama_model_n_embd(self.ptr.as_ptr()) };
+        u32::try_from(n).unwrap_or(0)
+    }
+
+    /// Width of the vectors `llama_get_embeddings_*` return.
+    pub fn n_embd_out(&self) -> usize {
+        // SAFETY: reads a field of the live model.
+        let n = unsafe { ffi::llama_model_n_embd_out(self.ptr.as_ptr()) };
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    pub fn n_layer(&self) -> u64 {
+        // SAFETY: reads a field of the live model.
+        u64::try_from(unsafe { ffi::llama_model_n_layer(self.ptr.as_ptr()) }).unwrap_or(0)
+    }
+
+    pub fn n_head(&self) -> u64 {
+        // SAFETY: reads a field of the live model.
+        u64::try_from(unsafe { ffi::llama_model_n_head(self.ptr.as_ptr()) }).unwrap_or(0)
+    }
+
+    pub fn n_head_kv(&self) -> u64 {
+        // SAFETY: reads a field of the live model.
+        u64::try_from(unsafe { ffi::llama_model_n_head_kv(self.ptr.as_ptr()) }).unwrap_or(0)
+    }
+
+    /// Bytes of weights.
+    pub fn size(&self) -> u64 {
+        // SAFETY: reads a field of the live model.
+        unsafe { ffi::llama_model_size(self.ptr.as_ptr()) }
+    }
+
+    pub fn add_bos(&self) -> bool {
+        // SAFETY: reads a field of the live vocabulary.
+        unsafe { ffi::llama_vocab_get_add_bos(self.vocab.as_ptr()) }
+    }
+
+    pub fn is_eog(&self, token: i32) -> bool {
+        if !self.valid_token(token) {
+            return false;
+        }
+        // SAFETY: token is in range, so the vocabulary lookup cannot throw.
+        unsafe { ffi::llama_vocab_is_eog(self.vocab.as_ptr(), token) }
+    }
+
+    pub fn valid_token(&self, token: i32) -> bool {
+        (0..self.n_vocab).contains(&token)
+    }
+
+    /// The model's default chat template (raw Jinja text), if it has one.
+    pub fn chat_template(&self) -> Option<String> {
+        // SAFETY: a null name asks for the default template; the result is
+        // null or a string owned by the model that lives as long as it.
+        let p = unsafe { ffi::llama_model_chat_template(self.ptr.as_ptr(), std::ptr::null()) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: non-null, NUL-terminated, owned by the live model.
+        Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+
+    /// A GGUF metadata value as a string, if the key exists.
+    pub fn meta(&self, key: &str) -> Option<String> {
+        let key = CString::new(key).ok()?;
+        let mut buf = vec![0u8; 256];
+        loop {
+            // SAFETY: `buf` is writable for `buf.len()` bytes; llama.cpp writes
+            // at most that many (snprintf semantics) and returns the full length.
+            let n = unsafe {
+                ffi::llama_model_meta_val_str(
+                    self.ptr.as_ptr(),
+                    key.as_ptr(),
+                    buf.as_mut_ptr().cast::<c_char>(),
+                    buf.len(),
+                )
+            };
+            let n = usize::try_from(n).ok()?;
+            if n < buf.len() {
+                buf.truncate(n);
+                return Some(String::from_utf8_lossy(&buf).into_owned());
+            }
+            buf.resize(n + 1, 0);
+        }
+    }
+
+    /// Tokenizes `text`. Returns `None` if llama.cpp reports an overflow.
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Option<Vec<i32>> {
+        let len = i32::try_from(text.len()).ok()?;
+        let mut out: Vec<i32> = vec![0; text.len() + 2];
+        for _ in 0..2 {
+            let cap = i32::try_from(out.len()).ok()?;
+            // SAFETY: `text` is readable for `len` bytes (no NUL needed, the
+            // length is passed); `out` is writable for `cap` tokens.
+            let n = unsafe {
+                ffi::llama_tokenize(
+                    self.vocab.as_ptr(),
+                    text.as_ptr().cast::<c_char>(),
+                    len,
+                    out.as_mut_ptr(),
+                    cap,
+                    add_special,
+                    parse_special,
+                )
+            };
+            if n >= 0 {
+                out.truncate(usize::try_from(n).ok()?);
+                return Some(out);
+            }
+            if n == i32::MIN {
+                return None;
+            }
+            out.resize(usize::try_from(n.unsigned_abs()).ok()?, 0);
+        }
+        None
+    }
+
+    /// The raw bytes of one token's piece (special tokens rendered as text).
+    pub fn token_piece(&self, token: i32) -> Vec<u8> {
+        if !self.valid_token(token) {
+            return Vec::new();
+        }
+        let mut buf = vec![0u8; 32];
+        for _ in 0..2 {
+            let cap = i32::try_from(buf.len()).unwrap_or(i32::MAX);
+            // SAFETY: token is in range (checked above, so no C++ exception);
+            // `buf` is writable for `cap` bytes.
+            let n = unsafe {
+                ffi::llama_token_to_piece(
+                    self.vocab.as_ptr(),
+                    token,
+                    buf.as_mut_ptr().cast::<c_char>(),
+                    cap,
+                    0,
+                    true,
+                )
+            };
+            if n >= 0 {
+                buf.truncate(usize::try_from(n).unwrap_or(0));
+                return buf;
+            }
+            buf.resize(usize::try_from(n.unsigned_abs()).unwrap_or(0), 0);
+        }
+        Vec::new()
+    }
+
+    /// Turns tokens back into bytes. Invalid ids are skipped.
+    pub fn detokenize(&self, tokens: &[i32]) -> Vec<u8> {
+        let tokens: Vec<i32> = tokens
+            .iter()
+            .copied()
+            .filter(|t| self.valid_token(*t))
+            .collect();
+        let Ok(n_tokens) = i32::try_from(tokens.len()) else {
+            return Vec::new();
+        };
+        let mut buf = vec![0u8; tokens.len() * 8 + 16];
+        for _ in 0..2 {
+            let cap = i32::try_from(buf.len()).unwrap_or(i32::MAX);
+            // SAFETY: every id is in range; `tokens` is readable for
+            // `n_tokens` ids and `buf` writable for `cap` bytes.
+            let n = unsafe {
+                ffi::llama_detokenize(
+                    self.vocab.as_ptr(),
+                    tokens.as_ptr(),
+                    n_tokens,
+                    buf.as_mut_ptr().cast::<c_char>(),
+                    cap,
+                    false,
+                    true,
+                )
+            };
+            if n >= 0 {
+                buf.truncate(usize::try_from(n).unwrap_or(0));
+                return buf;
+            }
+            buf.resize(usize::try_from(n.unsigned_abs()).unwrap_or(0), 0);
+        }
+        Vec::new()
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        // SAFETY: we own the model; every context holds an `Arc<Model>`, so
+        // none outlives it.
+        unsafe { ffi::llama_model_free(self.ptr.as_ptr()) };
+    }
+}
+
+/// Settings for [`Context::new`].
+pub struct ContextSettings {
+    pub n_ctx_total: u32,
+    pub n_batch: u32,
+    pub n_seq_max: u32,
+    pub n_threads: i32,
+    pub embeddings: bool,
+}
+
+/// A llama.cpp context: KV cache, compute buffers, logits. Not thread-safe;
+/// it lives on its runner thread.
+pub struct Context {
+    ptr: NonNull<ffi::llama_context>,
+    model: Arc<Model>,
+    n_threads: i32,
+}
+
+// SAFETY: llama.cpp contexts are not tied to a thread; we only ever use one
+// from one thread at a time (the runner thread owns it, `&mut self` methods).
+unsafe impl Send for Context {}
+
+impl Context {
+    pub fn new(model: Arc<Model>, s: &ContextSettings) -> Result<Context, String> {
+        // SAFETY: returns a plain struct of defaults.
+        let mut p = unsafe { ffi::llama_context_default_params() };
+        p.n_ctx = s.n_ctx_total;
+        p.n_batch = s.n_batch;
+        p.n_ubatch = s.n_batch;
+        p.n_seq_max = s.n_seq_max;
+        p.n_threads = s.n_threads;
+        p.n_threads_batch = s.n_threads;
+        p.embeddings = s.embeddings;
+        // One KV stream per sequence: each slot gets exactly its own n_ctx
+        // cells and attention only looks at its own stream.
+        p.kv_unified = false;
+        // Full-size sliding-window caches, so removing a suffix (prefix reuse)
+        // and shifting always work for SWA models such as Gemma 3.
+        p.swa_full = true;
+        p.no_perf = true;
+        let _ = take_problem();
+        // SAFETY: the model pointer is live (we hold an Arc); llama.cpp
+        // catches its exceptions and returns null on failure.
+        let raw = unsafe { ffi::llama_init_from_model(model.ptr.as_ptr(), p) };
+        let ptr = NonNull::new(raw).ok_or_else(|| {
+            take_problem().unwrap_or_else(|| "llama.cpp could not create a context".into())
+        })?;
+        Ok(Context {
+            ptr,
+            model,
+            n_threads: s.n_threads,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Cells per sequence (llama.cpp pads the requested size up to 256).
+    pub fn n_ctx_seq(&self) -> u32 {
+        // SAFETY: reads a field of the live context.
+        unsafe { ffi::llama_n_ctx_seq(self.ptr.as_ptr()) }
+    }
+
+    /// Sets the threads used by the next decode; no-op when unchanged.
+    pub fn set_threads(&mut self, n: i32) {
+        if n != self.n_threads {
+            // SAFETY: plain setter on the live context, used from its thread.
+            unsafe { ffi::llama_set_n_threads(self.ptr.as_ptr(), n, n) };
+            self.n_threads = n;
+        }
+    }
+
+    pub fn set_embeddings(&mut self, on: bool) {
+        // SAFETY: plain setter on the live context.
+        unsafe { ffi::llama_set_embeddings(self.ptr.as_ptr(), on) };
+    }
+
+    /// Whether the context pools embeddings itself (mean/cls/last/rank).
+    pub fn pools(&self) -> bool {
+        // SAFETY: reads a field of the live context.
+        let t = unsafe { ffi::llama_pooling_type(self.ptr.as_ptr()) };
+        t != ffi::LLAMA_POOLING_TYPE_NONE && t != ffi::LLAMA_POOLING_TYPE_UNSPECIFIED
+    }
+
+    /// Runs the model over `batch`. Returns llama.cpp's status code on failure
+    /// (1: no KV slot, 2: aborted, negative: error).
+    pub fn decode(&mut self, batch: &Batch) -> Result<(), i32> {
+        if batch.len() == 0 {
+            return Ok(());
+        }
+        // SAFETY: the batch was built by `Batch::push` with valid token ids
+        // and sequence ids below `n_seq_max`; llama.cpp validates it again and
+        // catches its own exceptions inside `llama_decode`.
+        let rc = unsafe { ffi::llama_decode(self.ptr.as_ptr(), batch.raw) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(rc)
+        }
+    }
+
+    fn memory(&self) -> ffi::llama_memory_t {
+        // SAFETY: the memory object is owned by the live context.
+        unsafe { ffi::llama_get_memory(self.ptr.as_ptr()) }
+    }
+
+    /// Removes positions `[p0, p1)` of `seq` (`-1` = open end). Returns
+    /// false when a partial removal is not possible for this memory type.
+    pub fn seq_rm(&mut self, seq: i32, p0: i32, p1: i32) -> bool {
+        // SAFETY: memory of the live context; llama.cpp bounds-checks seq ids
+        // against n_seq_max (our seq ids always are).
+        unsafe { ffi::llama_memory_seq_rm(self.memory(), seq, p0, p1) }
+    }
+
+    /// Adds `delta` to positions `[p0, p1)` of `seq`.
+    pub fn seq_add(&mut self, seq: i32, p0: i32, p1: i32, delta: i32) {
+        // SAFETY: as for `seq_rm`.
+        unsafe { ffi::llama_memory_seq_add(self.memory(), seq, p0, p1, delta) }
+    }
+
+    pub fn can_shift(&self) -> bool {
+        // SAFETY: reads a property of the live context's memory.
+        unsafe { ffi::llama_memory_can_shift(self.memory()) }
+    }
+
+    /// The embedding of output row `i` of the last decode.
+    pub fn embedding_ith(&mut self, i: i32) -> Option<Vec<f32>> {
+        let n = self.model.n_embd_out();
+        // SAFETY: returns null for an invalid index (no exception crosses:
+        // llama.cpp catches it and logs); otherwise n_embd_out floats owned
+        // by the context, valid until the next decode. We copy them out.
+        let p = unsafe { ffi::llama_get_embeddings_ith(self.ptr.as_ptr(), i) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: see above.
+        Some(unsafe { std::slice::from_raw_parts(p, n) }.to_vec())
+    }
+
+    /// The pooled embedding of `seq` from the last decode.
+    pub fn embedding_seq(&mut self, seq: i32) -> Option<Vec<f32>> {
+        let n = self.model.n_embd_out();
+        // SAFETY: returns null when pooling is off or the sequence had no
+        // output; otherwise n_embd_out floats owned by the context.
+        let p = unsafe { ffi::llama_get_embeddings_seq(self.ptr.as_ptr(), seq) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: see above; copied out before any further call.
+        Some(unsafe { std::slice::from_raw_parts(p, n) }.to_vec())
+    }
+
+    /// Samples a token from output row `idx` of the last decode and feeds it
+    /// back to the sampler's state.
+    pub fn sample(&mut self, sampler: &mut Sampler, idx: i32) -> Option<i32> {
+        if sampler.has_grammar {
+            return self.sample_checked(sampler, idx);
+        }
+        // SAFETY: `idx` is an output row of the last decode (the runner only
+        // asks for rows it requested logits for). Without a grammar no sampler
+        // in the chain throws from `accept`.
+        let t = unsafe { ffi::llama_sampler_sample(sampler.ptr.as_ptr(), self.ptr.as_ptr(), idx) };
+        self.model.valid_token(t).then_some(t)
+    }
+
+    /// Sampling path for grammar chains: applies the chain to our own copy of
+    /// the logits, and accepts through the exception-catching wrapper, so a
+    /// grammar error becomes `None` rather than a C++ exception in Rust.
+    fn sample_checked(&mut self, sampler: &mut Sampler, idx: i32) -> Option<i32> {
+        // SAFETY: returns null for an invalid row; otherwise n_vocab floats.
+        let logits = unsafe { ffi::llama_get_logits_ith(self.ptr.as_ptr(), idx) };
+        if logits.is_null() {
+            return None;
+        }
+        let n = usize::try_from(self.model.n_vocab).ok()?;
+        // SAFETY: see above; the slice is only read before the next decode.
+        let logits = unsafe { std::slice::from_raw_parts(logits, n) };
+        sampler.cur.clear();
+        sampler
+            .cur
+            .extend((0..).zip(logits).map(|(id, &logit)| ffi::llama_token_data {
+                id,
+                logit,
+                p: 0.0,
+            }));
+        let mut arr = ffi::llama_token_data_array {
+            data: sampler.cur.as_mut_ptr(),
+            size: sampler.cur.len(),
+            selected: -1,
+            sorted: false,
+        };
+        // SAFETY: `arr` points into `sampler.cur`, which outlives the call.
+        unsafe { ffi::llama_sampler_apply(sampler.ptr.as_ptr(), &mut arr) };
+        let sel = usize::try_from(arr.selected).ok()?;
+        if sel >= arr.size {
+            return None;
+        }
+        // SAFETY: `sel < arr.size` and `arr.data` is valid for `arr.size`
+        // entries (samplers may shrink the array, never grow it past ours).
+        let t = unsafe { (*arr.data.add(sel)).id };
+        if !self.model.valid_token(t) {
+            return None;
+        }
+        // SAFETY: the wrapper catches any C++ exception from the grammar.
+        let rc = unsafe { ffi::llama_rs_sampler_accept(sampler.ptr.as_ptr(), t) };
+        (rc == ffi::LLAMA_RS_STATUS_OK).then_some(t)
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: we own the context; the model outlives it via our Arc.
+        unsafe { ffi::llama_free(self.ptr.as_ptr()) };
+    }
+}
+
+/// A reusable token batch (`llama_batch`), one sequence id per token.
+pub struct Batch {
+    raw: ffi::llama_batch,
+    cap: usize,
+}
+
+// SAFETY: the batch is plain heap memory owned by this value.
+unsafe impl Send for Batch {}
+
+impl Batch {
+    pub fn new(cap: usize) -> Batch {
+        let cap = cap.max(1);
+        let n = i32::try_from(cap).unwrap_or(i32::MAX);
+        // SAFETY: allocates arrays for `n` tokens with one seq id each.
+        let raw = unsafe { ffi::llama_batch_init(n, 0, 1) };
+        Batch {
+            raw,
+            cap: usize::try_from(n).unwrap_or(0),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.raw.n_tokens = 0;
+    }
+
+    pub fn len(&self) -> usize {
+        usize::try_from(self.raw.n_tokens).unwrap_or(0)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Appends a token; returns its row index, or `None` when full.
+    pub fn push(&mut self, token: i32, pos: i32, seq: i32, logits: bool) -> Option<i32> {
+        let i = self.len();
+        if i >= self.cap {
+            return None;
+        }
+        // SAFETY: `i < cap`, and `llama_batch_init` allocated every array for
+        // `cap` entries, with one seq id slot per token.
+        unsafe {
+            *self.raw.token.add(i) = token;
+            *self.raw.pos.add(i) = pos;
+            *self.raw.n_seq_id.add(i) = 1;
+            *(*self.raw.seq_id.add(i)) = seq;
+            *self.raw.logits.add(i) = i8::from(logits);
+        }
+        self.raw.n_tokens += 1;
+        Some(self.raw.n_tokens - 1)
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `llama_batch_init`, freed once.
+        unsafe { ffi::llama_batch_free(self.raw) };
+    }
+}
+
+/// Which samplers to chain; built by the runner from the request.
+pub struct SamplerSpec<'a> {
+    pub grammar: Option<&'a str>,
+    pub penalty_last_n: i32,
+    pub repeat: f32,
+    pub frequency: f32,
+    pub presence: f32,
+    pub top_k: i32,
+    pub typical_p: f32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub temperature: f32,
+    pub seed: u32,
+}
+
+/// A llama.cpp sampler chain owned by one generation.
+pub struct Sampler {
+    ptr: NonNull<ffi::llama_sampler>,
+    /// Chain index of the penalties sampler, which alone is fed the prompt.
+    penalties_at: Option<i32>,
+    has_grammar: bool,
+    cur: Vec<ffi::llama_token_data>,
+}
+
+// SAFETY: a sampler chain is plain heap state used from one thread at a time.
+unsafe impl Send for Sampler {}
+
+impl Sampler {
+    pub fn new(model: &Model, s: &SamplerSpec<'_>) -> Result<Sampler, String> {
+        // SAFETY: returns a plain struct of defaults.
+        let params = unsafe { ffi::llama_sampler_chain_default_params() };
+        // SAFETY: creates an empty chain; null only on allocation failure.
+        let chain = NonNull::new(unsafe { ffi::llama_sampler_chain_init(params) })
+            .ok_or_else(|| "could not allocate a sampler chain".to_string())?;
+        let mut me = Sampler {
+            ptr: chain,
+            penalties_at: None,
+            has_grammar: false,
+            cur: Vec::new(),
+        };
+        let mut n: i32 = 0;
+        let mut add = |me: &mut Sampler, p: *mut ffi::llama_sampler| -> Result<i32, String> {
+            if p.is_null() {
+                return Err("could not create a sampler".into());
+            }
+            // SAFETY: the chain takes ownership of the non-null sampler `p`.
+            unsafe { ffi::llama_sampler_chain_add(me.ptr.as_ptr(), p) };
+            n += 1;
+            Ok(n - 1)
+        };
+        if let Some(g) = s.grammar {
+            let g = CString::new(g).map_err(|_| "grammar contains a NUL byte".to_string())?;
+            let _ = take_problem();
+            // SAFETY: valid C strings for the call; the wrapper catches parse
+            // exceptions and returns null on any failure.
+            let p = unsafe {
+                ffi::llama_rs_sampler_init_grammar(
+                    model.vocab.as_ptr(),
+                    g.as_ptr(),
+                    c"root".as_ptr(),
+                )
+            };
+            if p.is_null() {
+                return Err(take_problem().unwrap_or_else(|| "invalid grammar".into()));
+            }
+            add(&mut me, p)?;
+            me.has_grammar = true;
+        }
+        if s.penalty_last_n != 0 && (s.repeat != 1.0 || s.frequency != 0.0 || s.presence != 0.0) {
+            // SAFETY: plain constructor.
+            let p = unsafe {
+                ffi::llama_sampler_init_penalties(
+                    model.n_vocab,
+                    s.penalty_last_n,
+                    s.repeat,
+                    s.frequency,
+                    s.presence,
+                )
+            };
+            me.penalties_at = Some(add(&mut me, p)?);
+        }
+        if s.temperature <= 0.0 {
+            // SAFETY: plain constructor.
+            add(&mut me, unsafe { ffi::llama_sampler_init_greedy() })?;
+            return Ok(me);
+        }
+        if s.top_k > 0 {
+            // SAFETY: plain constructor.
+            add(&mut me, unsafe { ffi::llama_sampler_init_top_k(s.top_k) })?;
+        }
+        if s.typical_p > 0.0 && s.typical_p < 1.0 {
+            // SAFETY: plain constructor.
+            add(&mut me, unsafe {
+                ffi::llama_sampler_init_typical(s.typical_p, 1)
+            })?;
+        }
+        if s.top_p > 0.0 && s.top_p < 1.0 {
+            // SAFETY: plain constructor.
+            add(&mut me, unsafe {
+                ffi::llama_sampler_init_top_p(s.top_p, 1)
+            })?;
+        }
+        if s.min_p > 0.0 {
+            // SAFETY: plain constructor.
+            add(&mut me, unsafe {
+                ffi::llama_sampler_init_min_p(s.min_p, 1)
+            })?;
+        }
+        // SAFETY: plain constructors.
+        add(&mut me, unsafe {
+            ffi::llama_sampler_init_temp(s.temperature)
+        })?;
+        // SAFETY: plain constructor; RANDOM_SEED asks llama.cpp for a random seed.
+        add(&mut me, unsafe { ffi::llama_sampler_init_dist(s.seed) })?;
+        Ok(me)
+    }
+
+    /// Feeds prompt tokens to the repetition penalties only (never to the
+    /// grammar, which must see only generated text).
+    pub fn accept_prompt(&mut self, tokens: &[i32]) {
+        let Some(i) = self.penalties_at else {
+            return;
+        };
+        // SAFETY: `i` is the index we added the penalties sampler at; the
+        // chain owns it and returns a valid pointer.
+        let p = unsafe { ffi::llama_sampler_chain_get(self.ptr.as_ptr(), i) };
+        if p.is_null() {
+            return;
+        }
+        for &t in tokens {
+            // SAFETY: the penalties sampler accepts any token id without
+            // throwing (it only records counts).
+            unsafe { ffi::llama_sampler_accept(p, t) };
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        // SAFETY: we own the chain, which frees its samplers.
+        unsafe { ffi::llama_sampler_free(self.ptr.as_ptr()) };
+    }
+}

@@ -1,0 +1,239 @@
+//! Prompt rendering with Ollama's template semantics: chat messages (plus
+//! system prompt, tools, suffix) in, prompt text out.
+//!
+//! Templates that use `.Messages` get the collated message list; legacy
+//! templates (`.System`/`.Prompt`/`.Response`) are rendered once per turn and
+//! concatenated, as Ollama does. Tokenizing is the engine's job.
+
+use serde_json::{json, Map, Value};
+
+use crate::api::types::Message;
+use crate::template::{self, Template};
+
+/// Ollama's default template for a model without one.
+pub const DEFAULT_TEMPLATE: &str = "{{ .Prompt }}";
+
+/// Known chat formats, recognised in a GGUF's Jinja chat template by a marker
+/// only that format uses. Each maps to an Ollama-style Go template.
+const KNOWN: &[(&str, &str, &str)] = &[
+    ("chatml", "<|im_start|>", CHATML),
+    ("gemma-instruct", "<start_of_turn>", GEMMA),
+    ("llama3-instruct", "<|start_header_id|>", LLAMA3),
+    ("phi-3", "<|assistant|>", PHI3),
+];
+
+const CHATML: &str =
+    "{{- range $i, $_ := .Messages }}{{- $last := eq (len (slice $.Messages $i)) 1 -}}
+<|im_start|>{{ .Role }}
+{{ .Content }}{{ if not $last }}<|im_end|>
+{{ end }}{{ if and $last (ne .Role \"assistant\") }}<|im_end|>
+<|im_start|>assistant
+{{ end }}{{ end }}";
+
+const GEMMA: &str = "{{- range $i, $_ := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if or (eq .Role \"user\") (eq .Role \"system\") }}<start_of_turn>user
+{{ .Content }}<end_of_turn>
+{{ if $last }}<start_of_turn>model
+{{ end }}
+{{- else if eq .Role \"assistant\" }}<start_of_turn>model
+{{ .Content }}{{ if not $last }}<end_of_turn>
+{{ end }}
+{{- end }}
+{{- end }}";
+
+const LLAMA3: &str =
+    "{{- range $i, $_ := .Messages }}{{- $last := eq (len (slice $.Messages $i)) 1 -}}
+<|start_header_id|>{{ .Role }}<|end_header_id|>
+
+{{ .Content }}{{ if or (not $last) (ne .Role \"assistant\") }}<|eot_id|>{{ end }}
+{{- if and $last (ne .Role \"assistant\") }}<|start_header_id|>assistant<|end_header_id|>
+
+{{ end }}{{ end }}";
+
+const PHI3: &str =
+    "{{- range $i, $_ := .Messages }}{{- $last := eq (len (slice $.Messages $i)) 1 -}}
+<|{{ .Role }}|>
+{{ .Content }}<|end|>
+{{ if and $last (ne .Role \"assistant\") }}<|assistant|>
+{{ end }}{{ end }}";
+
+/// Recognises a GGUF chat template: the format's name and its Go template.
+pub fn autodetect(jinja: &str) -> Option<(&'static str, &'static str)> {
+    KNOWN
+        .iter()
+        .find(|(_, marker, _)| jinja.contains(marker))
+        .map(|(name, _, tmpl)| (*name, *tmpl))
+}
+
+/// What a prompt is built from.
+#[derive(Debug, Default)]
+pub struct Input<'a> {
+    /// The conversation, system messages included.
+    pub messages: &'a [Message],
+    /// Tool definitions, as the client sent them.
+    pub tools: Option<&'a Value>,
+    /// Fill-in-the-middle: prompt and suffix.
+    pub suffix: Option<(&'a str, &'a str)>,
+}
+
+/// Merges consecutive messages of the same role (tool results excepted) and
+/// collects the system messages' text, as Ollama's `collate` does.
+fn collate(messages: &[Message]) -> (String, Vec<Message>) {
+    let mut system = Vec::new();
+    let mut out: Vec<Message> = Vec::new();
+    for m in messages {
+        if m.role == "system" {
+            system.push(m.content.clone());
+        }
+        match out.last_mut() {
+            Some(prev) if prev.role == m.role && m.role != "tool" => {
+                prev.content = format!("{}\n\n{}", prev.content, m.content);
+            }
+            _ => out.push(m.clone()),
+        }
+    }
+    (system.join("\n\n"), out)
+}
+
+/// A message as templates see it: Go field names (`.Role`, `.Content` ...).
+fn message_value(m: &Message) -> Value {
+    let mut v = Map::new();
+    v.insert("Role".into(), Value::String(m.role.clone()));
+    v.insert("Content".into(), Value::String(m.content.clone()));
+    if let Some(t) = &m.thinking {
+        v.insert("Thinking".into(), Value::String(t.clone()));
+    }
+    if let Some(calls) = &m.tool_calls {
+        v.insert("ToolCalls".into(), Value::Array(calls.clone()));
+    }
+    if let Some(n) = &m.tool_name {
+        v.insert("ToolName".into(), Value::String(n.clone()));
+    }
+    Value::Object(v)
+}
+
+/// Renders the prompt for a conversation.
+pub fn render(tmpl: &Template, input: &Input<'_>) -> Result<String, template::Error> {
+    let tools = input.tools.cloned().unwrap_or(Value::Null);
+    if let Some((prompt, suffix)) = input.suffix {
+        return tmpl.render(&json!({"Prompt": prompt, "Suffix": suffix, "Response": ""}));
+    }
+    let (system, messages) = collate(input.messages);
+    if tmpl.uses_field("Messages") {
+        let msgs: Vec<Value> = messages.iter().map(message_value).collect();
+        return tmpl
+            .render(&json!({"System": system, "Messages": msgs, "Tools": tools, "Response": ""}));
+    }
+    // Legacy templates: one render per user turn with its system prompt and
+    // the assistant's reply, concatenated; the last turn has no response.
+    let mut out = String::new();
+    let (mut sys, mut prompt, mut response) = (String::new(), String::new(), String::new());
+    let mut flush =
+        |sys: &mut String, prompt: &mut String, response: &mut String, out: &mut String| {
+            let r = tmpl.render(
+                &json!({"System": sys, "Prompt": prompt, "Response": response, "Tools": tools}),
+            );
+            sys.clear();
+            prompt.clear();
+            response.clear();
+            r.map(|s| out.push_str(&s))
+        };
+    for m in &messages {
+        match m.role.as_str() {
+            "system" => {
+                if !prompt.is_empty() || !response.is_empty() {
+                    flush(&mut sys, &mut prompt, &mut response, &mut out)?;
+                }
+                sys = m.content.clone();
+            }
+            "user" => {
+                if !response.is_empty() {
+                    flush(&mut sys, &mut prompt, &mut response, &mut out)?;
+                }
+                prompt = m.content.clone();
+            }
+            "assistant" => response = m.content.clone(),
+            _ => {}
+        }
+    }
+    // Ollama cuts the template at `.Response` for the turn being generated;
+    // rendering with an empty response gives the same text for templates
+    // that guard what follows `.Response` with `{{ if .Response }}`.
+    flush(&mut sys, &mut prompt, &mut response, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: &str, content: &str) -> Message {
+        Message {
+            role: role.into(),
+            content: content.into(),
+            ..Message::default()
+        }
+    }
+
+    fn check(tmpl: &str, messages: &[Message], expected: &str) {
+        let t = Template::parse(tmpl).expect("template");
+        let got = render(
+            &t,
+            &Input {
+                messages,
+                ..Input::default()
+            },
+        )
+        .expect("render");
+        assert_eq!(got, expected);
+    }
+
+    /// Gemma 3's library template, a system prompt and a two-turn history,
+    /// written out by hand from Go's template semantics.
+    #[test]
+    fn gemma3_system_and_history() {
+        check(
+            GEMMA,
+            &[msg("system", "You are terse."), msg("user", "Hi"), msg("assistant", "Hello!"), msg("user", "Bye")],
+            "<start_of_turn>user\nYou are terse.<end_of_turn>\n<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n",
+        );
+    }
+
+    #[test]
+    fn chatml_autodetected() {
+        let (name, tmpl) =
+            autodetect("{% for m in messages %}<|im_start|>{{ m.role }}").expect("chatml");
+        assert_eq!(name, "chatml");
+        check(
+            tmpl,
+            &[msg("system", "S"), msg("user", "Q")],
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n",
+        );
+    }
+
+    #[test]
+    fn legacy_templates() {
+        let t = "{{ if .System }}[S]{{ .System }}{{ end }}[U]{{ .Prompt }}[A]{{ if .Response }}{{ .Response }}[E]{{ end }}";
+        check(t, &[msg("system", "s"), msg("user", "a")], "[S]s[U]a[A]");
+        check(
+            t,
+            &[msg("user", "a"), msg("assistant", "b"), msg("user", "c")],
+            "[U]a[A]b[E][U]c[A]",
+        );
+        check(DEFAULT_TEMPLATE, &[msg("user", "just this")], "just this");
+    }
+
+    #[test]
+    fn collates_same_roles() {
+        let (system, out) = collate(&[
+            msg("system", "a"),
+            msg("system", "b"),
+            msg("user", "x"),
+            msg("user", "y"),
+        ]);
+        assert_eq!(system, "a\n\nb");
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].content, "x\n\ny");
+    }
+}

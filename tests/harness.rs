@@ -1,0 +1,318 @@
+//! The test harness: starts `hearth serve` on 127.0.0.1:0 with a temporary
+//! store, finds the port from its start-up log line, and offers a tiny
+//! HTTP client on top of ureq.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where the test models live: `HEARTH_TEST_MODELS`, else the cache that
+/// `scripts/fetch-test-models.sh` fills.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("HEARTH_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/hearth/models")
+        })
+}
+
+/// A test model file, which must exist (run scripts/fetch-test-models.sh).
+pub fn model_file(name: &str) -> PathBuf {
+    let p = models_dir().join(name);
+    assert!(
+        p.exists(),
+        "test model {} is missing: run scripts/fetch-test-models.sh",
+        p.display()
+    );
+    p
+}
+
+/// The Gemma 3 270M GGUF.
+pub fn gemma() -> PathBuf {
+    model_file("gemma3-270m-q4_k_m.gguf")
+}
+
+/// Tests that run inference hold this lock, so two ggml workloads never
+/// share the cores (their spinning threads would starve each other).
+pub fn inference_lock() -> MutexGuard<'static, ()> {
+    static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
+    LOCK.get_or_init(|| Mutex::new(()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running server with its own store.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The store root (inside `_dir` unless given).
+    pub models: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server with a fresh store.
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts a server with a fresh store and extra environment variables.
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let models = dir.path().join("models");
+        let mut s = Server::start_in(&models, env);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server on an existing store.
+    pub fn start_in(models: &Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+            .env("OLLAMA_HOST", "127.0.0.1:0")
+            .env("OLLAMA_MODELS", models)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn hearth");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("HEARTH_TEST_LOG").is_some() {
+                    eprintln!("[hearth] {line}");
+                }
+                if let Some(rest) = line.split("Listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("hearth did not log its address within 30s");
+        Server {
+            child,
+            base: format!("http://{addr}"),
+            models: models.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    /// The full URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`, then wait.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns whether it exited in time.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Sends a request with an optional JSON body; returns status and body text.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+        let req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(300));
+        let res = match body {
+            Some(b) => req.send_string(&b.to_string()),
+            None => req.call(),
+        };
+        into_parts(res)
+    }
+
+    /// Sends raw bytes.
+    pub fn send_bytes(&self, method: &str, path: &str, bytes: &[u8]) -> (u16, String) {
+        let req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(300));
+        into_parts(req.send_bytes(bytes))
+    }
+
+    /// POST JSON and parse the JSON answer.
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let (status, text) = self.call("POST", path, Some(&body));
+        (status, parse(&text))
+    }
+
+    /// GET and parse the JSON answer.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let (status, text) = self.call("GET", path, None);
+        (status, parse(&text))
+    }
+
+    /// POST JSON and read an NDJSON stream into its lines.
+    pub fn stream(&self, path: &str, body: Value) -> (u16, Vec<Value>) {
+        let (status, text) = self.call("POST", path, Some(&body));
+        let lines = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(parse)
+            .collect();
+        (status, lines)
+    }
+
+    /// Uploads a file as a blob, returning its `sha256:` digest.
+    pub fn upload_file(&self, path: &Path) -> String {
+        let digest = sha256_file(path);
+        let file = std::fs::File::open(path).expect("open model");
+        let res = ureq::post(&self.url(&format!("/api/blobs/{digest}")))
+            .timeout(Duration::from_secs(300))
+            .send(file);
+        let (status, body) = into_parts(res);
+        assert!(status == 201 || status == 200, "upload {status}: {body}");
+        digest
+    }
+
+    /// Uploads bytes as a blob, returning its digest.
+    pub fn upload_bytes(&self, bytes: &[u8]) -> (u16, String, String) {
+        let digest = format!("sha256:{}", sha256_hex(bytes));
+        let (status, body) = self.send_bytes("POST", &format!("/api/blobs/{digest}"), bytes);
+        (status, body, digest)
+    }
+
+    /// Uploads the Gemma GGUF and creates a model from it with a template.
+    pub fn create_gemma(&self, name: &str) -> String {
+        let digest = self.upload_file(&gemma());
+        let (status, lines) = self.stream(
+            "/api/create",
+            serde_json::json!({
+                "model": name,
+                "files": {"gemma3-270m-q4_k_m.gguf": digest},
+                "template": GEMMA_TEMPLATE,
+                "parameters": {"stop": ["<end_of_turn>"]},
+            }),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(
+            lines.last().and_then(|l| l["status"].as_str()),
+            Some("success"),
+            "{lines:?}"
+        );
+        digest
+    }
+
+    /// Resident memory of the server process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Ollama's library template for Gemma 3.
+pub const GEMMA_TEMPLATE: &str = r#"{{- range $i, $_ := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if or (eq .Role "user") (eq .Role "system") }}<start_of_turn>user
+{{ .Content }}<end_of_turn>
+{{ if $last }}<start_of_turn>model
+{{ end }}
+{{- else if eq .Role "assistant" }}<start_of_turn>model
+{{ .Content }}{{ if not $last }}<end_of_turn>
+{{ end }}
+{{- end }}
+{{- end }}"#;
+
+fn into_parts(res: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match res {
+        Ok(r) => {
+            let status = r.status();
+            let mut s = String::new();
+            let _ = r.into_reader().read_to_string(&mut s);
+            (status, s)
+        }
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+/// Parses JSON, or keeps the raw text as a JSON string when it is not JSON.
+pub fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// sha256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// `sha256:<hex>` of a file, streamed.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest as _;
+    let mut f = std::fs::File::open(path).expect("open");
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    format!("sha256:{}", hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The blob files in a store (names only).
+pub fn blob_names(models: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(models.join("blobs"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
