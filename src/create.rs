@@ -169,13 +169,18 @@ impl Plan {
 
     /// Builds the layers and writes the manifest, reporting progress.
     pub fn run(self, store: &Arc<Store>, progress: &mut dyn FnMut(Progress)) -> Result<(), Error> {
-        let pinned: Vec<Digest> = self
+        // Every blob the new manifest will reference is pinned until the
+        // manifest is written, so a concurrent upload cannot evict it.
+        let mut pinned: Vec<Digest> = self
             .files
             .iter()
             .chain(&self.adapters)
             .map(|(_, d)| d.clone())
             .collect();
-        let _pin = store.pin(pinned);
+        if let Some((_, base)) = &self.base {
+            pinned.extend(base.digests().filter_map(|d| Digest::parse(d).ok()));
+        }
+        let mut pins = vec![store.pin(pinned)];
         let mut layers: Vec<Layer> = Vec::new();
         let mut config = ConfigBlob::default();
         let mut base_params = Map::new();
@@ -246,20 +251,17 @@ impl Plan {
             layers.retain(|l| l.media_type != mf::MEDIA_ADAPTER);
             layers.push(layer(mf::MEDIA_ADAPTER, digest, size));
         }
+        let mut layers = Layers {
+            store,
+            list: layers,
+            pins: &mut pins,
+        };
         if let Some(t) = &self.template {
-            replace_text_layer(
-                store,
-                &mut layers,
-                &[mf::MEDIA_TEMPLATE, mf::MEDIA_PROMPT],
-                mf::MEDIA_TEMPLATE,
-                t.as_bytes(),
-                progress,
-            )?;
+            let kinds = [mf::MEDIA_TEMPLATE, mf::MEDIA_PROMPT];
+            layers.replace(&kinds, mf::MEDIA_TEMPLATE, t.as_bytes(), progress)?;
         }
         if let Some(s) = &self.system {
-            replace_text_layer(
-                store,
-                &mut layers,
+            layers.replace(
                 &[mf::MEDIA_SYSTEM],
                 mf::MEDIA_SYSTEM,
                 s.as_bytes(),
@@ -272,37 +274,24 @@ impl Plan {
             }
             let bytes =
                 serde_json::to_vec(&base_params).map_err(|e| Error::Internal(e.to_string()))?;
-            replace_text_layer(
-                store,
-                &mut layers,
-                &[mf::MEDIA_PARAMS],
-                mf::MEDIA_PARAMS,
-                &bytes,
-                progress,
-            )?;
+            layers.replace(&[mf::MEDIA_PARAMS], mf::MEDIA_PARAMS, &bytes, progress)?;
         }
         if let Some(m) = &self.messages {
             let bytes = serde_json::to_vec(m).map_err(|e| Error::Internal(e.to_string()))?;
-            replace_text_layer(
-                store,
-                &mut layers,
-                &[mf::MEDIA_MESSAGES],
-                mf::MEDIA_MESSAGES,
-                &bytes,
-                progress,
-            )?;
+            layers.replace(&[mf::MEDIA_MESSAGES], mf::MEDIA_MESSAGES, &bytes, progress)?;
         }
         if let Some(licenses) = &self.licenses {
-            layers.retain(|l| l.media_type != mf::MEDIA_LICENSE);
+            layers.list.retain(|l| l.media_type != mf::MEDIA_LICENSE);
             for text in licenses {
-                let l = new_layer(store, mf::MEDIA_LICENSE, text.as_bytes(), progress)?;
-                layers.push(l);
+                layers.add(mf::MEDIA_LICENSE, text.as_bytes(), progress)?;
             }
         }
+        let layers = layers.list;
 
         let config_bytes =
             serde_json::to_vec(&config).map_err(|e| Error::Internal(e.to_string()))?;
         let (config_digest, config_size) = store.put_bytes(&config_bytes)?;
+        pins.push(store.pin(vec![config_digest.clone()]));
         let manifest = Manifest::new(
             Layer {
                 media_type: mf::CONFIG_MEDIA_TYPE.to_string(),
@@ -394,36 +383,46 @@ fn layer(media: &str, digest: &Digest, size: u64) -> Layer {
     }
 }
 
-/// Stores bytes as a blob and reports it as Ollama does.
-fn new_layer(
-    store: &Arc<Store>,
-    media: &str,
-    bytes: &[u8],
-    progress: &mut dyn FnMut(Progress),
-) -> Result<Layer, Error> {
-    let existed = store.has_blob(&Digest::of(bytes));
-    let (digest, size) = store.put_bytes(bytes)?;
-    let verb = if existed {
-        "using existing layer"
-    } else {
-        "creating new layer"
-    };
-    progress(Progress::status(format!("{verb} {digest}")));
-    Ok(layer(media, &digest, size))
+/// The layers being assembled, with pins on the blobs written for them.
+struct Layers<'a> {
+    store: &'a Arc<Store>,
+    list: Vec<Layer>,
+    pins: &'a mut Vec<store::Pin>,
 }
 
-fn replace_text_layer(
-    store: &Arc<Store>,
-    layers: &mut Vec<Layer>,
-    replaces: &[&str],
-    media: &str,
-    bytes: &[u8],
-    progress: &mut dyn FnMut(Progress),
-) -> Result<(), Error> {
-    layers.retain(|l| !replaces.contains(&l.media_type.as_str()));
-    let l = new_layer(store, media, bytes, progress)?;
-    layers.push(l);
-    Ok(())
+impl Layers<'_> {
+    /// Stores bytes as a blob, pins it, and reports it as Ollama does.
+    fn add(
+        &mut self,
+        media: &str,
+        bytes: &[u8],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), Error> {
+        let existed = self.store.has_blob(&Digest::of(bytes));
+        let (digest, size) = self.store.put_bytes(bytes)?;
+        self.pins.push(self.store.pin(vec![digest.clone()]));
+        let verb = if existed {
+            "using existing layer"
+        } else {
+            "creating new layer"
+        };
+        progress(Progress::status(format!("{verb} {digest}")));
+        self.list.push(layer(media, &digest, size));
+        Ok(())
+    }
+
+    /// Replaces the layers of the given kinds with one new layer.
+    fn replace(
+        &mut self,
+        replaces: &[&str],
+        media: &str,
+        bytes: &[u8],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), Error> {
+        self.list
+            .retain(|l| !replaces.contains(&l.media_type.as_str()));
+        self.add(media, bytes, progress)
+    }
 }
 
 /// Reads a small JSON blob (config, params); `None` if absent or corrupt.

@@ -20,12 +20,6 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The request queue is full.
-    #[error("server busy, please try again.  maximum pending requests exceeded")]
-    Busy,
-    /// The client went away while waiting.
-    #[error("request canceled")]
-    Canceled,
     /// Something on our side failed; the detail is logged.
     #[error("{0}")]
     Internal(String),
@@ -59,9 +53,6 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            // 499 is nginx's (and Ollama's) code for a client that hung up.
-            ApiError::Canceled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Store(e) => store_status(e),
             ApiError::Schedule(scheduler::Error::Busy) => StatusCode::SERVICE_UNAVAILABLE,

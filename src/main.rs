@@ -1,20 +1,9 @@
 //! hearth: an Ollama-compatible model server in one binary.
 //!
 //! `main` parses the command line and starts the server; everything else
-//! lives in the modules below (see ARCHITECTURE.md for the map).
+//! lives in the library (`src/lib.rs`; see ARCHITECTURE.md for the map).
 
-mod api;
-mod config;
-mod create;
-mod engine;
-mod error;
-mod gguf;
-mod model;
-mod options;
-mod prompt;
-mod scheduler;
-mod store;
-mod template;
+use hearth::{api, config};
 
 use std::time::Instant;
 

@@ -129,16 +129,15 @@ pub fn render(tmpl: &Template, input: &Input<'_>) -> Result<String, template::Er
     // the assistant's reply, concatenated; the last turn has no response.
     let mut out = String::new();
     let (mut sys, mut prompt, mut response) = (String::new(), String::new(), String::new());
-    let mut flush =
-        |sys: &mut String, prompt: &mut String, response: &mut String, out: &mut String| {
-            let r = tmpl.render(
-                &json!({"System": sys, "Prompt": prompt, "Response": response, "Tools": tools}),
-            );
-            sys.clear();
-            prompt.clear();
-            response.clear();
-            r.map(|s| out.push_str(&s))
-        };
+    let flush = |sys: &mut String, prompt: &mut String, response: &mut String, out: &mut String| {
+        let r = tmpl.render(
+            &json!({"System": sys, "Prompt": prompt, "Response": response, "Tools": tools}),
+        );
+        sys.clear();
+        prompt.clear();
+        response.clear();
+        r.map(|s| out.push_str(&s))
+    };
     for m in &messages {
         match m.role.as_str() {
             "system" => {

@@ -8,7 +8,6 @@
 //! it fit, when does it expire) are pure functions tested without a model.
 //! It knows nothing of HTTP; the api module turns [`Error`] into statuses.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,7 +66,6 @@ struct Loaded {
     /// The name `/api/ps` shows and its manifest digest.
     display: String,
     digest: String,
-    model_name: String,
     leases: usize,
     keep_alive: KeepAlive,
     /// When an idle model expires; `None` while in use or kept forever.
@@ -102,8 +100,6 @@ impl Drop for Lease {
 pub struct Running {
     /// Short name.
     pub name: String,
-    /// Name as the manifest spells it.
-    pub model: String,
     /// Manifest digest.
     pub digest: String,
     /// Runner memory estimate.
@@ -176,7 +172,7 @@ impl Scheduler {
     pub async fn acquire(
         self: &Arc<Self>,
         key: LoadKey,
-        names: (&str, &str, &str),
+        names: (&str, &str),
         keep_alive: KeepAlive,
     ) -> Result<Lease, Error> {
         let in_flight = self.queued.fetch_add(1, Ordering::SeqCst);
@@ -249,8 +245,7 @@ impl Scheduler {
                 runner: Arc::clone(&runner),
                 key: key.clone(),
                 display: names.0.to_string(),
-                model_name: names.1.to_string(),
-                digest: names.2.to_string(),
+                digest: names.1.to_string(),
                 leases: 1,
                 keep_alive,
                 expires_at: None,
@@ -403,7 +398,6 @@ impl Scheduler {
             .iter()
             .map(|l| Running {
                 name: l.display.clone(),
-                model: l.model_name.clone(),
                 digest: l.digest.clone(),
                 size_bytes: l.runner.info().size_bytes,
                 expires_at: match (l.leases, l.keep_alive) {
@@ -479,7 +473,6 @@ fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Loaded models by key, for tests of the pure policy helpers.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,6 +510,5 @@ mod tests {
             embeddings: false,
         };
         assert_eq!(estimate_bytes(&key, 1), 0, "missing file: nothing to count");
-        let _ = HashMap::<u8, u8>::new();
     }
 }

@@ -122,11 +122,6 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
-    /// The server's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// `kill -9`, then wait.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -227,16 +222,43 @@ impl Server {
         digest
     }
 
-    /// Resident memory of the server process in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+    /// Places a model file into the store as a blob without uploading it
+    /// (a hard link when the cache is on the same filesystem), returning its digest.
+    pub fn link_blob(&self, file: &Path) -> String {
+        let digest = sha256_file_cached(file);
+        let target = self.models.join("blobs").join(digest.replace(':', "-"));
+        if !target.exists() && std::fs::hard_link(file, &target).is_err() {
+            std::fs::copy(file, &target).expect("copy model into the store");
+        }
+        digest
+    }
+
+    /// Creates a model from a test GGUF already linked into the store.
+    pub fn create_linked(&self, name: &str, file: &Path, extra: Value) -> Vec<Value> {
+        let digest = self.link_blob(file);
+        let mut req = serde_json::json!({"model": name, "files": {"model.gguf": digest}});
+        if let (Some(obj), Some(more)) = (req.as_object_mut(), extra.as_object()) {
+            obj.extend(more.clone());
+        }
+        let (status, lines) = self.stream("/api/create", req);
+        assert_eq!(status, 200);
+        assert_eq!(
+            lines.last().and_then(|l| l["status"].as_str()),
+            Some("success"),
+            "{lines:?}"
+        );
+        lines
+    }
+
+    /// A server with `gemma3:270m` (Ollama's Gemma 3 template and stop) ready.
+    pub fn with_gemma(env: &[(&str, &str)]) -> Server {
+        let s = Server::start_with(env);
+        s.create_linked(
+            "gemma3:270m",
+            &gemma(),
+            serde_json::json!({"template": GEMMA_TEMPLATE, "parameters": {"stop": ["<end_of_turn>"]}}),
+        );
+        s
     }
 }
 
@@ -298,6 +320,26 @@ pub fn sha256_file(path: &Path) -> String {
         h.update(&buf[..n]);
     }
     format!("sha256:{}", hex(&h.finalize()))
+}
+
+/// `sha256_file`, remembered per path for the life of the test binary.
+pub fn sha256_file_cached(path: &Path) -> String {
+    static CACHE: OnceLock<Mutex<std::collections::HashMap<PathBuf, String>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(d) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+        return d.clone();
+    }
+    let d = sha256_file(path);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(path.to_path_buf(), d.clone());
+    d
+}
+
+/// The SmolLM2 135M Instruct GGUF (ChatML template inside).
+pub fn smollm() -> PathBuf {
+    model_file("smollm2-135m-instruct-q4_1.gguf")
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -4,6 +4,7 @@
 mod harness;
 
 mod blobs;
+mod inference;
 mod models;
 mod server;
 mod store_budget;

@@ -286,11 +286,7 @@ pub async fn generate(state: &Arc<AppState>, body: Incoming) -> Result<Response<
     let short = model.name.display_short();
     let lease = state
         .scheduler
-        .acquire(
-            load_key(&model, &opts),
-            (&short, &short, &model.digest),
-            keep_alive,
-        )
+        .acquire(load_key(&model, &opts), (&short, &model.digest), keep_alive)
         .await?;
     if req.prompt.is_empty() {
         return short_reply(&kind, &raw_name, "load");
@@ -411,11 +407,7 @@ pub async fn chat(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
     let short = model.name.display_short();
     let lease = state
         .scheduler
-        .acquire(
-            load_key(&model, &opts),
-            (&short, &short, &model.digest),
-            keep_alive,
-        )
+        .acquire(load_key(&model, &opts), (&short, &model.digest), keep_alive)
         .await?;
     if req.messages.is_empty() {
         return short_reply(&Kind::Chat, &raw_name, "load");
@@ -589,10 +581,12 @@ async fn consume(
         match ev {
             Event::PromptDone {
                 prompt_tokens,
-                cached_tokens,
+                cached_tokens: _,
                 duration,
             } => {
-                out.prompt_eval_count = prompt_tokens + cached_tokens;
+                // Like Ollama, count only what was evaluated: tokens reused
+                // from the KV cache of an earlier turn cost nothing.
+                out.prompt_eval_count = prompt_tokens;
                 out.prompt_eval_duration = duration;
                 eval_started = Instant::now();
             }

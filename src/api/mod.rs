@@ -45,6 +45,14 @@ pub struct AppState {
 /// Must run inside the tokio runtime (the scheduler starts its expiry task).
 pub fn app(config: Config) -> Result<Arc<AppState>, crate::store::Error> {
     let store = Arc::new(Store::open(&config.models_dir, config.max_disk_bytes)?);
+    if !config.noprune {
+        // As Ollama: blobs unused for an hour are removed at start.
+        match store.prune(std::time::Duration::from_secs(3600)) {
+            Ok(0) => {}
+            Ok(n) => log::info!("pruned {n} unused blobs"),
+            Err(e) => log::warn!("not pruning blobs: {e}"),
+        }
+    }
     let settings = Settings {
         max_loaded: config.max_loaded_models,
         max_queue: config.max_queue,

@@ -457,6 +457,13 @@ impl<'a> Worker<'a> {
         let slot = &mut self.slots[idx];
         slot.last_used = self.tick;
         let mut cached = common_prefix(&slot.cache, &prompt);
+        log::debug!(
+            "slot {}: {} tokens cached, prompt {} tokens, {} shared",
+            slot.seq,
+            slot.cache.len(),
+            prompt.len(),
+            cached
+        );
         if cached == prompt.len() {
             // Re-evaluate the last prompt token so its logits exist.
             cached -= 1;

@@ -146,11 +146,15 @@ impl Store {
             .flatten()
         {
             let name = entry.file_name().to_string_lossy().into_owned();
+            let mut path = entry.path();
             // Old Ollama versions wrote `sha256:<hex>`; Ollama renames them at start, so do we.
             if let Some(hex) = name.strip_prefix("sha256:") {
-                let _ = fs::rename(entry.path(), blobs.join(format!("sha256-{hex}")));
+                let renamed = blobs.join(format!("sha256-{hex}"));
+                if fs::rename(&path, &renamed).is_ok() {
+                    path = renamed;
+                }
             }
-            if let Ok(meta) = entry.metadata() {
+            if let Ok(meta) = fs::metadata(&path) {
                 if meta.is_file() {
                     used += meta.len();
                 }
@@ -168,14 +172,40 @@ impl Store {
         Ok(store)
     }
 
+    /// Ollama's start-up housekeeping: deletes blob files older than `grace`
+    /// whose name is not a digest or that no manifest references, then empty
+    /// manifest folders. Does nothing if any manifest fails to parse, since
+    /// then nothing is known to be unreferenced.
+    pub fn prune(&self, grace: std::time::Duration) -> Result<usize> {
+        let mut st = self.state();
+        let referenced = self.referenced_digests()?;
+        let cutoff = SystemTime::now()
+            .checked_sub(grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut removed = 0;
+        for entry in fs::read_dir(self.root.join("blobs"))
+            .map_err(io_err("read blobs dir"))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() || meta.modified().map_or(true, |m| m > cutoff) {
+                continue;
+            }
+            let keep = Digest::parse(&name)
+                .is_ok_and(|d| referenced.contains(d.hex()) || st.pinned.contains_key(&d));
+            if !keep && fs::remove_file(entry.path()).is_ok() {
+                log::info!("pruned unused blob {name}");
+                st.used = st.used.saturating_sub(meta.len());
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The store root.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// Bytes the blobs use now.
-    pub fn used_bytes(&self) -> u64 {
-        self.state().used
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -416,7 +446,7 @@ impl Store {
                 Err(e) => log::warn!("skipping model: {e}"),
             }
         }
-        out.sort_by(|a, b| b.modified.cmp(&a.modified));
+        out.sort_by_key(|e| std::cmp::Reverse(e.modified));
         Ok(out)
     }
 
@@ -644,11 +674,6 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
     /// Verifies the digest, syncs and renames the blob into place.
     /// Returns the digest, the size and whether the blob is new.
     pub fn finish(mut self) -> Result<(Digest, u64, bool)> {
@@ -744,5 +769,8 @@ mod tests {
         let err = s.put_bytes(&[4u8; 70]).expect_err("over budget");
         assert!(matches!(err, Error::QuotaExceeded { .. }), "{err}");
         assert!(s.has_blob(&kept) && s.has_blob(&newer));
+        // Start-up pruning removes what no manifest references.
+        assert_eq!(s.prune(std::time::Duration::ZERO).expect("prune"), 1);
+        assert!(s.has_blob(&kept) && !s.has_blob(&newer));
     }
 }

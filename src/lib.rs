@@ -1,0 +1,15 @@
+//! hearth as a library: the modules the `hearth` binary is made of, public
+//! so that benchmarks and tests can drive the engine and the store directly.
+
+pub mod api;
+pub mod config;
+pub mod create;
+pub mod engine;
+pub mod error;
+pub mod gguf;
+pub mod model;
+pub mod options;
+pub mod prompt;
+pub mod scheduler;
+pub mod store;
+pub mod template;
