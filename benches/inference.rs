@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth::engine::{bench_decode, bench_request, CpuBudget, LoadParams, Runner};
+use hearth::engine::{bench_decode, bench_request, CpuBudget, Event, LoadParams, Runner};
 use serde_json::{json, Value};
 
 const PROMPT_TOKENS: usize = 128;
@@ -46,17 +46,15 @@ fn main() {
     )
     .expect("load gemma");
     bench_decode(&runner, 16, 8).expect("warm-up");
-    let raw: Vec<_> = (0..RUNS)
-        .map(|_| bench_decode(&runner, PROMPT_TOKENS, GEN_TOKENS).expect("raw run"))
+    // Each run gets a different first token, so no run reuses the KV cache
+    // of the one before and prompt evaluation is measured in full.
+    let prompt_text = prompt_of(&runner, PROMPT_TOKENS);
+    let raw: Vec<Raw> = (0..RUNS)
+        .map(|i| raw_run(&runner, &format!("Run {i}. {prompt_text}")))
         .collect();
-    let raw_decode = median(raw.iter().map(|r| r.gen_tps()).collect());
-    let raw_prompt = median(raw.iter().map(|r| r.prompt_tps()).collect());
-    let raw_prompt_ms = median(
-        raw.iter()
-            .map(|r| r.prompt_duration.as_secs_f64() * 1000.0)
-            .collect(),
-    );
-    let prompt_text = runner.detokenize(&bench_request(&runner, PROMPT_TOKENS, 0).prompt);
+    let raw_decode = median(raw.iter().map(|r| r.decode_tps).collect());
+    let raw_prompt = median(raw.iter().map(|r| r.prompt_tps).collect());
+    let raw_prompt_ms = median(raw.iter().map(|r| r.prompt_ms).collect());
     drop(runner);
 
     // (b) The same through HTTP, starting from an unloaded model.
@@ -106,9 +104,10 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     println!(
-        "hearth inference bench: {} {} threads, commit {commit}, Gemma 3 270M Q4_K_M, prompt {PROMPT_TOKENS} tokens, {GEN_TOKENS} generated, median of {RUNS}",
+        "hearth inference bench: {} {} threads, commit {commit}, Gemma 3 270M Q4_K_M, prompt ~{PROMPT_TOKENS} tokens ({} via HTTP), {GEN_TOKENS} generated, median of {RUNS}",
         std::env::consts::ARCH,
-        threads
+        threads,
+        http[0].prompt_count
     );
     println!("| measure | raw engine | via HTTP | ratio |");
     println!("|---|---|---|---|");
@@ -146,6 +145,61 @@ fn main() {
     );
 }
 
+/// One raw engine run's speeds.
+struct Raw {
+    decode_tps: f64,
+    prompt_tps: f64,
+    prompt_ms: f64,
+}
+
+/// Plain English text of about `n` tokens, the same prompt raw and via HTTP.
+fn prompt_of(runner: &Runner, n: usize) -> String {
+    let sentence = "The river runs past the old mill, where the miller counts sacks of grain and tells stories to the children of the village. ";
+    let mut text = String::new();
+    while runner.tokenize(&text, true, true).map_or(0, |t| t.len()) < n {
+        text.push_str(sentence);
+    }
+    text
+}
+
+/// A greedy generation of `text` through the engine API.
+fn raw_run(runner: &Runner, text: &str) -> Raw {
+    let mut req = bench_request(runner, 1, GEN_TOKENS);
+    req.prompt = runner.tokenize(text, true, true).expect("tokenize");
+    let (tx, rx) = std::sync::mpsc::channel();
+    runner
+        .generate(req, Box::new(move |ev| tx.send(ev).is_ok()))
+        .expect("generate");
+    let mut r = Raw {
+        decode_tps: 0.0,
+        prompt_tps: 0.0,
+        prompt_ms: 0.0,
+    };
+    for ev in rx {
+        match ev {
+            Event::PromptDone {
+                prompt_tokens,
+                duration,
+                ..
+            } => {
+                r.prompt_ms = duration.as_secs_f64() * 1000.0;
+                r.prompt_tps = prompt_tokens as f64 / duration.as_secs_f64();
+            }
+            Event::Done {
+                eval_count,
+                eval_duration,
+                ..
+            } => {
+                r.decode_tps = eval_count as f64 / eval_duration.as_secs_f64();
+                break;
+            }
+            Event::Error(e) => panic!("{e}"),
+            Event::Token { .. } => {}
+        }
+    }
+    r
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -157,7 +211,14 @@ fn aggregate(server: &Server, models: &[&str], prompt: &str) -> f64 {
     let tokens: u64 = std::thread::scope(|scope| {
         let handles: Vec<_> = models
             .iter()
-            .map(|m| scope.spawn(move || server.generate(m, prompt, GEN_TOKENS).eval_count))
+            .enumerate()
+            .map(|(i, m)| {
+                scope.spawn(move || {
+                    server
+                        .generate(m, &format!("Stream {i}. {prompt}"), GEN_TOKENS)
+                        .eval_count
+                })
+            })
             .collect();
         handles.into_iter().map(|h| h.join().expect("stream")).sum()
     });

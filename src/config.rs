@@ -35,8 +35,8 @@ pub struct Config {
     pub threads: usize,
     /// Skip blob pruning at start-up (`OLLAMA_NOPRUNE`).
     pub noprune: bool,
-    /// Debug logging (`OLLAMA_DEBUG`).
-    pub debug: bool,
+    /// Log detail (`OLLAMA_DEBUG`): 0 info, 1 debug, 2 trace (llama.cpp's own log).
+    pub debug_level: u8,
 }
 
 impl Config {
@@ -103,7 +103,10 @@ impl Config {
             max_queue: num("OLLAMA_MAX_QUEUE", 512) as usize,
             threads: num("HEARTH_THREADS", cores as u64).max(1) as usize,
             noprune: var("OLLAMA_NOPRUNE").is_some_and(|v| parse_bool(&v)),
-            debug: var("OLLAMA_DEBUG").is_some_and(|v| parse_bool(&v)),
+            debug_level: match var("OLLAMA_DEBUG") {
+                None => 0,
+                Some(v) => v.parse::<u8>().unwrap_or(u8::from(parse_bool(&v))),
+            },
         }
     }
 }

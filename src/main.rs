@@ -29,10 +29,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = config::Config::from_env();
     env_logger::Builder::new()
-        .filter_level(if config.debug {
-            log::LevelFilter::Debug
-        } else {
-            log::LevelFilter::Info
+        .filter_level(match config.debug_level {
+            0 => log::LevelFilter::Info,
+            1 => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
         })
         .format_target(false)
         .init();

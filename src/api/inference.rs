@@ -65,7 +65,8 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 /// A model resolved from the store, with everything inference needs.
-struct Model {
+#[derive(Debug)]
+pub struct Model {
     name: ModelName,
     digest: String,
     path: std::path::PathBuf,
@@ -77,12 +78,36 @@ struct Model {
     ctx_train: Option<u64>,
 }
 
-fn resolve(state: &AppState, name: &ModelName, raw: &str) -> Result<Model, ApiError> {
+/// Resolved models by manifest digest. Reading a GGUF header walks its whole
+/// vocabulary (262k strings for Gemma 3), which is worth doing once per
+/// manifest, not once per request; a new manifest has a new digest.
+#[derive(Debug, Default)]
+pub struct ModelCache(std::sync::Mutex<std::collections::HashMap<String, Arc<Model>>>);
+
+fn resolve(state: &AppState, name: &ModelName, raw: &str) -> Result<Arc<Model>, ApiError> {
     let store = &state.store;
     let entry = store.entry(name).map_err(|e| match e {
         store::Error::ModelNotFound(_) => ApiError::NotFound(format!("model '{raw}' not found")),
         other => ApiError::Store(other),
     })?;
+    let cache = &state.model_cache.0;
+    if let Some(m) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&entry.digest)
+    {
+        return Ok(Arc::clone(m));
+    }
+    let model = Arc::new(read_model(store, &entry, raw)?);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= 64 {
+        cache.clear();
+    }
+    cache.insert(entry.digest.clone(), Arc::clone(&model));
+    Ok(model)
+}
+
+fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<Model, ApiError> {
     let m = &entry.manifest;
     let layer = m
         .layer(mf::MEDIA_MODEL)

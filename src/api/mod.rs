@@ -7,7 +7,7 @@
 mod blobs;
 pub mod body;
 mod cors;
-mod inference;
+pub mod inference;
 mod models;
 pub mod types;
 
@@ -39,6 +39,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Loaded models.
     pub scheduler: Arc<Scheduler>,
+    /// Models resolved from manifests, by manifest digest.
+    pub model_cache: inference::ModelCache,
 }
 
 /// Builds the shared state for a config (opens the store).
@@ -64,6 +66,7 @@ pub fn app(config: Config) -> Result<Arc<AppState>, crate::store::Error> {
         config,
         store,
         scheduler,
+        model_cache: inference::ModelCache::default(),
     }))
 }
 
