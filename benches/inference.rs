@@ -62,7 +62,7 @@ fn main() {
     server.create("gemma", &gemma);
     let cold = server.generate("gemma", "Hello", 1);
     let http: Vec<Gen> = (0..RUNS)
-        .map(|_| server.generate("gemma", &prompt_text, GEN_TOKENS))
+        .map(|i| server.generate("gemma", &format!("Run {i}. {prompt_text}"), GEN_TOKENS))
         .collect();
     let http_decode = median(http.iter().map(Gen::decode_tps).collect());
     let http_prompt = median(http.iter().map(Gen::prompt_tps).collect());
@@ -86,14 +86,16 @@ fn main() {
     server.generate("gemma", "warm", 4);
     server.generate("smol", "warm", 4);
     let solo_g = server
-        .generate("gemma", &prompt_text, GEN_TOKENS)
+        .generate("gemma", &format!("Solo. {prompt_text}"), GEN_TOKENS)
         .decode_tps();
     let solo_s = server
-        .generate("smol", &prompt_text, GEN_TOKENS)
+        .generate("smol", &format!("Solo. {prompt_text}"), GEN_TOKENS)
         .decode_tps();
     let (g, s) = std::thread::scope(|scope| {
-        let a = scope.spawn(|| server.generate("gemma", &prompt_text, GEN_TOKENS));
-        let b = scope.spawn(|| server.generate("smol", &prompt_text, GEN_TOKENS));
+        let a =
+            scope.spawn(|| server.generate("gemma", &format!("Pair. {prompt_text}"), GEN_TOKENS));
+        let b =
+            scope.spawn(|| server.generate("smol", &format!("Pair. {prompt_text}"), GEN_TOKENS));
         (a.join().expect("gemma"), b.join().expect("smol"))
     });
     drop(server);

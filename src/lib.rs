@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod convert;
 pub mod create;
 pub mod engine;
 pub mod error;

@@ -1,0 +1,317 @@
+//! Converts a Hugging Face Safetensors model directory into a GGUF file that
+//! llama.cpp loads. Only BERT encoders (sentence-transformers embedding
+//! models such as all-MiniLM-L6-v2) are supported; the output matches what
+//! llama.cpp's `convert_hf_to_gguf.py` writes for them in its default F16
+//! mode.
+//!
+//! The conversion streams: the GGUF header is computed from the Safetensors
+//! headers alone, then each tensor is read, converted and written in small
+//! chunks, so memory use does not grow with the model. This module reads
+//! the files it is given and writes to the `Write` it is given; it knows
+//! nothing of the store, HTTP or llama.cpp.
+//!
+//! - `gguf_writer.rs`: the GGUF v3 header and data layout.
+//! - `source.rs`: Safetensors headers and chunked, converting reads.
+//! - `bert.rs`: BERT hyperparameters, pooling, tensor names and types.
+//! - `tokenizer.rs`: the WordPiece vocabulary in llama.cpp's spelling.
+
+mod bert;
+mod gguf_writer;
+mod source;
+#[cfg(test)]
+mod tests;
+mod tokenizer;
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+use gguf_writer::{CountingWriter, Header, TensorSpec};
+use source::SourceFile;
+
+/// Files of a model directory: name relative to the directory (`/`
+/// separated, e.g. `1_Pooling/config.json`) to its path on disk.
+pub type Files = HashMap<String, PathBuf>;
+
+/// The largest JSON file read (tokenizer.json of big vocabularies is tens
+/// of MiB); anything larger is refused rather than loaded into memory.
+const MAX_JSON: u64 = 64 << 20;
+/// Output buffer size; tensor chunks are larger and pass straight through.
+const OUT_BUFFER: usize = 256 * 1024;
+
+/// The model families this module converts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// A BERT encoder, written as llama.cpp's `bert` architecture.
+    Bert,
+}
+
+impl Arch {
+    /// The GGUF `general.architecture` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Bert => "bert",
+        }
+    }
+}
+
+/// What can go wrong converting a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("converting model: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the model has no {0}")]
+    MissingFile(String),
+    #[error("bad model config: {0}")]
+    BadConfig(String),
+    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) can be converted from safetensors")]
+    UnsupportedArchitecture(String),
+    #[error("bad safetensors file {file}: {reason}")]
+    BadSafetensors { file: String, reason: String },
+    #[error("tensor {name}: {reason}")]
+    BadTensor { name: String, reason: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+/// Reads a JSON file of the model, refusing files over [`MAX_JSON`].
+fn read_json(path: &Path, label: &str) -> Result<Json, Error> {
+    let len = std::fs::metadata(path)?.len();
+    if len > MAX_JSON {
+        return Err(Error::BadConfig(format!(
+            "{label} is {len} bytes, over the limit"
+        )));
+    }
+    let bytes = std::fs::read(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::BadConfig(format!("{label}: {e}")))
+}
+
+/// What a safetensors directory holds, read from `config.json`.
+pub fn detect(dir_files: &HashMap<String, PathBuf>) -> Result<Arch, Error> {
+    let path = dir_files
+        .get("config.json")
+        .ok_or_else(|| Error::MissingFile("config.json".into()))?;
+    detect_json(&read_json(path, "config.json")?)
+}
+
+fn detect_json(config: &Json) -> Result<Arch, Error> {
+    let named = config
+        .get("architectures")
+        .and_then(Json::as_array)
+        .and_then(|a| a.first())
+        .and_then(Json::as_str);
+    match named {
+        Some(name) if bert::ARCHITECTURES.contains(&name) => Ok(Arch::Bert),
+        Some(name) => Err(Error::UnsupportedArchitecture(name.to_string())),
+        // Without `architectures`, the model type alone decides.
+        None => match config.get("model_type").and_then(Json::as_str) {
+            Some("bert") => Ok(Arch::Bert),
+            Some(other) => Err(Error::UnsupportedArchitecture(other.to_string())),
+            None => Err(Error::BadConfig(
+                "config.json names neither architectures nor model_type".into(),
+            )),
+        },
+    }
+}
+
+/// One tensor of the output, with where its data comes from.
+struct Planned {
+    spec: TensorSpec,
+    file: usize,
+    info: safetensors::tensor::TensorInfo,
+    source_name: String,
+}
+
+/// Writes the GGUF into `out`, streaming tensor by tensor; returns bytes
+/// written. `progress` gets a short line per step.
+pub fn convert(
+    files: &HashMap<String, PathBuf>,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(&str),
+) -> Result<u64, Error> {
+    let config_path = files
+        .get("config.json")
+        .ok_or_else(|| Error::MissingFile("config.json".into()))?;
+    let config_json = read_json(config_path, "config.json")?;
+    let Arch::Bert = detect_json(&config_json)?;
+    let config = bert::Config::read(&config_json)?;
+    let pooling = bert::pooling(files)?;
+
+    // Every top-level .safetensors file is a shard; sorted names keep the
+    // output deterministic.
+    let mut shard_names: Vec<&String> = files
+        .keys()
+        .filter(|k| k.ends_with(".safetensors") && !k.contains('/'))
+        .collect();
+    shard_names.sort();
+    if shard_names.is_empty() {
+        return Err(Error::MissingFile("model.safetensors".into()));
+    }
+    progress("reading safetensors headers");
+    let mut sources = Vec::with_capacity(shard_names.len());
+    for name in shard_names {
+        sources.push(SourceFile::open(&files[name], name)?);
+    }
+
+    let mut plan = plan_tensors(&sources)?;
+    let n_vocab = plan
+        .iter()
+        .find(|p| p.spec.name == "token_embd.weight")
+        .and_then(|p| p.spec.dims.get(1).copied())
+        .ok_or_else(|| Error::BadTensor {
+            name: "token_embd.weight".into(),
+            reason: "missing (embeddings.word_embeddings.weight)".into(),
+        })?;
+    check_tensors(&config, n_vocab, &plan)?;
+
+    progress("reading tokenizer");
+    let vocab = tokenizer::Vocab::load(files, n_vocab as usize)?;
+    if vocab.tokens.len() as u64 != n_vocab {
+        return Err(Error::Tokenizer(format!(
+            "the tokenizer has {} tokens but the embedding matrix has {n_vocab} rows",
+            vocab.tokens.len()
+        )));
+    }
+
+    let mut header = Header::default();
+    config.write_metadata(&mut header, pooling);
+    vocab.write_metadata(&mut header, config.type_vocab as u32);
+    plan.sort_by_key(|p| tensor_order(&p.spec.name));
+    header.tensors = plan.iter().map(|p| p.spec.clone()).collect();
+
+    let mut w = CountingWriter::new(BufWriter::with_capacity(OUT_BUFFER, out));
+    header.write(&mut w)?;
+    let total = plan.len();
+    for (i, p) in plan.iter().enumerate() {
+        progress(&format!(
+            "converting tensor {}/{total} {}",
+            i + 1,
+            p.spec.name
+        ));
+        let want = p.spec.byte_size().unwrap_or(0);
+        let start = w.written();
+        sources[p.file].stream(&p.source_name, &p.info, p.spec.ggml_type, &mut |bytes| {
+            w.write_all(bytes)
+        })?;
+        let got = w.written() - start;
+        if got != want {
+            return Err(Error::BadTensor {
+                name: p.source_name.clone(),
+                reason: format!("wrote {got} bytes, expected {want}"),
+            });
+        }
+        gguf_writer::pad(&mut w)?;
+    }
+    w.flush()?;
+    Ok(w.written())
+}
+
+/// Maps every source tensor to its output entry, dropping the ones llama.cpp
+/// does not use and refusing names it does not know (they would signal a
+/// variant of BERT that llama.cpp would compute differently).
+fn plan_tensors(sources: &[SourceFile]) -> Result<Vec<Planned>, Error> {
+    let mut plan: Vec<Planned> = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (file, src) in sources.iter().enumerate() {
+        for (name, info) in &src.tensors {
+            let gguf_name = match bert::map_name(name) {
+                Some(bert::Mapping::Keep(n)) => n,
+                Some(bert::Mapping::Drop) => continue,
+                None => {
+                    return Err(Error::BadTensor {
+                        name: name.clone(),
+                        reason: "not a tensor of a BERT encoder that llama.cpp knows".into(),
+                    })
+                }
+            };
+            if let Some(other) = seen.insert(gguf_name.clone(), name.clone()) {
+                return Err(Error::BadTensor {
+                    name: name.clone(),
+                    reason: format!("maps to {gguf_name}, as {other} does"),
+                });
+            }
+            if info.shape.is_empty() || info.shape.len() > 4 {
+                return Err(Error::BadTensor {
+                    name: name.clone(),
+                    reason: format!("has {} dimensions; 1 to 4 are supported", info.shape.len()),
+                });
+            }
+            // GGUF lists dimensions fastest-varying first, the reverse of
+            // PyTorch's row-major shape.
+            let dims: Vec<u64> = info.shape.iter().rev().map(|&d| d as u64).collect();
+            let ggml_type = bert::target_type(&gguf_name, dims.len());
+            plan.push(Planned {
+                spec: TensorSpec {
+                    name: gguf_name,
+                    dims,
+                    ggml_type,
+                },
+                file,
+                info: info.clone(),
+                source_name: name.clone(),
+            });
+        }
+    }
+    Ok(plan)
+}
+
+/// Checks presence and shapes against the config, so that a mismatched
+/// checkpoint fails here with a clear message rather than at load time.
+fn check_tensors(config: &bert::Config, n_vocab: u64, plan: &[Planned]) -> Result<(), Error> {
+    let by_name: HashMap<&str, &Planned> = plan.iter().map(|p| (p.spec.name.as_str(), p)).collect();
+    for name in bert::required(config) {
+        if !by_name.contains_key(name.as_str()) {
+            return Err(Error::BadTensor {
+                name,
+                reason: "missing from the safetensors file".into(),
+            });
+        }
+    }
+    for p in plan {
+        if let Some(layer) = p.spec.name.strip_prefix("blk.") {
+            let n: u64 = layer
+                .split('.')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u64::MAX);
+            if n >= config.layers {
+                return Err(Error::BadTensor {
+                    name: p.source_name.clone(),
+                    reason: format!("layer {n} is beyond num_hidden_layers {}", config.layers),
+                });
+            }
+        }
+        if let Some(want) = bert::expected_shape(config, n_vocab, &p.spec.name) {
+            if want != p.spec.dims {
+                return Err(Error::BadTensor {
+                    name: p.source_name.clone(),
+                    reason: format!(
+                        "has ggml shape {:?}, the config implies {want:?}",
+                        p.spec.dims
+                    ),
+                });
+            }
+        }
+    }
+    if config.vocab_size != 0 && config.vocab_size != n_vocab {
+        return Err(Error::BadConfig(format!(
+            "vocab_size is {} but the embedding matrix has {n_vocab} rows",
+            config.vocab_size
+        )));
+    }
+    Ok(())
+}
+
+/// Output order: embeddings first, then blocks in numeric order, names
+/// alphabetical within a block.
+fn tensor_order(name: &str) -> (u64, String) {
+    match name.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
+        Some((n, rest)) => (
+            n.parse::<u64>().map_or(u64::MAX, |n| n + 1),
+            rest.to_string(),
+        ),
+        None => (0, name.to_string()),
+    }
+}
