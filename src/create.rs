@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::api::types::{CreateRequest, Message, Progress};
+use crate::convert;
 use crate::gguf::{self, Gguf};
 use crate::model::ModelName;
 use crate::options;
@@ -44,9 +45,9 @@ pub enum Error {
     /// A file that is neither GGUF nor safetensors.
     #[error("supplied file was not in GGUF format")]
     NotGguf,
-    /// Safetensors import is not built yet.
-    #[error("converting safetensors models is not supported yet: upload a GGUF file")]
-    SafetensorsUnsupported,
+    /// Safetensors conversion failed (unsupported architecture, bad files).
+    #[error(transparent)]
+    Convert(#[from] convert::Error),
     /// More than one weights file.
     #[error("only one GGUF model file is supported, got {0}")]
     TooManyModels(usize),
@@ -200,7 +201,19 @@ impl Plan {
             }
         } else {
             if self.files.iter().any(|(f, _)| f.ends_with(".safetensors")) {
-                return Err(Error::SafetensorsUnsupported);
+                let (digest, size) = self.convert_safetensors(store, progress)?;
+                let g =
+                    Gguf::open(&store.blob_path(&digest), false).map_err(|source| Error::Gguf {
+                        file: "converted model".into(),
+                        source,
+                    })?;
+                config = config_from_gguf(&g);
+                pins.push(store.pin(vec![digest.clone()]));
+                layers.push(layer(mf::MEDIA_MODEL, &digest, size));
+                if let Some(q) = &self.quantize {
+                    return Err(Error::QuantizeUnsupported(q.clone()));
+                }
+                return self.finish(store, progress, layers, config, base_params, &mut pins);
             }
             progress(Progress::status("parsing GGUF"));
             let mut models = Vec::new();
@@ -242,7 +255,19 @@ impl Plan {
                 return Err(Error::NoFiles);
             }
         }
+        self.finish(store, progress, layers, config, base_params, &mut pins)
+    }
 
+    /// Adds adapters and the text layers, writes the config and the manifest.
+    fn finish(
+        &self,
+        store: &Arc<Store>,
+        progress: &mut dyn FnMut(Progress),
+        mut layers: Vec<Layer>,
+        config: ConfigBlob,
+        mut base_params: Map<String, Value>,
+        pins: &mut Vec<store::Pin>,
+    ) -> Result<(), Error> {
         for (_, digest) in &self.adapters {
             let size = std::fs::metadata(store.blob_path(digest))
                 .map(|m| m.len())
@@ -254,7 +279,7 @@ impl Plan {
         let mut layers = Layers {
             store,
             list: layers,
-            pins: &mut pins,
+            pins,
         };
         if let Some(t) = &self.template {
             let kinds = [mf::MEDIA_TEMPLATE, mf::MEDIA_PROMPT];
@@ -305,6 +330,50 @@ impl Plan {
         progress(Progress::status("writing manifest"));
         store.write_manifest(&self.name, &manifest)?;
         progress(Progress::status("success"));
+        Ok(())
+    }
+
+    /// Converts the uploaded Safetensors files into a GGUF blob, streaming
+    /// the output through the store's hashing writer.
+    fn convert_safetensors(
+        &self,
+        store: &Arc<Store>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(Digest, u64), Error> {
+        let files: convert::Files = self
+            .files
+            .iter()
+            .map(|(name, d)| (name.clone(), store.blob_path(d)))
+            .collect();
+        convert::detect(&files)?;
+        progress(Progress::status("converting model"));
+        let mut out = BlobOut(store.blob_writer(None, None)?);
+        convert::convert(&files, &mut out, &mut |_| {})?;
+        let (digest, size, created) = out.0.finish()?;
+        let verb = if created {
+            "creating new layer"
+        } else {
+            "using existing layer"
+        };
+        progress(Progress::status(format!("{verb} {digest}")));
+        Ok((digest, size))
+    }
+}
+
+/// The store's blob writer as an `io::Write`, so the converter can stream
+/// straight into a blob that is hashed as it grows.
+struct BlobOut(store::BlobWriter);
+
+impl std::io::Write for BlobOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(|e| match e {
+            store::Error::Io { source, .. } => source,
+            other => std::io::Error::other(other.to_string()),
+        })?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }

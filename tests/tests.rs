@@ -4,6 +4,7 @@
 mod harness;
 
 mod blobs;
+mod embed;
 mod inference;
 mod models;
 mod server;

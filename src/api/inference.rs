@@ -10,24 +10,20 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::Response;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::body::{self, Body};
-use super::models::{capabilities, details, template_text};
+use super::models::details;
+use super::resolve::{load_key, merged_options, parse_keep_alive, resolve, Model};
 use super::types::{rfc3339, ChatRequest, GenerateRequest, Message};
 use super::{blocking, AppState};
-use crate::config::{keep_alive_from_secs, parse_go_duration};
-use crate::create::{read_json_blob, read_text_blob};
 use crate::engine::{self, DoneReason, Event, Utf8Assembler};
 use crate::error::{error_json, ApiError};
-use crate::gguf::Gguf;
 use crate::model::ModelName;
 use crate::options::Options;
 use crate::prompt::{self, Input};
-use crate::scheduler::{KeepAlive, Lease, LoadKey};
-use crate::store::manifest::{self as mf, ConfigBlob};
-use crate::store::{self, Digest};
+use crate::scheduler::Lease;
 use crate::template::Template;
 
 /// A GBNF grammar for any JSON value, used for `format: "json"`.
@@ -39,149 +35,6 @@ string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt/] | "u" [0-9a-fA-F]{4}) 
 number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9]{1,15})? ws
 ws     ::= | " " | "\n" [ \t]{0,20}
 "#;
-
-/// Parses `keep_alive`: a number of seconds or a Go duration string.
-pub fn parse_keep_alive(v: Option<&Value>, default: KeepAlive) -> Result<KeepAlive, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Number(n)) => Ok(keep_alive_from_secs(n.as_f64().unwrap_or(0.0))),
-        Some(Value::String(s)) => parse_go_duration(s)
-            .map(keep_alive_from_secs)
-            .map_err(ApiError::BadRequest),
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "Unsupported type: '{}'",
-            json_type(other)
-        ))),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Bool(_) => "bool",
-        Value::Array(_) => "[]interface {}",
-        Value::Object(_) => "map[string]interface {}",
-        _ => "unknown",
-    }
-}
-
-/// A model resolved from the store, with everything inference needs.
-#[derive(Debug)]
-pub struct Model {
-    name: ModelName,
-    digest: String,
-    path: std::path::PathBuf,
-    template: Template,
-    system: Option<String>,
-    params: Map<String, Value>,
-    messages: Vec<Message>,
-    caps: Vec<&'static str>,
-    ctx_train: Option<u64>,
-}
-
-/// Resolved models by manifest digest. Reading a GGUF header walks its whole
-/// vocabulary (262k strings for Gemma 3), which is worth doing once per
-/// manifest, not once per request; a new manifest has a new digest.
-#[derive(Debug, Default)]
-pub struct ModelCache(std::sync::Mutex<std::collections::HashMap<String, Arc<Model>>>);
-
-fn resolve(state: &AppState, name: &ModelName, raw: &str) -> Result<Arc<Model>, ApiError> {
-    let store = &state.store;
-    let entry = store.entry(name).map_err(|e| match e {
-        store::Error::ModelNotFound(_) => ApiError::NotFound(format!("model '{raw}' not found")),
-        other => ApiError::Store(other),
-    })?;
-    let cache = &state.model_cache.0;
-    if let Some(m) = cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&entry.digest)
-    {
-        return Ok(Arc::clone(m));
-    }
-    let model = Arc::new(read_model(store, &entry, raw)?);
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() >= 64 {
-        cache.clear();
-    }
-    cache.insert(entry.digest.clone(), Arc::clone(&model));
-    Ok(model)
-}
-
-fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<Model, ApiError> {
-    let m = &entry.manifest;
-    let layer = m
-        .layer(mf::MEDIA_MODEL)
-        .ok_or_else(|| ApiError::BadRequest(format!("{raw} has no model weights to run")))?;
-    let digest = Digest::parse(&layer.digest)
-        .map_err(|_| ApiError::Internal(format!("bad digest in {raw}")))?;
-    let path = store.blob_path(&digest);
-    let gguf = Gguf::open(&path, false).ok();
-    let text = template_text(store, m);
-    let template_src = text
-        .clone()
-        .or_else(|| {
-            gguf.as_ref()
-                .and_then(Gguf::chat_template)
-                .and_then(prompt::autodetect)
-                .map(|(_, t)| t.to_string())
-        })
-        .unwrap_or_else(|| prompt::DEFAULT_TEMPLATE.to_string());
-    let template = Template::parse(&template_src)
-        .map_err(|e| ApiError::Internal(format!("template of {raw}: {e}")))?;
-    let caps = capabilities(gguf.as_ref(), Some(&template_src), m);
-    let config: ConfigBlob = read_json_blob(store, &m.config).unwrap_or_default();
-    Ok(Model {
-        name: entry.name.clone(),
-        digest: entry.digest.clone(),
-        path,
-        template,
-        system: m
-            .layer(mf::MEDIA_SYSTEM)
-            .and_then(|l| read_text_blob(store, l)),
-        params: m
-            .layer(mf::MEDIA_PARAMS)
-            .and_then(|l| read_json_blob(store, l))
-            .unwrap_or_default(),
-        messages: m
-            .layer(mf::MEDIA_MESSAGES)
-            .and_then(|l| read_json_blob(store, l))
-            .unwrap_or_default(),
-        caps,
-        ctx_train: config
-            .context_length
-            .or_else(|| gguf.as_ref().and_then(Gguf::context_length)),
-    })
-}
-
-fn merged_options(
-    state: &AppState,
-    model: &Model,
-    request: Option<&Map<String, Value>>,
-) -> Result<Options, ApiError> {
-    let mut o = Options::defaults(state.config.context_length);
-    o.apply(&model.params)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if let Some(r) = request {
-        // Upstream answers type errors in options with 500; a 400 is what it means.
-        o.apply(r)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    }
-    if let Some(train) = model.ctx_train {
-        o.num_ctx = o.num_ctx.min(u32::try_from(train).unwrap_or(u32::MAX));
-    }
-    Ok(o)
-}
-
-fn load_key(model: &Model, o: &Options) -> LoadKey {
-    LoadKey {
-        path: model.path.clone(),
-        num_ctx: o.num_ctx,
-        num_batch: o.num_batch,
-        num_thread: o.num_thread,
-        use_mmap: o.use_mmap.unwrap_or(true),
-        embeddings: false,
-    }
-}
 
 fn grammar_for(format: Option<&Value>) -> Result<Option<String>, ApiError> {
     match format {

@@ -7,8 +7,10 @@
 mod blobs;
 pub mod body;
 mod cors;
+mod embed;
 pub mod inference;
 mod models;
+pub mod resolve;
 pub mod types;
 
 use std::net::SocketAddr;
@@ -40,7 +42,7 @@ pub struct AppState {
     /// Loaded models.
     pub scheduler: Arc<Scheduler>,
     /// Models resolved from manifests, by manifest digest.
-    pub model_cache: inference::ModelCache,
+    pub model_cache: resolve::ModelCache,
 }
 
 /// Builds the shared state for a config (opens the store).
@@ -66,7 +68,7 @@ pub fn app(config: Config) -> Result<Arc<AppState>, crate::store::Error> {
         config,
         store,
         scheduler,
-        model_cache: inference::ModelCache::default(),
+        model_cache: resolve::ModelCache::default(),
     }))
 }
 
@@ -183,6 +185,8 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         "/api/ps" if m == get => inference::ps(state).await,
         "/api/generate" if m == post => inference::generate(state, body).await,
         "/api/chat" if m == post => inference::chat(state, body).await,
+        "/api/embed" if m == post => embed::embed_route(state, body).await,
+        "/api/embeddings" if m == post => embed::embeddings_route(state, body).await,
         "/api/show" if m == post => models::show(state, body).await,
         "/api/create" if m == post => models::create(state, body).await,
         "/api/copy" if m == post => models::copy(state, body).await,

@@ -1,0 +1,174 @@
+//! Model resolution for inference routes: from a name to the weights,
+//! template, defaults and capabilities (cached per manifest digest), plus
+//! the request fields every inference route shares (`keep_alive`, options).
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::models::{capabilities, template_text};
+use super::types::Message;
+use super::AppState;
+use crate::config::{keep_alive_from_secs, parse_go_duration};
+use crate::create::{read_json_blob, read_text_blob};
+use crate::error::ApiError;
+use crate::gguf::Gguf;
+use crate::model::ModelName;
+use crate::options::Options;
+use crate::prompt;
+use crate::scheduler::{KeepAlive, LoadKey};
+use crate::store::manifest::{self as mf, ConfigBlob};
+use crate::store::{self, Digest};
+use crate::template::Template;
+
+/// Parses `keep_alive`: a number of seconds or a Go duration string.
+pub fn parse_keep_alive(v: Option<&Value>, default: KeepAlive) -> Result<KeepAlive, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Number(n)) => Ok(keep_alive_from_secs(n.as_f64().unwrap_or(0.0))),
+        Some(Value::String(s)) => parse_go_duration(s)
+            .map(keep_alive_from_secs)
+            .map_err(ApiError::BadRequest),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "Unsupported type: '{}'",
+            json_type(other)
+        ))),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Bool(_) => "bool",
+        Value::Array(_) => "[]interface {}",
+        Value::Object(_) => "map[string]interface {}",
+        _ => "unknown",
+    }
+}
+
+/// A model resolved from the store, with everything inference needs.
+#[derive(Debug)]
+pub struct Model {
+    /// The name with on-disk spelling.
+    pub name: ModelName,
+    /// Manifest digest.
+    pub digest: String,
+    /// The weights blob.
+    pub path: std::path::PathBuf,
+    /// Prompt template (the model's, the GGUF's recognised one, or the default).
+    pub template: Template,
+    /// SYSTEM layer.
+    pub system: Option<String>,
+    /// PARAMETER layer.
+    pub params: Map<String, Value>,
+    /// MESSAGE layer.
+    pub messages: Vec<Message>,
+    /// Ollama's capability names.
+    pub caps: Vec<&'static str>,
+    /// Training context length.
+    pub ctx_train: Option<u64>,
+}
+
+/// Resolved models by manifest digest. Reading a GGUF header walks its whole
+/// vocabulary (262k strings for Gemma 3), which is worth doing once per
+/// manifest, not once per request; a new manifest has a new digest.
+#[derive(Debug, Default)]
+pub struct ModelCache(std::sync::Mutex<std::collections::HashMap<String, Arc<Model>>>);
+
+pub fn resolve(state: &AppState, name: &ModelName, raw: &str) -> Result<Arc<Model>, ApiError> {
+    let store = &state.store;
+    let entry = store.entry(name).map_err(|e| match e {
+        store::Error::ModelNotFound(_) => ApiError::NotFound(format!("model '{raw}' not found")),
+        other => ApiError::Store(other),
+    })?;
+    let cache = &state.model_cache.0;
+    if let Some(m) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&entry.digest)
+    {
+        return Ok(Arc::clone(m));
+    }
+    let model = Arc::new(read_model(store, &entry, raw)?);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= 64 {
+        cache.clear();
+    }
+    cache.insert(entry.digest.clone(), Arc::clone(&model));
+    Ok(model)
+}
+
+fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<Model, ApiError> {
+    let m = &entry.manifest;
+    let layer = m
+        .layer(mf::MEDIA_MODEL)
+        .ok_or_else(|| ApiError::BadRequest(format!("{raw} has no model weights to run")))?;
+    let digest = Digest::parse(&layer.digest)
+        .map_err(|_| ApiError::Internal(format!("bad digest in {raw}")))?;
+    let path = store.blob_path(&digest);
+    let gguf = Gguf::open(&path, false).ok();
+    let text = template_text(store, m);
+    let template_src = text
+        .clone()
+        .or_else(|| {
+            gguf.as_ref()
+                .and_then(Gguf::chat_template)
+                .and_then(prompt::autodetect)
+                .map(|(_, t)| t.to_string())
+        })
+        .unwrap_or_else(|| prompt::DEFAULT_TEMPLATE.to_string());
+    let template = Template::parse(&template_src)
+        .map_err(|e| ApiError::Internal(format!("template of {raw}: {e}")))?;
+    let caps = capabilities(gguf.as_ref(), Some(&template_src), m);
+    let config: ConfigBlob = read_json_blob(store, &m.config).unwrap_or_default();
+    Ok(Model {
+        name: entry.name.clone(),
+        digest: entry.digest.clone(),
+        path,
+        template,
+        system: m
+            .layer(mf::MEDIA_SYSTEM)
+            .and_then(|l| read_text_blob(store, l)),
+        params: m
+            .layer(mf::MEDIA_PARAMS)
+            .and_then(|l| read_json_blob(store, l))
+            .unwrap_or_default(),
+        messages: m
+            .layer(mf::MEDIA_MESSAGES)
+            .and_then(|l| read_json_blob(store, l))
+            .unwrap_or_default(),
+        caps,
+        ctx_train: config
+            .context_length
+            .or_else(|| gguf.as_ref().and_then(Gguf::context_length)),
+    })
+}
+
+pub fn merged_options(
+    state: &AppState,
+    model: &Model,
+    request: Option<&Map<String, Value>>,
+) -> Result<Options, ApiError> {
+    let mut o = Options::defaults(state.config.context_length);
+    o.apply(&model.params)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let Some(r) = request {
+        // Upstream answers type errors in options with 500; a 400 is what it means.
+        o.apply(r)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
+    if let Some(train) = model.ctx_train {
+        o.num_ctx = o.num_ctx.min(u32::try_from(train).unwrap_or(u32::MAX));
+    }
+    Ok(o)
+}
+
+pub fn load_key(model: &Model, o: &Options) -> LoadKey {
+    LoadKey {
+        path: model.path.clone(),
+        num_ctx: o.num_ctx,
+        num_batch: o.num_batch,
+        num_thread: o.num_thread,
+        use_mmap: o.use_mmap.unwrap_or(true),
+        embeddings: false,
+    }
+}

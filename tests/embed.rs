@@ -1,0 +1,184 @@
+//! Safetensors import and embeddings: all-MiniLM-L6-v2 is uploaded file by
+//! file, converted to GGUF by the server, and must embed like
+//! sentence-transformers.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::harness::{inference_lock, models_dir, Server};
+
+const REFERENCE: &str = include_str!("../src/convert/testdata/minilm-reference.json");
+
+/// Uploads every file of a model directory and creates a model from them.
+fn create_from_dir(s: &Server, name: &str, dir: &Path) -> (u16, Vec<Value>) {
+    let mut files = serde_json::Map::new();
+    for rel in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "modules.json",
+        "model.safetensors",
+        "1_Pooling/config.json",
+    ] {
+        let digest = s.upload_file(&dir.join(rel));
+        files.insert(rel.to_string(), Value::String(digest));
+    }
+    s.stream("/api/create", json!({"model": name, "files": files}))
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn minilm_from_safetensors_matches_sentence_transformers() {
+    let _lock = inference_lock();
+    let s = Server::start();
+    let (status, lines) = create_from_dir(&s, "minilm", &models_dir().join("all-minilm-l6-v2"));
+    assert_eq!(status, 200);
+    let statuses: Vec<&str> = lines.iter().filter_map(|l| l["status"].as_str()).collect();
+    assert!(statuses.contains(&"converting model"), "{lines:?}");
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.starts_with("creating new layer sha256:")),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&"success"), "{lines:?}");
+
+    let (_, show) = s.post("/api/show", json!({"model": "minilm"}));
+    assert_eq!(show["capabilities"], json!(["embedding"]));
+    assert_eq!(show["details"]["family"], "bert");
+    assert_eq!(show["details"]["quantization_level"], "F16");
+
+    let reference: Value = serde_json::from_str(REFERENCE).expect("fixture");
+    let sentences = reference["sentences"].as_array().expect("sentences");
+    let inputs: Vec<&str> = sentences
+        .iter()
+        .filter_map(|s| s["input"].as_str())
+        .collect();
+    let (status, v) = s.post("/api/embed", json!({"model": "minilm", "input": inputs}));
+    assert_eq!(status, 200, "{v}");
+    let got = v["embeddings"].as_array().expect("embeddings");
+    assert_eq!(got.len(), inputs.len());
+    for (sentence, vector) in sentences.iter().zip(got) {
+        let c = cosine(&floats(vector), &floats(&sentence["embedding"]));
+        assert!(c >= 0.999, "{}: cosine {c}", sentence["input"]);
+        let norm: f64 = floats(vector).iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "unit length, got {norm}");
+    }
+    let expected_tokens: u64 = sentences
+        .iter()
+        .filter_map(|s| s["token_ids"].as_array())
+        .map(|t| t.len() as u64)
+        .sum();
+    assert_eq!(v["prompt_eval_count"].as_u64(), Some(expected_tokens));
+    assert!(v["total_duration"].as_u64().is_some_and(|n| n > 0));
+
+    // The legacy route returns the same unit vector.
+    let (status, legacy) = s.post(
+        "/api/embeddings",
+        json!({"model": "minilm", "prompt": inputs[0]}),
+    );
+    assert_eq!(status, 200);
+    let c = cosine(&floats(&legacy["embedding"]), &floats(&got[0]));
+    assert!(c > 0.99999, "legacy and current differ: {c}");
+
+    // dimensions cuts and renormalises.
+    let (_, short) = s.post(
+        "/api/embed",
+        json!({"model": "minilm", "input": "hello", "dimensions": 8}),
+    );
+    assert_eq!(short["embeddings"][0].as_array().map(Vec::len), Some(8));
+
+    // Too long with truncate:false is a 400; with truncation it works.
+    let long = "word ".repeat(2000);
+    let (status, v) = s.post(
+        "/api/embed",
+        json!({"model": "minilm", "input": long, "truncate": false}),
+    );
+    assert_eq!(
+        (status, v),
+        (
+            400,
+            json!({"error": "the input length exceeds the context length"})
+        )
+    );
+    let (status, _) = s.post("/api/embed", json!({"model": "minilm", "input": long}));
+    assert_eq!(status, 200);
+
+    // Empty input loads the model and returns no vectors.
+    assert_eq!(
+        s.post("/api/embed", json!({"model": "minilm", "input": ""})),
+        (200, json!({"model": "minilm", "embeddings": []}))
+    );
+    assert_eq!(
+        s.post("/api/embeddings", json!({"model": "minilm", "prompt": ""})),
+        (200, json!({"embedding": []}))
+    );
+
+    // An embedding model cannot generate.
+    assert_eq!(
+        s.post("/api/generate", json!({"model": "minilm", "prompt": "hi"})),
+        (
+            400,
+            json!({"error": "\"minilm\" does not support generate"})
+        )
+    );
+    assert_eq!(
+        s.post("/api/embed", json!({"model": "ghost", "input": "x"})),
+        (
+            404,
+            json!({"error": "model \"ghost\" not found, try pulling it first"})
+        )
+    );
+    assert_eq!(
+        s.post("/api/embed", json!({"model": "minilm", "input": [1, 2]}))
+            .0,
+        400
+    );
+}
+
+#[test]
+fn unsupported_architecture_is_named() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"architectures": ["FooModel"], "model_type": "foo"}"#,
+    )
+    .expect("config");
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ",
+    )
+    .expect("weights");
+    let mut files = serde_json::Map::new();
+    for rel in ["config.json", "model.safetensors"] {
+        files.insert(
+            rel.into(),
+            Value::String(s.upload_file(&dir.path().join(rel))),
+        );
+    }
+    let (status, v) = s.post(
+        "/api/create",
+        json!({"model": "foo", "files": files, "stream": false}),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("FooModel")),
+        "{v}"
+    );
+    assert_eq!(s.get("/api/tags"), (200, json!({"models": []})));
+}
