@@ -95,6 +95,30 @@ fn minilm_from_safetensors_matches_sentence_transformers() {
     let c = cosine(&floats(&legacy["embedding"]), &floats(&got[0]));
     assert!(c > 0.99999, "legacy and current differ: {c}");
 
+    // The OpenAI route gives the same vectors, as floats or base64.
+    let (status, oai) = s.post(
+        "/v1/embeddings",
+        json!({"model": "minilm", "input": [inputs[0], inputs[1]]}),
+    );
+    assert_eq!(status, 200, "{oai}");
+    assert_eq!(oai["object"], "list");
+    assert_eq!(oai["data"][1]["index"], 1);
+    assert!(cosine(&floats(&oai["data"][0]["embedding"]), &floats(&got[0])) > 0.99999);
+    let (_, b64) = s.post(
+        "/v1/embeddings",
+        json!({"model": "minilm", "input": "hello", "encoding_format": "base64"}),
+    );
+    // 384 float32s are 1536 bytes, 2048 base64 characters.
+    assert_eq!(
+        b64["data"][0]["embedding"].as_str().map(str::len),
+        Some(2048)
+    );
+    let (status, bad) = s.post("/v1/embeddings", json!({"model": "minilm", "input": []}));
+    assert_eq!(
+        (status, bad["error"]["message"].clone()),
+        (400, json!("invalid input"))
+    );
+
     // dimensions cuts and renormalises.
     let (_, short) = s.post(
         "/api/embed",

@@ -7,5 +7,6 @@ mod blobs;
 mod embed;
 mod inference;
 mod models;
+mod openai;
 mod server;
 mod store_budget;

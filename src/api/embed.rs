@@ -143,6 +143,23 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Embeds texts with a model for other routes (`/v1/embeddings`): unit
+/// vectors, cut to `dims` when non-zero, and the prompt token count.
+pub(super) async fn embed_texts(
+    state: &Arc<AppState>,
+    model: &str,
+    inputs: Vec<String>,
+    dims: usize,
+) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+    let m = find(state, model).await?;
+    let lease = lease(state, &m, None, state.scheduler.default_keep_alive()).await?;
+    let out = embed(&lease, inputs, true).await?;
+    Ok((
+        out.vectors.into_iter().map(|v| shorten(v, dims)).collect(),
+        out.prompt_tokens,
+    ))
+}
+
 /// `POST /api/embed`.
 pub async fn embed_route(
     state: &Arc<AppState>,

@@ -120,9 +120,40 @@ fn short_reply(kind: &Kind, model: &str, reason: &str) -> Result<Response<Body>,
     body::json(&v)
 }
 
+/// What a prepared request turns into: an immediate load/unload reply, or
+/// a generation with its model leased.
+pub(super) enum Prepared {
+    /// `done_reason` `load` or `unload`, no generation.
+    Reply(&'static str),
+    /// A generation to start.
+    Run(Job, Lease),
+}
+
 /// `POST /api/generate`.
 pub async fn generate(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body>, ApiError> {
     let req: GenerateRequest = body::read_json(body).await?;
+    let model = req.model.clone();
+    match prepare_generate(state, req).await? {
+        Prepared::Reply(reason) => short_reply(&Kind::Generate { context: None }, &model, reason),
+        Prepared::Run(job, lease) => run(job, lease).await,
+    }
+}
+
+/// `POST /api/chat`.
+pub async fn chat(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body>, ApiError> {
+    let req: ChatRequest = body::read_json(body).await?;
+    let model = req.model.clone();
+    match prepare_chat(state, req).await? {
+        Prepared::Reply(reason) => short_reply(&Kind::Chat, &model, reason),
+        Prepared::Run(job, lease) => run(job, lease).await,
+    }
+}
+
+/// Validates a generate request, leases its model and builds the prompt.
+pub(super) async fn prepare_generate(
+    state: &Arc<AppState>,
+    req: GenerateRequest,
+) -> Result<Prepared, ApiError> {
     check_top_logprobs(req.top_logprobs)?;
     let raw_name = req.model.clone();
     let name = ModelName::parse(&raw_name)
@@ -134,10 +165,9 @@ pub async fn generate(state: &Arc<AppState>, body: Incoming) -> Result<Response<
         req.keep_alive.as_ref(),
         state.scheduler.default_keep_alive(),
     )?;
-    let kind = Kind::Generate { context: None };
     if req.prompt.is_empty() && keep_alive == Some(Duration::ZERO) {
         state.scheduler.unload_path(&model.path);
-        return short_reply(&kind, &raw_name, "unload");
+        return Ok(Prepared::Reply("unload"));
     }
     if req.raw && (req.template.is_some() || req.system.is_some() || req.context.is_some()) {
         return Err(ApiError::BadRequest(
@@ -167,7 +197,7 @@ pub async fn generate(state: &Arc<AppState>, body: Incoming) -> Result<Response<
         .acquire(load_key(&model, &opts), (&short, &model.digest), keep_alive)
         .await?;
     if req.prompt.is_empty() {
-        return short_reply(&kind, &raw_name, "load");
+        return Ok(Prepared::Reply("load"));
     }
 
     let text = if req.raw {
@@ -233,12 +263,14 @@ pub async fn generate(state: &Arc<AppState>, body: Incoming) -> Result<Response<
         stream: req.stream.unwrap_or(true),
         started,
     };
-    run(job, lease).await
+    Ok(Prepared::Run(job, lease))
 }
 
-/// `POST /api/chat`.
-pub async fn chat(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body>, ApiError> {
-    let req: ChatRequest = body::read_json(body).await?;
+/// Validates a chat request, leases its model and renders the conversation.
+pub(super) async fn prepare_chat(
+    state: &Arc<AppState>,
+    req: ChatRequest,
+) -> Result<Prepared, ApiError> {
     check_top_logprobs(req.top_logprobs)?;
     let raw_name = req.model.clone();
     if raw_name.is_empty() {
@@ -255,7 +287,7 @@ pub async fn chat(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
     )?;
     if req.messages.is_empty() && keep_alive == Some(Duration::ZERO) {
         state.scheduler.unload_path(&model.path);
-        return short_reply(&Kind::Chat, &raw_name, "unload");
+        return Ok(Prepared::Reply("unload"));
     }
     check_think(req.think.as_ref(), &model, &raw_name)?;
     check_completion(&model, &raw_name, "chat")?;
@@ -288,7 +320,7 @@ pub async fn chat(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
         .acquire(load_key(&model, &opts), (&short, &model.digest), keep_alive)
         .await?;
     if req.messages.is_empty() {
-        return short_reply(&Kind::Chat, &raw_name, "load");
+        return Ok(Prepared::Reply("load"));
     }
 
     let mut messages: Vec<Message> = model.messages.clone();
@@ -347,36 +379,51 @@ pub async fn chat(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
         stream: req.stream.unwrap_or(true),
         started,
     };
-    run(job, lease).await
+    Ok(Prepared::Run(job, lease))
 }
 
 /// One generation, ready to run.
-struct Job {
+pub(super) struct Job {
     kind: Kind,
     model: String,
     tokens: Vec<i32>,
-    opts: Options,
+    /// Merged options (stop strings are applied by [`consume`]).
+    pub(super) opts: Options,
     grammar: Option<String>,
     shift: bool,
-    stream: bool,
-    started: Instant,
+    /// Whether the client asked for a stream.
+    pub(super) stream: bool,
+    /// When the request arrived.
+    pub(super) started: Instant,
 }
 
 /// Accumulated statistics and text of one generation.
 #[derive(Debug, Default)]
-struct Outcome {
-    text: String,
+pub(super) struct Outcome {
+    /// Everything generated, stop strings cut.
+    pub(super) text: String,
     out_tokens: Vec<i32>,
-    prompt_eval_count: usize,
+    /// Prompt tokens evaluated (not counting cache hits).
+    pub(super) prompt_eval_count: usize,
     prompt_eval_duration: Duration,
-    eval_count: usize,
+    /// Tokens generated.
+    pub(super) eval_count: usize,
     eval_duration: Duration,
-    done_reason: Option<&'static str>,
-    error: Option<String>,
+    /// `stop` or `length`.
+    pub(super) done_reason: Option<&'static str>,
+    /// An error that ended the generation.
+    pub(super) error: Option<String>,
 }
 
-/// Starts the generation on the runner and answers, streaming or not.
-async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
+impl Job {
+    /// Prompt length in tokens.
+    pub(super) fn tokens_len(&self) -> usize {
+        self.tokens.len()
+    }
+}
+
+/// Starts the generation on the runner; events arrive on the receiver.
+pub(super) fn start(job: &Job, lease: &Lease) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
     let o = &job.opts;
     let request = engine::GenerateRequest {
         prompt: job.tokens.clone(),
@@ -409,6 +456,12 @@ async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
             engine::Error::Grammar(g) => ApiError::BadRequest(format!("invalid format grammar: {g}")),
             other => ApiError::Internal(other.to_string()),
         })?;
+    Ok(erx)
+}
+
+/// Starts the generation and answers, streaming or not.
+async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
+    let erx = start(&job, &lease)?;
     if job.stream {
         let (tx, resp) = body::ndjson_stream();
         tokio::spawn(async move {
@@ -446,7 +499,7 @@ async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
 
 /// Reads engine events, applies stop strings and UTF-8 assembly, and hands
 /// text pieces to `emit` (which returns false when the client is gone).
-async fn consume(
+pub(super) async fn consume(
     mut rx: mpsc::UnboundedReceiver<Event>,
     stops: &[String],
     mut emit: impl FnMut(&str) -> bool,

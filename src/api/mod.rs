@@ -10,6 +10,7 @@ mod cors;
 mod embed;
 pub mod inference;
 mod models;
+mod openai;
 pub mod resolve;
 pub mod types;
 
@@ -191,6 +192,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         "/api/create" if m == post => models::create(state, body).await,
         "/api/copy" if m == post => models::copy(state, body).await,
         "/api/delete" if m == delete => models::delete(state, body).await,
+        p if p.starts_with("/v1/") => Ok(openai::route(state, &m, p, body).await),
         p if p.starts_with("/api/blobs/") && m == head => {
             blobs::head(state, &p["/api/blobs/".len()..])
         }
