@@ -125,8 +125,8 @@ fn short_reply(kind: &Kind, model: &str, reason: &str) -> Result<Response<Body>,
 pub(super) enum Prepared {
     /// `done_reason` `load` or `unload`, no generation.
     Reply(&'static str),
-    /// A generation to start.
-    Run(Job, Lease),
+    /// A generation to start (boxed: a job is much larger than a reply).
+    Run(Box<Job>, Lease),
 }
 
 /// `POST /api/generate`.
@@ -135,7 +135,7 @@ pub async fn generate(state: &Arc<AppState>, body: Incoming) -> Result<Response<
     let model = req.model.clone();
     match prepare_generate(state, req).await? {
         Prepared::Reply(reason) => short_reply(&Kind::Generate { context: None }, &model, reason),
-        Prepared::Run(job, lease) => run(job, lease).await,
+        Prepared::Run(job, lease) => run(*job, lease).await,
     }
 }
 
@@ -145,7 +145,7 @@ pub async fn chat(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
     let model = req.model.clone();
     match prepare_chat(state, req).await? {
         Prepared::Reply(reason) => short_reply(&Kind::Chat, &model, reason),
-        Prepared::Run(job, lease) => run(job, lease).await,
+        Prepared::Run(job, lease) => run(*job, lease).await,
     }
 }
 
@@ -263,7 +263,7 @@ pub(super) async fn prepare_generate(
         stream: req.stream.unwrap_or(true),
         started,
     };
-    Ok(Prepared::Run(job, lease))
+    Ok(Prepared::Run(Box::new(job), lease))
 }
 
 /// Validates a chat request, leases its model and renders the conversation.
@@ -379,7 +379,7 @@ pub(super) async fn prepare_chat(
         stream: req.stream.unwrap_or(true),
         started,
     };
-    Ok(Prepared::Run(job, lease))
+    Ok(Prepared::Run(Box::new(job), lease))
 }
 
 /// One generation, ready to run.

@@ -371,7 +371,7 @@ async fn chat_completions(
             answer(
                 Shape::Chat,
                 req.model,
-                job,
+                *job,
                 lease,
                 req.sampling.include_usage(),
             )
@@ -411,7 +411,7 @@ async fn completions(state: &Arc<AppState>, body: Incoming) -> Result<Response<B
             answer(
                 Shape::Text,
                 req.model,
-                job,
+                *job,
                 lease,
                 req.sampling.include_usage(),
             )
@@ -441,9 +441,11 @@ async fn embeddings(state: &Arc<AppState>, body: Incoming) -> Result<Response<Bo
     let base64 = match req["encoding_format"].as_str() {
         None | Some("float") => false,
         Some("base64") => true,
-        Some(other) => return Err(ApiError::BadRequest(format!(
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
             "Invalid value for 'encoding_format' = {other}. Supported values: ['float', 'base64']."
-        ))),
+        )))
+        }
     };
     let dims = req["dimensions"].as_u64().unwrap_or(0) as usize;
     let (vectors, tokens) = embed_texts(state, &model, inputs, dims).await?;
