@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::api::types::{CreateRequest, Message, Progress};
 use crate::convert;
+use crate::engine::{self, Quant};
 use crate::gguf::{self, Gguf};
 use crate::model::ModelName;
 use crate::options;
@@ -74,8 +75,10 @@ pub enum Error {
     /// Quantization of an already quantized model.
     #[error("quantization is only supported for F16, BF16 and F32 models")]
     QuantizeSource,
-    /// Quantization is not built yet.
-    #[error("quantizing to {0} is not supported yet")]
+    /// A quantization type the quantizer does not offer.
+    #[error(
+        "unsupported quantization type {0} - supported types are F32, F16, Q4_K_S, Q4_K_M, Q8_0"
+    )]
     QuantizeUnsupported(String),
     /// The store refused.
     #[error(transparent)]
@@ -97,7 +100,7 @@ pub struct Plan {
     parameters: Option<Map<String, Value>>,
     messages: Option<Vec<Message>>,
     licenses: Option<Vec<String>>,
-    quantize: Option<String>,
+    quantize: Option<Quant>,
 }
 
 impl Plan {
@@ -148,7 +151,10 @@ impl Plan {
             ),
             Some(_) => return Err(Error::BadLicense),
         };
-        let quantize = req.quantize.or(req.quantization).filter(|q| !q.is_empty());
+        let quantize = match req.quantize.or(req.quantization).filter(|q| !q.is_empty()) {
+            None => None,
+            Some(q) => Some(Quant::parse(&q).ok_or(Error::QuantizeUnsupported(q))?),
+        };
         Ok(Plan {
             name,
             base,
@@ -210,8 +216,8 @@ impl Plan {
                 config = config_from_gguf(&g);
                 pins.push(store.pin(vec![digest.clone()]));
                 layers.push(layer(mf::MEDIA_MODEL, &digest, size));
-                if let Some(q) = &self.quantize {
-                    return Err(Error::QuantizeUnsupported(q.clone()));
+                if let Some(q) = self.quantize {
+                    self.quantize_model(store, q, &mut layers, &mut config, &mut pins, progress)?;
                 }
                 return self.finish(store, progress, layers, config, base_params, &mut pins);
             }
@@ -229,12 +235,11 @@ impl Plan {
                 let media = classify(file, &g);
                 if media == mf::MEDIA_MODEL {
                     config = config_from_gguf(&g);
-                    if let Some(q) = &self.quantize {
+                    if self.quantize.is_some() {
                         let ft = g.file_type().map(gguf::file_type_name).unwrap_or("unknown");
                         if !matches!(ft, "F16" | "BF16" | "F32") {
                             return Err(Error::QuantizeSource);
                         }
-                        return Err(Error::QuantizeUnsupported(q.clone()));
                     }
                     models.push(file);
                 }
@@ -253,6 +258,9 @@ impl Plan {
             }
             if models.is_empty() {
                 return Err(Error::NoFiles);
+            }
+            if let Some(q) = self.quantize {
+                self.quantize_model(store, q, &mut layers, &mut config, &mut pins, progress)?;
             }
         }
         self.finish(store, progress, layers, config, base_params, &mut pins)
@@ -330,6 +338,46 @@ impl Plan {
         progress(Progress::status("writing manifest"));
         store.write_manifest(&self.name, &manifest)?;
         progress(Progress::status("success"));
+        Ok(())
+    }
+
+    /// Replaces the weights layer by a quantized copy made by llama.cpp's
+    /// quantizer in the store's temp area.
+    fn quantize_model(
+        &self,
+        store: &Arc<Store>,
+        quant: Quant,
+        layers: &mut [Layer],
+        config: &mut ConfigBlob,
+        pins: &mut Vec<store::Pin>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), Error> {
+        let Some(weights) = layers.iter_mut().find(|l| l.media_type == mf::MEDIA_MODEL) else {
+            return Err(Error::NoFiles);
+        };
+        let source = Digest::parse(&weights.digest).map_err(|_| Error::InvalidDigest)?;
+        progress(Progress::status(format!(
+            "quantizing {} model to {}",
+            config.file_type,
+            quant.name()
+        )));
+        let tmp = store.temp_path("quantize");
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Err(e) = engine::quantize(&store.blob_path(&source), &tmp, quant, threads) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::Internal(e.to_string()));
+        }
+        let (digest, size, created) = store.adopt(&tmp)?;
+        pins.push(store.pin(vec![digest.clone()]));
+        let verb = if created {
+            "creating new layer"
+        } else {
+            "using existing layer"
+        };
+        progress(Progress::status(format!("{verb} {digest}")));
+        weights.digest = digest.to_string();
+        weights.size = size;
+        config.file_type = quant.name().to_string();
         Ok(())
     }
 

@@ -206,3 +206,77 @@ fn unsupported_architecture_is_named() {
     );
     assert_eq!(s.get("/api/tags"), (200, json!({"models": []})));
 }
+
+#[test]
+fn quantize_on_create() {
+    let _lock = inference_lock();
+    let s = Server::start();
+    let dir = models_dir().join("all-minilm-l6-v2");
+    let mut files = serde_json::Map::new();
+    for rel in [
+        "config.json",
+        "tokenizer.json",
+        "modules.json",
+        "model.safetensors",
+        "1_Pooling/config.json",
+    ] {
+        files.insert(
+            rel.to_string(),
+            Value::String(s.upload_file(&dir.join(rel))),
+        );
+    }
+    let (status, v) = s.post(
+        "/api/create",
+        json!({"model": "bad", "files": files, "quantize": "q3_nope", "stream": false}),
+    );
+    assert_eq!(
+        (status, v),
+        (
+            400,
+            json!({"error": "unsupported quantization type q3_nope - supported types are F32, F16, Q4_K_S, Q4_K_M, Q8_0"})
+        )
+    );
+    let (status, lines) = s.stream(
+        "/api/create",
+        json!({"model": "minilm:q8", "files": files, "quantize": "q8_0"}),
+    );
+    assert_eq!(status, 200);
+    let statuses: Vec<&str> = lines.iter().filter_map(|l| l["status"].as_str()).collect();
+    assert!(
+        statuses.contains(&"quantizing F16 model to Q8_0"),
+        "{lines:?}"
+    );
+    assert_eq!(statuses.last(), Some(&"success"), "{lines:?}");
+    let (_, show) = s.post("/api/show", json!({"model": "minilm:q8"}));
+    assert_eq!(show["details"]["quantization_level"], "Q8_0");
+    let (_, tags) = s.get("/api/tags");
+    let size = tags["models"][0]["size"].as_u64().unwrap_or(0);
+    assert!(
+        size > 10_000_000 && size < 40_000_000,
+        "Q8_0 MiniLM is smaller than F16: {size}"
+    );
+
+    let reference: Value = serde_json::from_str(REFERENCE).expect("fixture");
+    let first = &reference["sentences"][0];
+    let (status, v) = s.post(
+        "/api/embed",
+        json!({"model": "minilm:q8", "input": first["input"]}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let c = cosine(&floats(&v["embeddings"][0]), &floats(&first["embedding"]));
+    assert!(c > 0.99, "quantized embedding drifted: {c}");
+
+    // An already quantized model cannot be quantized again.
+    let gguf = s.link_blob(&crate::harness::gemma());
+    let (status, v) = s.post(
+        "/api/create",
+        json!({"model": "g", "files": {"g.gguf": gguf}, "quantize": "q8_0", "stream": false}),
+    );
+    assert_eq!(
+        (status, v),
+        (
+            400,
+            json!({"error": "quantization is only supported for F16, BF16 and F32 models"})
+        )
+    );
+}

@@ -24,6 +24,68 @@ pub use bench::{bench_decode, bench_request, BenchResult};
 pub use cpu::{CpuBudget, Policy};
 pub use runner::Runner;
 
+/// Target types for [`quantize`], with llama.cpp's `llama_ftype` numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quant {
+    /// 4-bit K-quant, medium.
+    Q4KM,
+    /// 4-bit K-quant, small.
+    Q4KS,
+    /// 8-bit.
+    Q8_0,
+    /// Half precision.
+    F16,
+}
+
+impl Quant {
+    /// Parses Ollama's names, case-insensitively (`q4_K_M`, alias `q4_K`).
+    pub fn parse(s: &str) -> Option<Quant> {
+        match s.to_ascii_uppercase().as_str() {
+            "Q4_K_M" | "Q4_K" => Some(Quant::Q4KM),
+            "Q4_K_S" => Some(Quant::Q4KS),
+            "Q8_0" => Some(Quant::Q8_0),
+            "F16" => Some(Quant::F16),
+            _ => None,
+        }
+    }
+
+    /// The name Ollama prints (`Q4_K_M`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Quant::Q4KM => "Q4_K_M",
+            Quant::Q4KS => "Q4_K_S",
+            Quant::Q8_0 => "Q8_0",
+            Quant::F16 => "F16",
+        }
+    }
+
+    fn ftype(self) -> u32 {
+        match self {
+            Quant::Q4KM => 15,
+            Quant::Q4KS => 14,
+            Quant::Q8_0 => 7,
+            Quant::F16 => 1,
+        }
+    }
+}
+
+/// Quantizes a GGUF file into another with llama.cpp's quantizer. Blocking;
+/// it reads and writes files, so the caller owns where they live.
+pub fn quantize(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    quant: Quant,
+    threads: usize,
+) -> Result<(), Error> {
+    sys::quantize(
+        input,
+        output,
+        quant.ftype(),
+        i32::try_from(threads).unwrap_or(1),
+    )
+    .map_err(Error::Quantize)
+}
+
 /// Everything that can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -57,6 +119,8 @@ pub enum Error {
     Spawn(String),
     #[error("the model runner has stopped")]
     RunnerGone,
+    #[error("quantization failed: {0}")]
+    Quantize(String),
 }
 
 /// How to load a model and size its context.

@@ -790,3 +790,30 @@ impl Drop for Sampler {
         unsafe { ffi::llama_sampler_free(self.ptr.as_ptr()) };
     }
 }
+
+/// Quantizes the GGUF at `input` into `output` with llama.cpp's quantizer.
+/// `ftype` is a `llama_ftype` value. Returns llama.cpp's complaint on failure.
+pub fn quantize(input: &Path, output: &Path, ftype: u32, threads: i32) -> Result<(), String> {
+    init_backend();
+    let c = |p: &Path| -> Result<CString, String> {
+        let s = p
+            .to_str()
+            .ok_or_else(|| "path is not valid UTF-8".to_string())?;
+        CString::new(s).map_err(|_| "path contains a NUL byte".to_string())
+    };
+    let (c_in, c_out) = (c(input)?, c(output)?);
+    // SAFETY: returns a plain struct of defaults.
+    let mut params = unsafe { ffi::llama_model_quantize_default_params() };
+    params.nthread = threads;
+    params.ftype = ftype as ffi::llama_ftype;
+    let _ = take_problem();
+    // SAFETY: both paths are valid C strings for the duration of the call and
+    // `params` is a valid struct; llama_model_quantize catches its own
+    // exceptions and reports them as a non-zero return.
+    let rc = unsafe { ffi::llama_model_quantize(c_in.as_ptr(), c_out.as_ptr(), &params) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(take_problem().unwrap_or_else(|| format!("llama_model_quantize returned {rc}")))
+    }
+}

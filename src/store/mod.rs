@@ -230,7 +230,9 @@ impl Store {
         }
     }
 
-    fn temp_path(&self, what: &str) -> PathBuf {
+    /// A fresh path in the store's temp area, for tools that write whole
+    /// files themselves (the quantizer); hand the file to [`Store::adopt`].
+    pub fn temp_path(&self, what: &str) -> PathBuf {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         self.root
             .join(".hearth-tmp")
@@ -263,6 +265,41 @@ impl Store {
             reserved,
             expected,
         })
+    }
+
+    /// Turns a finished file in the temp area into a blob: reserves its size,
+    /// hashes it, and renames it into place. The file is gone afterwards,
+    /// whether this succeeds or not.
+    pub fn adopt(self: &Arc<Self>, path: &Path) -> Result<(Digest, u64, bool)> {
+        let cleanup = |e: Error| {
+            let _ = fs::remove_file(path);
+            e
+        };
+        let size = fs::metadata(path)
+            .map_err(io_err("stat adopted file"))
+            .map_err(cleanup)?
+            .len();
+        self.reserve(size).map_err(cleanup)?;
+        let result = (|| {
+            let mut f = File::open(path).map_err(io_err("open adopted file"))?;
+            let mut hasher = Sha256::new();
+            io::copy(&mut f, &mut hasher).map_err(io_err("hash adopted file"))?;
+            let digest = Digest::from_hasher(hasher);
+            let target = self.blob_path(&digest);
+            let mut st = self.state();
+            if target.is_file() {
+                return Ok((digest, size, false));
+            }
+            fs::rename(path, &target).map_err(io_err("rename blob into place"))?;
+            st.used += size;
+            Ok((digest, size, true))
+        })();
+        self.release(size);
+        let _ = fs::remove_file(path);
+        if let Ok((d, _, false)) = &result {
+            self.touch_blob(d);
+        }
+        result
     }
 
     /// Stores a small blob from memory (templates, params, configs).
