@@ -100,6 +100,30 @@ fn main() {
     });
     drop(server);
 
+    // (e) Embeddings: all-MiniLM-L6-v2 converted from Safetensors by the server.
+    let server = Server::start(&[]);
+    let mini = models.join("all-minilm-l6-v2");
+    let started = Instant::now();
+    server.create_from_dir("minilm", &mini);
+    let convert_s = started.elapsed().as_secs_f64();
+    let safetensors_mb = std::fs::metadata(mini.join("model.safetensors"))
+        .map(|m| m.len())
+        .unwrap_or(0) as f64
+        / 1e6;
+    let sentences: Vec<String> = (0..64)
+        .map(|i| format!("Sentence number {i} is about rivers, mills and grain."))
+        .collect();
+    server.embed("minilm", &sentences[..1]);
+    let per_sec = |batch: usize| {
+        let started = Instant::now();
+        for chunk in sentences.chunks(batch) {
+            server.embed("minilm", chunk);
+        }
+        sentences.len() as f64 / started.elapsed().as_secs_f64()
+    };
+    let (e1, e16, e64) = (per_sec(1), per_sec(16), per_sec(64));
+    drop(server);
+
     let commit = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
@@ -145,6 +169,7 @@ fn main() {
         s.decode_tps(),
         100.0 * s.decode_tps() / solo_s
     );
+    print_embed(convert_s, safetensors_mb, e1, e16, e64);
 }
 
 /// One raw engine run's speeds.
@@ -200,6 +225,21 @@ fn raw_run(runner: &Runner, text: &str) -> Raw {
         }
     }
     r
+}
+
+fn print_embed(convert_s: f64, safetensors_mb: f64, one: f64, sixteen: f64, all: f64) {
+    println!();
+    println!("| embeddings (all-MiniLM-L6-v2) | value |");
+    println!("|---|---|");
+    println!(
+        "| create from Safetensors (upload + convert), {safetensors_mb:.0} MB | {convert_s:.2} s |"
+    );
+    println!("| 64 sentences, one call each | {one:.0} inputs/s |");
+    println!("| 64 sentences, 16 per call | {sixteen:.0} inputs/s |");
+    println!(
+        "| 64 sentences, one call | {all:.0} inputs/s ({:.1}x one per call) |",
+        all / one
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -302,6 +342,33 @@ impl Server {
             .expect("create");
     }
 
+    fn create_from_dir(&self, name: &str, dir: &Path) {
+        let mut files = serde_json::Map::new();
+        for rel in [
+            "config.json",
+            "tokenizer.json",
+            "modules.json",
+            "model.safetensors",
+            "1_Pooling/config.json",
+        ] {
+            let bytes = std::fs::read(dir.join(rel)).expect("read model file");
+            let digest = sha256(&bytes);
+            ureq::post(&format!("{}/api/blobs/{digest}", self.base))
+                .send_bytes(&bytes)
+                .expect("upload");
+            files.insert(rel.to_string(), Value::String(digest));
+        }
+        ureq::post(&format!("{}/api/create", self.base))
+            .send_json(json!({"model": name, "files": files, "stream": false}))
+            .expect("create");
+    }
+
+    fn embed(&self, model: &str, inputs: &[String]) {
+        ureq::post(&format!("{}/api/embed", self.base))
+            .send_json(json!({"model": model, "input": inputs}))
+            .expect("embed");
+    }
+
     fn generate(&self, model: &str, prompt: &str, n: usize) -> Gen {
         let started = Instant::now();
         let resp = ureq::post(&format!("{}/api/generate", self.base))
@@ -336,6 +403,15 @@ impl Server {
             .unwrap_or(0.0)
             / 1024.0
     }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(bytes);
+    format!(
+        "sha256:{}",
+        h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 impl Drop for Server {

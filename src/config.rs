@@ -175,6 +175,26 @@ pub fn parse_host(raw: &str) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+/// The server URL the CLI talks to: `OLLAMA_HOST` parsed as the server
+/// parses it, with an unspecified address (`0.0.0.0`, `::`) replaced by
+/// loopback, since a client cannot connect to "any address".
+pub fn client_base_url() -> String {
+    let raw = std::env::var("OLLAMA_HOST")
+        .map(|v| clean(&v))
+        .unwrap_or_default();
+    client_url_for(&raw)
+}
+
+fn client_url_for(raw: &str) -> String {
+    let addr = parse_host(raw);
+    let ip = if addr.ip().is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
 /// Parses a size such as `8GB`, `512MiB`, `1.5G` or a bare byte count.
 pub fn parse_size(v: &str) -> Option<u64> {
     let v = v.trim();
@@ -268,6 +288,15 @@ mod tests {
 
     fn check_host(raw: &str, expected: &str) {
         assert_eq!(parse_host(raw).to_string(), expected, "OLLAMA_HOST={raw:?}");
+    }
+
+    #[test]
+    fn client_urls() {
+        assert_eq!(client_url_for(""), "http://127.0.0.1:11434");
+        assert_eq!(client_url_for("0.0.0.0:9000"), "http://127.0.0.1:9000");
+        assert_eq!(client_url_for("[::]:9000"), "http://127.0.0.1:9000");
+        assert_eq!(client_url_for("[::1]:9000"), "http://[::1]:9000");
+        assert_eq!(client_url_for("10.0.0.2"), "http://10.0.0.2:11434");
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! hearth: an Ollama-compatible model server in one binary.
 //!
-//! `main` parses the command line and starts the server; everything else
-//! lives in the library (`src/lib.rs`; see ARCHITECTURE.md for the map).
+//! `main` parses the command line, then starts the server (`serve`) or
+//! hands a client verb to `hearth::cli`, which talks to a running server
+//! over HTTP; everything else lives in the library (`src/lib.rs`; see
+//! ARCHITECTURE.md for the map).
 
-use hearth::{api, config};
+use hearth::{api, cli, config};
 
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -12,8 +16,11 @@ use clap::{Parser, Subcommand};
 
 /// Large language models on edge boxes, through Ollama's API.
 #[derive(Debug, Parser)]
-#[command(name = "hearth", version, about)]
+#[command(name = "hearth", about, disable_version_flag = true)]
 struct Cli {
+    /// Show version information.
+    #[arg(short = 'v', long = "version")]
+    version: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -23,9 +30,114 @@ enum Command {
     /// Start the server (alias: start).
     #[command(alias = "start")]
     Serve,
+    /// Create a model from a Modelfile.
+    Create {
+        /// The new model's name.
+        model: String,
+        /// The Modelfile (default: ./Modelfile, else an implicit `FROM .`).
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// Quantize the weights (q4_K_M, q4_K_S, q8_0, f16, ...).
+        #[arg(short = 'q', long = "quantize")]
+        quantize: Option<String>,
+    },
+    /// Show information about a model.
+    Show {
+        /// The model.
+        model: String,
+        /// Show the license.
+        #[arg(long)]
+        license: bool,
+        /// Show the Modelfile.
+        #[arg(long)]
+        modelfile: bool,
+        /// Show the parameters.
+        #[arg(long)]
+        parameters: bool,
+        /// Show the system prompt.
+        #[arg(long)]
+        system: bool,
+        /// Show the template.
+        #[arg(long)]
+        template: bool,
+        /// Show the model metadata too.
+        #[arg(short = 'v', long)]
+        verbose: bool,
+    },
+    /// Chat with a model: once with a prompt or piped input, else interactively.
+    Run {
+        /// The model.
+        model: String,
+        /// The prompt; piped standard input comes before it.
+        #[arg(trailing_var_arg = true)]
+        prompt: Vec<String>,
+        /// How long the model stays loaded (e.g. 5m, 1h, -1 for ever).
+        #[arg(long = "keepalive")]
+        keep_alive: Option<String>,
+        /// Print timings after each answer.
+        #[arg(long)]
+        verbose: bool,
+        /// Answer format (only `json`).
+        #[arg(long)]
+        format: Option<String>,
+        /// Ask a thinking model to think.
+        #[arg(long)]
+        think: bool,
+        /// Do not print the thinking.
+        #[arg(long = "hidethinking")]
+        hide_thinking: bool,
+        /// Accepted for Ollama compatibility; hearth never wraps words.
+        #[arg(long = "nowordwrap")]
+        no_word_wrap: bool,
+        /// Accepted for Ollama compatibility; pulling is not supported yet.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Unload a running model.
+    Stop {
+        /// The model.
+        model: String,
+    },
+    /// Pull a model from a registry (not supported yet).
+    Pull {
+        /// The model.
+        model: String,
+        /// Allow an insecure registry.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Push a model to a registry (not supported yet).
+    Push {
+        /// The model.
+        model: String,
+        /// Allow an insecure registry.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// List models (alias: ls).
+    #[command(alias = "ls")]
+    List {
+        /// Only names starting with this.
+        prefix: Option<String>,
+    },
+    /// List running models.
+    Ps,
+    /// Copy a model.
+    Cp {
+        /// The model to copy.
+        source: String,
+        /// The new name.
+        destination: String,
+    },
+    /// Remove models.
+    Rm {
+        /// The models.
+        #[arg(required = true)]
+        models: Vec<String>,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = config::Config::from_env();
     env_logger::Builder::new()
@@ -36,13 +148,110 @@ fn main() -> anyhow::Result<()> {
         })
         .format_target(false)
         .init();
-    match cli.command {
-        Some(Command::Serve) => serve(config),
-        None => {
-            use clap::CommandFactory as _;
-            Cli::command().print_help()?;
-            Ok(())
+    // One line, as Ollama prints it: the server's own words where there are
+    // some, the context chain otherwise.
+    match dispatch(cli, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`hearth list | head -1`) is not a failure.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
         }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn dispatch(cli: Cli, config: config::Config) -> anyhow::Result<()> {
+    if cli.version {
+        return cli::version();
+    }
+    let Some(command) = cli.command else {
+        use clap::CommandFactory as _;
+        Cli::command().print_help()?;
+        return Ok(());
+    };
+    match command {
+        Command::Serve => serve(config),
+        verb => client_verb(verb),
+    }
+}
+
+/// A verb that talks to a running server.
+fn client_verb(command: Command) -> anyhow::Result<()> {
+    let client = cli::connect();
+    match command {
+        Command::Serve => serve(config::Config::from_env()),
+        Command::Create {
+            model,
+            file,
+            quantize,
+        } => cli::create::create(&client, &model, file.as_deref(), quantize.as_deref()),
+        Command::Show {
+            model,
+            license,
+            modelfile,
+            parameters,
+            system,
+            template,
+            verbose,
+        } => {
+            use cli::show::Field;
+            let fields: Vec<Field> = [
+                (license, Field::License),
+                (modelfile, Field::Modelfile),
+                (parameters, Field::Parameters),
+                (system, Field::System),
+                (template, Field::Template),
+            ]
+            .into_iter()
+            .filter_map(|(on, f)| on.then_some(f))
+            .collect();
+            if fields.len() > 1 {
+                anyhow::bail!("only one of '--license', '--modelfile', '--parameters', '--system', or '--template' can be specified");
+            }
+            cli::show::show(&client, &model, fields.first().copied(), verbose)
+        }
+        Command::Run {
+            model,
+            prompt,
+            keep_alive,
+            verbose,
+            format,
+            think,
+            hide_thinking,
+            no_word_wrap: _,
+            insecure: _,
+        } => cli::run::run(
+            &client,
+            &model,
+            &prompt,
+            cli::run::RunOptions {
+                keep_alive,
+                format,
+                verbose,
+                think,
+                hide_thinking,
+            },
+        ),
+        Command::Stop { model } => cli::stop(&client, &model),
+        // The registry protocol is not implemented yet; say so rather than
+        // pretend, so scripts fail loudly.
+        Command::Pull { .. } => anyhow::bail!("pull is not supported yet"),
+        Command::Push { .. } => anyhow::bail!("push is not supported yet"),
+        Command::List { prefix } => cli::list(&client, prefix.as_deref()),
+        Command::Ps => cli::ps(&client),
+        Command::Cp {
+            source,
+            destination,
+        } => cli::copy(&client, &source, &destination),
+        Command::Rm { models } => cli::remove(&client, &models),
     }
 }
 

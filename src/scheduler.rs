@@ -54,6 +54,9 @@ pub struct LoadKey {
     pub use_mmap: bool,
     /// Loaded for embeddings.
     pub embeddings: bool,
+    /// Sequences for an embedding load (0 = one); generative loads use
+    /// `OLLAMA_NUM_PARALLEL`.
+    pub embed_seqs: u32,
 }
 
 /// How long a model stays loaded after its last request: `None` is forever.
@@ -219,7 +222,7 @@ impl Scheduler {
                     key.num_thread as usize
                 },
                 n_parallel: if key.embeddings {
-                    1
+                    key.embed_seqs.max(1)
                 } else {
                     self.settings.num_parallel
                 },
@@ -508,6 +511,7 @@ mod tests {
             num_thread: 0,
             use_mmap: true,
             embeddings: false,
+            embed_seqs: 0,
         };
         assert_eq!(estimate_bytes(&key, 1), 0, "missing file: nothing to count");
     }

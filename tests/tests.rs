@@ -4,6 +4,7 @@
 mod harness;
 
 mod blobs;
+mod cli;
 mod embed;
 mod inference;
 mod models;

@@ -36,8 +36,10 @@ pub async fn upload(
 ) -> Result<Response<Body>, ApiError> {
     let digest = Digest::parse(raw)?;
     if state.store.has_blob(&digest) {
-        // Ollama answers 200 without reading the body; so do we.
+        // Nothing to store. The body is read and dropped (up to a limit) so
+        // a client still sending sees the 200 instead of a reset connection.
         state.store.touch_blob(&digest);
+        body::drain(body, DRAIN_LIMIT).await;
         return Ok(response(
             StatusCode::OK,
             "application/json; charset=utf-8",

@@ -76,6 +76,11 @@ async fn lease(
     let opts = merged_options(state, model, options)?;
     let mut key = load_key(model, &opts);
     key.embeddings = true;
+    // Encoder models with their own pooling keep no KV cache, so several
+    // sequences cost nothing but let one decode embed several inputs.
+    if model.caps.contains(&"embedding") {
+        key.embed_seqs = 16;
+    }
     // Each input is embedded in one decode, so the batch must hold a whole
     // context; beyond 2048 tokens the compute buffer outgrows small boxes.
     key.num_ctx = key.num_ctx.min(2048);

@@ -170,5 +170,6 @@ pub fn load_key(model: &Model, o: &Options) -> LoadKey {
         num_thread: o.num_thread,
         use_mmap: o.use_mmap.unwrap_or(true),
         embeddings: false,
+        embed_seqs: 0,
     }
 }

@@ -680,89 +680,111 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Embeds `inputs` one at a time in the least valuable free slot.
+    /// Embeds `inputs`, packing as many as fit into each decode, one free
+    /// slot (sequence) per input: a BERT-style model embeds a batch of short
+    /// sentences in about the time of one.
     fn embed(&mut self, inputs: &[Vec<i32>]) -> Result<Vec<Vec<f32>>, Error> {
-        let Some(idx) = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.job.is_none())
-            .min_by_key(|(_, s)| s.last_used)
-            .map(|(i, _)| i)
-        else {
+        let mut free: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].job.is_none())
+            .collect();
+        if free.is_empty() {
             return Err(Error::Embeddings("no free slot".into()));
-        };
-        let seq = self.slots[idx].seq;
-        self.ctx.seq_rm(seq, -1, -1);
-        self.slots[idx].cache.clear();
-        self.ctx.set_embeddings(true);
-        let mut out = Vec::with_capacity(inputs.len());
-        let mut result = Ok(());
-        for input in inputs {
-            match self.embed_one(seq, input) {
-                Ok(v) => out.push(v),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
+        }
+        // Least recently used slots first, so hot prefix caches survive.
+        free.sort_by_key(|&i| self.slots[i].last_used);
+        let seqs: Vec<i32> = free.iter().map(|&i| self.slots[i].seq).collect();
+        for &i in &free {
+            self.slots[i].cache.clear();
+        }
+        for &seq in &seqs {
             self.ctx.seq_rm(seq, -1, -1);
         }
-        self.ctx.seq_rm(seq, -1, -1);
+        self.ctx.set_embeddings(true);
+        let result = self.embed_groups(inputs, &seqs);
+        for &seq in &seqs {
+            self.ctx.seq_rm(seq, -1, -1);
+        }
         if !self.embeddings_ctx {
             self.ctx.set_embeddings(false);
         }
-        result.map(|()| out)
+        result
     }
 
-    fn embed_one(&mut self, seq: i32, input: &[i32]) -> Result<Vec<f32>, Error> {
+    fn embed_groups(&mut self, inputs: &[Vec<i32>], seqs: &[i32]) -> Result<Vec<Vec<f32>>, Error> {
         let limit = self.batch.capacity().min(self.n_ctx);
-        if input.len() > limit {
-            return Err(Error::PromptTooLong {
-                tokens: input.len(),
-                n_ctx: limit,
-            });
-        }
-        self.batch.clear();
-        for (k, &t) in input.iter().enumerate() {
-            self.batch
-                .push(t, i32::try_from(k).unwrap_or(i32::MAX), seq, true);
-        }
-        let result = {
-            let grant = self.cpu.acquire(self.n_threads);
-            self.ctx
-                .set_threads(i32::try_from(grant.threads()).unwrap_or(1));
-            self.ctx.decode(&self.batch)
-        };
-        result.map_err(|code| Error::Decode { code })?;
-        let mut v = if self.ctx.pools() {
-            self.ctx
-                .embedding_seq(seq)
-                .ok_or_else(|| Error::Embeddings("no pooled output".into()))?
-        } else {
-            // No pooling in the model: average the token embeddings.
-            let mut sum: Vec<f32> = Vec::new();
-            for row in 0..input.len() {
-                let e = self
-                    .ctx
-                    .embedding_ith(i32::try_from(row).unwrap_or(i32::MAX))
-                    .ok_or_else(|| Error::Embeddings("no token output".into()))?;
-                if sum.is_empty() {
-                    sum = e;
-                } else {
-                    sum.iter_mut().zip(&e).for_each(|(a, b)| *a += b);
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut next = 0;
+        while next < inputs.len() {
+            self.batch.clear();
+            // (first batch row, token count) of each input in this decode.
+            let mut group: Vec<(usize, usize)> = Vec::new();
+            while next + group.len() < inputs.len() && group.len() < seqs.len() {
+                let input = &inputs[next + group.len()];
+                if input.len() > limit {
+                    return Err(Error::PromptTooLong {
+                        tokens: input.len(),
+                        n_ctx: limit,
+                    });
                 }
+                if self.batch.len() + input.len() > self.batch.capacity() {
+                    break;
+                }
+                let seq = seqs[group.len()];
+                let first = self.batch.len();
+                for (k, &t) in input.iter().enumerate() {
+                    self.batch
+                        .push(t, i32::try_from(k).unwrap_or(i32::MAX), seq, true);
+                }
+                group.push((first, input.len()));
             }
-            let n = input.len() as f32;
-            sum.iter_mut().for_each(|a| *a /= n);
-            sum
-        };
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            v.iter_mut().for_each(|x| *x /= norm);
+            let result = {
+                let grant = self.cpu.acquire(self.n_threads);
+                self.ctx
+                    .set_threads(i32::try_from(grant.threads()).unwrap_or(1));
+                self.ctx.decode(&self.batch)
+            };
+            result.map_err(|code| Error::Decode { code })?;
+            for (k, &(first, len)) in group.iter().enumerate() {
+                let v = if self.ctx.pools() {
+                    self.ctx
+                        .embedding_seq(seqs[k])
+                        .ok_or_else(|| Error::Embeddings("no pooled output".into()))?
+                } else {
+                    // No pooling in the model: average the token embeddings.
+                    let mut sum: Vec<f32> = Vec::new();
+                    for row in first..first + len {
+                        let e = self
+                            .ctx
+                            .embedding_ith(i32::try_from(row).unwrap_or(i32::MAX))
+                            .ok_or_else(|| Error::Embeddings("no token output".into()))?;
+                        if sum.is_empty() {
+                            sum = e;
+                        } else {
+                            sum.iter_mut().zip(&e).for_each(|(a, b)| *a += b);
+                        }
+                    }
+                    let n = len as f32;
+                    sum.iter_mut().for_each(|a| *a /= n);
+                    sum
+                };
+                out.push(normalised(v));
+            }
+            for &seq in &seqs[..group.len()] {
+                self.ctx.seq_rm(seq, -1, -1);
+            }
+            next += group.len();
         }
-        Ok(v)
+        Ok(out)
     }
+}
+
+/// Scales a vector to unit length (a zero vector stays zero).
+fn normalised(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
 }
 
 /// Sends the final `Done` event of a job.

@@ -1,0 +1,377 @@
+//! `hearth run`: a one-shot chat when a prompt is given or stdin is piped,
+//! else a line-by-line REPL with Ollama's `/` commands that keeps the
+//! conversation. The REPL reads cooked terminal lines (no line editing or
+//! history file): the shell's own line discipline is enough for an edge box.
+
+use std::io::{BufRead, IsTerminal as _, Read as _, Write};
+
+use anyhow::Context as _;
+use serde_json::{json, Map, Value};
+
+use super::client::{status_of, Client};
+use super::{modelfile, show};
+
+/// Flags of `hearth run` that shape the requests.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--keepalive`: how long the model stays loaded (`5m`, `1h`, `-1`).
+    pub keep_alive: Option<String>,
+    /// `--format json`.
+    pub format: Option<String>,
+    /// `--verbose`: timings after each answer, on stderr.
+    pub verbose: bool,
+    /// `--think`: ask a thinking model to think.
+    pub think: bool,
+    /// `--hidethinking`: do not print the thinking.
+    pub hide_thinking: bool,
+}
+
+/// The state of a conversation.
+struct Session {
+    model: String,
+    opts: RunOptions,
+    options: Map<String, Value>,
+    messages: Vec<Value>,
+}
+
+/// Runs `hearth run MODEL [PROMPT...]`.
+pub fn run(
+    client: &Client,
+    model: &str,
+    prompt: &[String],
+    opts: RunOptions,
+) -> anyhow::Result<()> {
+    let info = match show::fetch(client, model, false) {
+        Ok(info) => info,
+        Err(e) if status_of(&e) == Some(404) => anyhow::bail!(
+            "model \"{model}\" not found (hearth cannot pull models yet; create it with 'hearth create')"
+        ),
+        Err(e) => return Err(e),
+    };
+    let mut parts = prompt.to_vec();
+    let stdin = std::io::stdin();
+    let piped = !stdin.is_terminal();
+    if piped {
+        let mut input = String::new();
+        stdin
+            .lock()
+            .read_to_string(&mut input)
+            .context("read the prompt from stdin")?;
+        // Empty input (stdin closed, `< /dev/null`) adds nothing.
+        if !input.trim().is_empty() {
+            parts.insert(0, input);
+        }
+    }
+    let text = parts.join(" ");
+    let embedding = info["capabilities"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c == "embedding"));
+    let mut session = Session {
+        model: model.to_string(),
+        opts,
+        options: Map::new(),
+        messages: Vec::new(),
+    };
+    if embedding {
+        if text.is_empty() {
+            anyhow::bail!("embedding models require input text. Usage: hearth run {model} [TEXT]");
+        }
+        return embed(client, &session, &text);
+    }
+    if piped || !prompt.is_empty() {
+        session
+            .messages
+            .push(json!({"role": "user", "content": text}));
+        session.chat(client)?;
+        return super::out("\n");
+    }
+    session.load(client)?;
+    session.repl(client)
+}
+
+/// Prints the embedding of `text` as a JSON array.
+fn embed(client: &Client, session: &Session, text: &str) -> anyhow::Result<()> {
+    let mut req = json!({"model": session.model, "input": text});
+    if let Some(k) = &session.opts.keep_alive {
+        req["keep_alive"] = keep_alive_value(k);
+    }
+    let resp = client.post("/api/embed", &req)?;
+    super::out(&format!("{}\n", resp["embeddings"][0]))
+}
+
+/// A keep-alive flag as the server takes it: a bare number means seconds
+/// and must be sent as a number, a Go duration as a string.
+fn keep_alive_value(k: &str) -> Value {
+    k.parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or_else(|| Value::String(k.to_string()), Value::Number)
+}
+
+impl Session {
+    fn request(&self, messages: &[Value]) -> Value {
+        let mut req = json!({"model": self.model, "messages": messages, "stream": true});
+        if !self.options.is_empty() {
+            req["options"] = Value::Object(self.options.clone());
+        }
+        if let Some(k) = &self.opts.keep_alive {
+            req["keep_alive"] = keep_alive_value(k);
+        }
+        if let Some(f) = &self.opts.format {
+            req["format"] = Value::String(f.clone());
+        }
+        if self.opts.think {
+            req["think"] = Value::Bool(true);
+        }
+        req
+    }
+
+    /// Loads the model before the first prompt, so the wait comes first.
+    fn load(&self, client: &Client) -> anyhow::Result<()> {
+        client.stream("/api/chat", &self.request(&[]), |_| Ok(()))
+    }
+
+    /// Sends the conversation, prints the answer as it streams, and keeps
+    /// it in the history.
+    fn chat(&mut self, client: &Client) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        let mut answer = String::new();
+        let mut thinking = false;
+        let mut last = Value::Null;
+        let hide = self.opts.hide_thinking;
+        client.stream("/api/chat", &self.request(&self.messages), |chunk| {
+            let msg = &chunk["message"];
+            if let Some(t) = msg["thinking"].as_str().filter(|t| !t.is_empty() && !hide) {
+                if !thinking {
+                    thinking = true;
+                    writeln!(stdout, "Thinking...")?;
+                }
+                write!(stdout, "{t}")?;
+            }
+            if let Some(c) = msg["content"].as_str().filter(|c| !c.is_empty()) {
+                if thinking {
+                    thinking = false;
+                    write!(stdout, "\n...done thinking.\n\n")?;
+                }
+                write!(stdout, "{c}")?;
+                answer.push_str(c);
+            }
+            stdout.flush()?;
+            if chunk["done"].as_bool() == Some(true) {
+                last = chunk.clone();
+            }
+            Ok(())
+        })?;
+        self.messages
+            .push(json!({"role": "assistant", "content": answer}));
+        if self.opts.verbose {
+            eprint!("\n{}", stats(&last));
+        }
+        Ok(())
+    }
+
+    /// The interactive loop: `>>> ` prompts until `/bye` or end of input.
+    fn repl(&mut self, client: &Client) -> anyhow::Result<()> {
+        let stdin = std::io::stdin();
+        let mut lines = stdin.lock().lines();
+        let mut read = |prompt: &str| -> anyhow::Result<Option<String>> {
+            print!("{prompt}");
+            std::io::stdout().flush()?;
+            lines.next().transpose().context("read from the terminal")
+        };
+        loop {
+            let Some(mut line) = read(">>> ")? else {
+                println!();
+                return Ok(());
+            };
+            // An odd number of `"""` opens a multi-line block that runs to
+            // the line ending in `"""`.
+            if line.matches("\"\"\"").count() % 2 == 1 {
+                while let Some(more) = read("... ")? {
+                    line.push('\n');
+                    line.push_str(&more);
+                    if more.trim_end().ends_with("\"\"\"") {
+                        break;
+                    }
+                }
+            }
+            let input = line.trim();
+            if input.is_empty() {
+                continue;
+            }
+            if input.starts_with('/') {
+                match self.command(client, input) {
+                    Ok(true) => continue,
+                    Ok(false) => return Ok(()),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        continue;
+                    }
+                }
+            }
+            let text = strip_quotes(input);
+            self.messages.push(json!({"role": "user", "content": text}));
+            if let Err(e) = self.chat(client) {
+                // The failed turn is dropped so the next prompt starts clean.
+                self.messages.pop();
+                eprintln!("\nerror: {e:#}");
+                continue;
+            }
+            println!("\n");
+        }
+    }
+
+    /// One `/` command; `Ok(false)` ends the session.
+    fn command(&mut self, client: &Client, input: &str) -> anyhow::Result<bool> {
+        let mut words = input.split_whitespace();
+        let cmd = words.next().unwrap_or_default();
+        let args: Vec<&str> = words.collect();
+        match (cmd, args.first().copied()) {
+            ("/bye" | "/exit", _) => return Ok(false),
+            ("/?" | "/help", _) => print!("{HELP}"),
+            ("/clear", _) => {
+                self.messages.retain(|m| m["role"] == "system");
+                println!("Cleared session context");
+            }
+            ("/set", Some("parameter")) => {
+                let (Some(key), Some(_)) = (args.get(1), args.get(2)) else {
+                    println!("Usage: /set parameter <name> <value>");
+                    return Ok(true);
+                };
+                let value = args[2..].join(" ");
+                let (params, _) = modelfile::parameters(&[(key.to_string(), value.clone())])?;
+                self.options.extend(params);
+                println!("Set parameter '{key}' to '{value}'");
+            }
+            ("/set", Some("system")) => {
+                let rest = input
+                    .split_once("system")
+                    .map(|(_, r)| strip_quotes(r.trim()))
+                    .unwrap_or_default();
+                let msg = json!({"role": "system", "content": rest});
+                // A system message set twice in a row replaces the first.
+                match self.messages.last_mut() {
+                    Some(last) if last["role"] == "system" => *last = msg,
+                    _ => self.messages.push(msg),
+                }
+                println!("Set system message.");
+            }
+            ("/set", Some("format")) if args.get(1) == Some(&"json") => {
+                self.opts.format = Some("json".into());
+                println!("Set format to 'json' mode.");
+            }
+            ("/set", Some("noformat")) => {
+                self.opts.format = None;
+                println!("Disabled format.");
+            }
+            ("/set", Some("verbose")) => {
+                self.opts.verbose = true;
+                println!("Set 'verbose' mode.");
+            }
+            ("/set", Some("quiet")) => {
+                self.opts.verbose = false;
+                println!("Set 'quiet' mode.");
+            }
+            ("/set", Some("think")) => {
+                self.opts.think = true;
+                println!("Set 'think' mode.");
+            }
+            ("/set", Some("nothink")) => {
+                self.opts.think = false;
+                println!("Set 'nothink' mode.");
+            }
+            ("/show", Some(what)) => {
+                let resp = show::fetch(client, &self.model, false)?;
+                let field = match what {
+                    "info" => {
+                        print!("{}", show::summary(&resp, false));
+                        return Ok(true);
+                    }
+                    "license" | "modelfile" | "parameters" | "system" | "template" => what,
+                    _ => {
+                        println!("Unknown command '/show {what}'. Type /? for help");
+                        return Ok(true);
+                    }
+                };
+                // What this session set wins over what the model was created with.
+                let system = self.messages.iter().rev().find(|m| m["role"] == "system");
+                match (field, system) {
+                    ("system", Some(m)) => {
+                        println!("{}", m["content"].as_str().unwrap_or_default())
+                    }
+                    ("parameters", _) if !self.options.is_empty() => {
+                        println!("{}", crate::options::show_parameters(&self.options));
+                    }
+                    _ => match resp[field].as_str() {
+                        Some(v) if !v.is_empty() => println!("{v}"),
+                        _ => println!("No {field} was specified for this model."),
+                    },
+                }
+            }
+            ("/load", Some(model)) => {
+                show::fetch(client, model, false)?;
+                self.model = model.to_string();
+                self.messages.clear();
+                self.options.clear();
+                println!("Loading model '{model}'");
+                self.load(client)?;
+            }
+            _ => println!("Unknown command '{input}'. Type /? for help"),
+        }
+        Ok(true)
+    }
+}
+
+/// Strips the `"""` that delimit a multi-line block.
+fn strip_quotes(s: &str) -> String {
+    let s = s.strip_prefix("\"\"\"").unwrap_or(s);
+    let s = s.strip_suffix("\"\"\"").unwrap_or(s);
+    s.trim_matches('\n').to_string()
+}
+
+/// `--verbose` timings from the final chunk, as Ollama lays them out.
+fn stats(last: &Value) -> String {
+    let dur = |k: &str| std::time::Duration::from_nanos(last[k].as_u64().unwrap_or(0));
+    let count = |k: &str| last[k].as_u64().unwrap_or(0);
+    let rate = |c: &str, d: &str| {
+        let secs = dur(d).as_secs_f64();
+        if secs > 0.0 {
+            count(c) as f64 / secs
+        } else {
+            0.0
+        }
+    };
+    format!(
+        "total duration:       {:?}\nload duration:        {:?}\nprompt eval count:    {} token(s)\nprompt eval duration: {:?}\nprompt eval rate:     {:.2} tokens/s\neval count:           {} token(s)\neval duration:        {:?}\neval rate:            {:.2} tokens/s\n",
+        dur("total_duration"),
+        dur("load_duration"),
+        count("prompt_eval_count"),
+        dur("prompt_eval_duration"),
+        rate("prompt_eval_count", "prompt_eval_duration"),
+        count("eval_count"),
+        dur("eval_duration"),
+        rate("eval_count", "eval_duration"),
+    )
+}
+
+const HELP: &str = "Available Commands:
+  /set            Set session variables
+  /show           Show model information
+  /load <model>   Load a session or model
+  /clear          Clear session context
+  /bye            Exit
+  /?, /help       Help for a command
+
+Session variables:
+  /set parameter <name> <value>   Set a parameter (e.g. temperature, num_ctx, stop)
+  /set system <string>            Set the system message
+  /set format json                Answer in JSON
+  /set noformat                   Answer in free text
+  /set verbose | quiet            Show or hide timings after each answer
+  /set think | nothink            Turn thinking on or off
+
+Model information:
+  /show info | license | modelfile | parameters | system | template
+
+Use \"\"\" to begin a multi-line message.
+";
