@@ -645,8 +645,8 @@ pub async fn ps(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
                 .expires_at
                 .unwrap_or_else(|| SystemTime::UNIX_EPOCH + Duration::from_secs(10_960_000_000));
             out.push(json!({
-                "name": e.name.display_short(),
-                "model": e.name.display_short(),
+                "name": r.name,
+                "model": r.name,
                 "size": r.size_bytes,
                 "digest": r.digest,
                 "details": d,
