@@ -10,6 +10,7 @@ pub mod create;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod grammar;
 pub mod model;
 pub mod options;
 pub mod prompt;

@@ -11,3 +11,4 @@ mod models;
 mod openai;
 mod server;
 mod store_budget;
+mod structured;

@@ -20,30 +20,21 @@ use super::types::{rfc3339, ChatRequest, GenerateRequest, Message};
 use super::{blocking, AppState};
 use crate::engine::{self, DoneReason, Event, Utf8Assembler};
 use crate::error::{error_json, ApiError};
+use crate::grammar;
 use crate::model::ModelName;
 use crate::options::Options;
 use crate::prompt::{self, Input};
 use crate::scheduler::Lease;
 use crate::template::Template;
 
-/// A GBNF grammar for any JSON value, used for `format: "json"`.
-const JSON_GRAMMAR: &str = r#"root   ::= object
-value  ::= object | array | string | number | ("true" | "false" | "null") ws
-object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
-array  ::= "[" ws ( value ("," ws value)* )? "]" ws
-string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt/] | "u" [0-9a-fA-F]{4}) )* "\"" ws
-number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9]{1,15})? ws
-ws     ::= | " " | "\n" [ \t]{0,20}
-"#;
-
 fn grammar_for(format: Option<&Value>) -> Result<Option<String>, ApiError> {
     match format {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) if s == "json" => Ok(Some(JSON_GRAMMAR.to_string())),
-        Some(Value::Object(_)) => Err(ApiError::BadRequest(
-            "format: JSON schema constraints are not supported yet; use \"json\"".into(),
-        )),
+        Some(Value::String(s)) if s == "json" => Ok(Some(grammar::JSON_OBJECT.to_string())),
+        Some(schema @ Value::Object(_)) => grammar::from_schema(schema)
+            .map(Some)
+            .map_err(|e| ApiError::BadRequest(e.to_string())),
         Some(other) => Err(ApiError::BadRequest(format!(
             "invalid format: {other}; expected \"json\" or a valid JSON Schema object"
         ))),

@@ -526,7 +526,7 @@ impl Context {
     /// Samples a token from output row `idx` of the last decode and feeds it
     /// back to the sampler's state.
     pub fn sample(&mut self, sampler: &mut Sampler, idx: i32) -> Option<i32> {
-        if sampler.has_grammar {
+        if sampler.grammar.is_some() {
             return self.sample_checked(sampler, idx);
         }
         // SAFETY: `idx` is an output row of the last decode (the runner only
@@ -536,10 +536,52 @@ impl Context {
         self.model.valid_token(t).then_some(t)
     }
 
-    /// Sampling path for grammar chains: applies the chain to our own copy of
-    /// the logits, and accepts through the exception-catching wrapper, so a
-    /// grammar error becomes `None` rather than a C++ exception in Rust.
+    /// Sampling with a grammar, the way llama.cpp's own sampler does it:
+    /// sample from the chain as if unconstrained, then check only that one
+    /// token against the grammar. Only when the grammar rejects it is the
+    /// grammar applied to the whole vocabulary (262k tokens for Gemma), which
+    /// is far too slow to do for every token. Accepting goes through the
+    /// exception-catching wrapper, so a grammar error becomes `None`.
     fn sample_checked(&mut self, sampler: &mut Sampler, idx: i32) -> Option<i32> {
+        let grammar = sampler.grammar?;
+        let t = self.apply_chain(sampler, idx, None)?;
+        let mut single = [ffi::llama_token_data {
+            id: t,
+            logit: 1.0,
+            p: 0.0,
+        }];
+        let mut arr = ffi::llama_token_data_array {
+            data: single.as_mut_ptr(),
+            size: 1,
+            selected: -1,
+            sorted: false,
+        };
+        // SAFETY: `arr` points at `single`, which outlives the call; applying
+        // a grammar only marks rejected candidates with -inf.
+        unsafe { ffi::llama_sampler_apply(grammar.as_ptr(), &mut arr) };
+        let t = if single[0].logit.is_finite() {
+            t
+        } else {
+            self.apply_chain(sampler, idx, Some(grammar))?
+        };
+        // SAFETY: the wrapper catches any C++ exception from the grammar.
+        let rc = unsafe { ffi::llama_rs_sampler_accept(grammar.as_ptr(), t) };
+        if rc != ffi::LLAMA_RS_STATUS_OK {
+            return None;
+        }
+        // SAFETY: the chain holds no grammar, so accepting cannot throw.
+        unsafe { ffi::llama_sampler_accept(sampler.ptr.as_ptr(), t) };
+        Some(t)
+    }
+
+    /// Runs the chain (after `first`, when given) over our own copy of the
+    /// logits of row `idx` and returns the selected token.
+    fn apply_chain(
+        &mut self,
+        sampler: &mut Sampler,
+        idx: i32,
+        first: Option<NonNull<ffi::llama_sampler>>,
+    ) -> Option<i32> {
         // SAFETY: returns null for an invalid row; otherwise n_vocab floats.
         let logits = unsafe { ffi::llama_get_logits_ith(self.ptr.as_ptr(), idx) };
         if logits.is_null() {
@@ -562,7 +604,43 @@ impl Context {
             selected: -1,
             sorted: false,
         };
-        // SAFETY: `arr` points into `sampler.cur`, which outlives the call.
+        if let Some(g) = first {
+            // Checking every token of a large vocabulary against a grammar
+            // takes most of a second, so try the most likely tokens first;
+            // the top-k/top-p samplers that follow never reach further down.
+            const SHORTLIST: usize = 512;
+            if sampler.cur.len() > SHORTLIST {
+                sampler
+                    .cur
+                    .select_nth_unstable_by(SHORTLIST, |a, b| b.logit.total_cmp(&a.logit));
+                arr.size = SHORTLIST;
+                // SAFETY: `arr` points into `sampler.cur`, which outlives the call.
+                unsafe { ffi::llama_sampler_apply(g.as_ptr(), &mut arr) };
+                // SAFETY: the grammar may only lower logits of the first `arr.size` entries.
+                let any = unsafe { std::slice::from_raw_parts(arr.data, arr.size) }
+                    .iter()
+                    .any(|c| c.logit.is_finite());
+                if !any {
+                    // Nothing likely fits: check the whole vocabulary.
+                    sampler.cur.clear();
+                    sampler.cur.extend(
+                        (0..).zip(logits).map(|(id, &logit)| ffi::llama_token_data {
+                            id,
+                            logit,
+                            p: 0.0,
+                        }),
+                    );
+                    arr.data = sampler.cur.as_mut_ptr();
+                    arr.size = sampler.cur.len();
+                    // SAFETY: as above.
+                    unsafe { ffi::llama_sampler_apply(g.as_ptr(), &mut arr) };
+                }
+            } else {
+                // SAFETY: `arr` points into `sampler.cur`, which outlives the call.
+                unsafe { ffi::llama_sampler_apply(g.as_ptr(), &mut arr) };
+            }
+        }
+        // SAFETY: as above.
         unsafe { ffi::llama_sampler_apply(sampler.ptr.as_ptr(), &mut arr) };
         let sel = usize::try_from(arr.selected).ok()?;
         if sel >= arr.size {
@@ -571,12 +649,7 @@ impl Context {
         // SAFETY: `sel < arr.size` and `arr.data` is valid for `arr.size`
         // entries (samplers may shrink the array, never grow it past ours).
         let t = unsafe { (*arr.data.add(sel)).id };
-        if !self.model.valid_token(t) {
-            return None;
-        }
-        // SAFETY: the wrapper catches any C++ exception from the grammar.
-        let rc = unsafe { ffi::llama_rs_sampler_accept(sampler.ptr.as_ptr(), t) };
-        (rc == ffi::LLAMA_RS_STATUS_OK).then_some(t)
+        self.model.valid_token(t).then_some(t)
     }
 }
 
@@ -667,7 +740,8 @@ pub struct Sampler {
     ptr: NonNull<ffi::llama_sampler>,
     /// Chain index of the penalties sampler, which alone is fed the prompt.
     penalties_at: Option<i32>,
-    has_grammar: bool,
+    /// The grammar, kept out of the chain (see `Context::sample_checked`).
+    grammar: Option<NonNull<ffi::llama_sampler>>,
     cur: Vec<ffi::llama_token_data>,
 }
 
@@ -684,7 +758,7 @@ impl Sampler {
         let mut me = Sampler {
             ptr: chain,
             penalties_at: None,
-            has_grammar: false,
+            grammar: None,
             cur: Vec::new(),
         };
         let mut n: i32 = 0;
@@ -709,11 +783,10 @@ impl Sampler {
                     c"root".as_ptr(),
                 )
             };
-            if p.is_null() {
-                return Err(take_problem().unwrap_or_else(|| "invalid grammar".into()));
-            }
-            add(&mut me, p)?;
-            me.has_grammar = true;
+            me.grammar = Some(
+                NonNull::new(p)
+                    .ok_or_else(|| take_problem().unwrap_or_else(|| "invalid grammar".into()))?,
+            );
         }
         if s.penalty_last_n != 0 && (s.repeat != 1.0 || s.frequency != 0.0 || s.presence != 0.0) {
             // SAFETY: plain constructor.
@@ -788,6 +861,10 @@ impl Drop for Sampler {
     fn drop(&mut self) {
         // SAFETY: we own the chain, which frees its samplers.
         unsafe { ffi::llama_sampler_free(self.ptr.as_ptr()) };
+        if let Some(g) = self.grammar {
+            // SAFETY: we own the grammar sampler; it is in no chain.
+            unsafe { ffi::llama_sampler_free(g.as_ptr()) };
+        }
     }
 }
 
