@@ -115,6 +115,14 @@ fn main() {
         // armhf compiler defaults to armv7-a+fp, VFP only).
         ("arm", None) => {
             check_arm_arch(&arm_arch, "armv6", "armv7");
+            // The cc crate passes -mfpu=vfpv3-d16 for armv7 gnueabihf, and an
+            // explicit -mfpu makes gcc ignore +neon in -march: without a
+            // later -mfpu=neon* the NEON kernels are silently not built.
+            let cflags_var = format!("CFLAGS_{}", target.replace('-', "_"));
+            println!("cargo:rerun-if-env-changed={cflags_var}");
+            if arm_arch.contains("+neon") && !var(&cflags_var).contains("-mfpu=neon") {
+                panic!("GGML_CPU_ARM_ARCH={arm_arch} asks for NEON, but gcc gets -mfpu=vfpv3-d16 from the cc crate and ignores +neon. Also set {cflags_var}=-mfpu=neon-vfpv4 (and CXXFLAGS_...); see cross/rpi3-armv7.env.");
+            }
             let neon = if arm_arch.contains("+neon") { "NEON" } else { "VFP only (no NEON)" };
             format!("arm ({}): {neon}", if arm_arch.is_empty() { "compiler default" } else { &arm_arch })
         }

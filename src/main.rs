@@ -279,6 +279,11 @@ fn serve(config: config::Config) -> anyhow::Result<()> {
             models.display(),
             started.elapsed()
         );
+        log::info!(
+            "built for {} with ggml kernels: {}",
+            hearth::build_info::TARGET,
+            hearth::build_info::KERNELS
+        );
         api::serve(state, listener).await.context("serve")
     })
 }

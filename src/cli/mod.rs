@@ -140,7 +140,12 @@ pub fn stop(client: &Client, model: &str) -> anyhow::Result<()> {
 
 /// `hearth --version`.
 pub fn version() -> anyhow::Result<()> {
-    out(&format!("hearth version {}\n", env!("CARGO_PKG_VERSION")))
+    out(&format!(
+        "hearth version {}\ntarget {}\nkernels {}\n",
+        env!("CARGO_PKG_VERSION"),
+        crate::build_info::TARGET,
+        crate::build_info::KERNELS
+    ))
 }
 
 /// A generate with `keep_alive: 0` and no prompt: the server's unload.
