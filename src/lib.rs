@@ -17,3 +17,4 @@ pub mod prompt;
 pub mod scheduler;
 pub mod store;
 pub mod template;
+pub mod tools;

@@ -12,3 +12,4 @@ mod openai;
 mod server;
 mod store_budget;
 mod structured;
+mod tools;

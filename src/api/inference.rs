@@ -26,6 +26,7 @@ use crate::options::Options;
 use crate::prompt::{self, Input};
 use crate::scheduler::Lease;
 use crate::template::Template;
+use crate::tools;
 
 fn grammar_for(format: Option<&Value>) -> Result<Option<String>, ApiError> {
     match format {
@@ -253,6 +254,7 @@ pub(super) async fn prepare_generate(
         shift: req.shift.unwrap_or(true),
         stream: req.stream.unwrap_or(true),
         started,
+        tools: false,
     };
     Ok(Prepared::Run(Box::new(job), lease))
 }
@@ -369,6 +371,7 @@ pub(super) async fn prepare_chat(
         shift: req.shift.unwrap_or(true),
         stream: req.stream.unwrap_or(true),
         started,
+        tools: tools.is_some(),
     };
     Ok(Prepared::Run(Box::new(job), lease))
 }
@@ -386,6 +389,8 @@ pub(super) struct Job {
     pub(super) stream: bool,
     /// When the request arrived.
     pub(super) started: Instant,
+    /// The request offered tools: the answer may be a tool call.
+    pub(super) tools: bool,
 }
 
 /// Accumulated statistics and text of one generation.
@@ -460,32 +465,102 @@ async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
             let kind = job.kind.clone();
             let model = job.model.clone();
             let emit_tx = tx.clone();
-            let emit = move |text: &str| {
+            let send = move |text: &str| {
                 emit_tx
                     .send(body::ndjson_line(&chunk(&kind, &model, text)))
                     .is_ok()
             };
-            let outcome = consume(erx, &job.opts.stop, emit).await;
+            // With tools, text that may be the start of a call is held back
+            // until it is clearly not one, or until the answer ends.
+            let mut held = String::new();
+            let mut passthrough = !job.tools;
+            let mut emit = |text: &str| {
+                if passthrough {
+                    return send(text);
+                }
+                held.push_str(text);
+                if tools::may_be_call(&held) {
+                    return true;
+                }
+                passthrough = true;
+                send(&std::mem::take(&mut held))
+            };
+            let mut outcome = consume(erx, &job.opts.stop, &mut emit).await;
+            if !held.is_empty() {
+                let (calls, rest) = tools::parse(&held);
+                if calls.is_empty() {
+                    let _ = tx.send(body::ndjson_line(&chunk(&job.kind, &job.model, &held)));
+                } else {
+                    let mut v = chunk(&job.kind, &job.model, &rest);
+                    v["message"]["tool_calls"] = tool_calls_json(&calls);
+                    let _ = tx.send(body::ndjson_line(&v));
+                    outcome.text = rest;
+                }
+            }
             let line = final_line(&job, &outcome, lease.load_duration, true);
             let _ = tx.send(line);
             drop(lease);
         });
         Ok(resp)
     } else {
-        let outcome = consume(erx, &job.opts.stop, |_| true).await;
-        let line = final_line(&job, &outcome, lease.load_duration, false);
+        let mut outcome = consume(erx, &job.opts.stop, |_| true).await;
+        let load = lease.load_duration;
         drop(lease);
         if let Some(e) = &outcome.error {
             if outcome.text.is_empty() {
                 return Err(ApiError::Internal(e.clone()));
             }
         }
+        let mut calls = Vec::new();
+        if job.tools {
+            let (c, rest) = tools::parse(&outcome.text);
+            if !c.is_empty() {
+                outcome.text = rest;
+                calls = c;
+            }
+        }
+        let mut line = final_fields(&job, &outcome, load, false);
+        if !calls.is_empty() {
+            line["message"]["tool_calls"] = tool_calls_json(&calls);
+        }
         Ok(super::body::response(
             hyper::StatusCode::OK,
             "application/json; charset=utf-8",
-            line,
+            body::ndjson_line(&line),
         ))
     }
+}
+
+/// Tool calls as Ollama writes them: an id, and the arguments as an object.
+pub(super) fn tool_calls_json(calls: &[tools::Call]) -> Value {
+    let calls: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({"id": call_id(i), "function": {"index": i, "name": c.name, "arguments": c.arguments}})
+        })
+        .collect();
+    Value::Array(calls)
+}
+
+/// `call_` and 8 characters of [a-z0-9], different per call and request.
+fn call_id(i: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ ((i as u64 + 1) * 0x9e37_79b9_7f4a_7c15);
+    let mut x = seed;
+    let id: String = (0..8)
+        .map(|_| {
+            // xorshift: plenty for ids that only need to differ.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            CHARS[(x % CHARS.len() as u64) as usize] as char
+        })
+        .collect();
+    format!("call_{id}")
 }
 
 /// Reads engine events, applies stop strings and UTF-8 assembly, and hands
@@ -592,6 +667,11 @@ fn final_line(job: &Job, o: &Outcome, load: Duration, streamed: bool) -> Bytes {
             return Bytes::from(line);
         }
     }
+    body::ndjson_line(&final_fields(job, o, load, streamed))
+}
+
+/// The final chunk: text (when not streamed), `done_reason` and statistics.
+fn final_fields(job: &Job, o: &Outcome, load: Duration, streamed: bool) -> Value {
     let text = if streamed { "" } else { o.text.as_str() };
     let mut v = chunk(&job.kind, &job.model, text);
     v["done"] = Value::Bool(true);
@@ -615,7 +695,7 @@ fn final_line(job: &Job, o: &Outcome, load: Duration, streamed: bool) -> Bytes {
             v[k] = json!(n);
         }
     }
-    body::ndjson_line(&v)
+    v
 }
 
 /// `GET /api/ps`.

@@ -14,12 +14,15 @@ use serde_json::{json, Map, Value};
 
 use super::body::{self, Body};
 use super::embed::embed_texts;
-use super::inference::{consume, prepare_chat, prepare_generate, start, Job, Outcome, Prepared};
+use super::inference::{
+    consume, prepare_chat, prepare_generate, start, tool_calls_json, Job, Outcome, Prepared,
+};
 use super::types::{ChatRequest, GenerateRequest, Message};
 use super::{blocking, AppState};
 use crate::error::ApiError;
 use crate::model::ModelName;
 use crate::scheduler::Lease;
+use crate::tools;
 
 /// Answers any `/v1/...` request; errors come back in OpenAI's shape.
 pub async fn route(
@@ -244,6 +247,28 @@ fn usage(o: &Outcome, prompt_tokens: usize) -> Value {
     json!({"prompt_tokens": prompt_tokens, "completion_tokens": o.eval_count, "total_tokens": prompt_tokens + o.eval_count})
 }
 
+/// The tool calls in an answer, and the rest of its text.
+fn split_calls(text: &str) -> (Vec<tools::Call>, String) {
+    tools::parse(text)
+}
+
+/// Tool calls in OpenAI's shape: arguments as a JSON string.
+fn openai_calls(calls: &[tools::Call]) -> Value {
+    let native = tool_calls_json(calls);
+    let list: Vec<Value> = native
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({"id": c["id"], "index": i, "type": "function", "function": {
+                "name": c["function"]["name"],
+                "arguments": c["function"]["arguments"].to_string()}})
+        })
+        .collect();
+    Value::Array(list)
+}
+
 /// What a finished generation reports as `finish_reason`.
 fn finish_reason(o: &Outcome) -> &'static str {
     o.done_reason.unwrap_or("stop")
@@ -285,7 +310,15 @@ async fn answer(
         if let Some(e) = &o.error {
             return Err(ApiError::Internal(e.clone()));
         }
+        let (calls, text) = if job.tools {
+            split_calls(&o.text)
+        } else {
+            (Vec::new(), o.text.clone())
+        };
         let choice = match shape {
+            Shape::Chat if !calls.is_empty() => json!({"index": 0,
+                "message": {"role": "assistant", "content": text, "tool_calls": openai_calls(&calls)},
+                "finish_reason": "tool_calls"}),
             Shape::Chat => {
                 json!({"index": 0, "message": {"role": "assistant", "content": o.text}, "finish_reason": finish_reason(&o)})
             }
@@ -315,13 +348,38 @@ async fn answer(
         };
         let mut first = true;
         let emit_tx = tx.clone();
+        // With tools, text that may start a call is held back (as natively).
+        let mut held = String::new();
+        let mut passthrough = !job.tools;
         let o = consume(rx, &job.opts.stop, |text| {
-            let ok = emit_tx.send(sse(&piece(text, first))).is_ok();
+            if !passthrough {
+                held.push_str(text);
+                if tools::may_be_call(&held) {
+                    return true;
+                }
+                passthrough = true;
+            }
+            let text = if held.is_empty() {
+                text.to_string()
+            } else {
+                std::mem::take(&mut held)
+            };
+            let ok = emit_tx.send(sse(&piece(&text, first))).is_ok();
             first = false;
             ok
         })
         .await;
         drop(lease);
+        let mut reason = finish_reason(&o);
+        if !held.is_empty() {
+            let (calls, text) = split_calls(&held);
+            let mut v = piece(&text, first);
+            if !calls.is_empty() {
+                v["choices"][0]["delta"]["tool_calls"] = openai_calls(&calls);
+                reason = "tool_calls";
+            }
+            let _ = tx.send(sse(&v));
+        }
         if let Some(e) = &o.error {
             let v =
                 json!({"error": {"message": e, "type": "api_error", "param": null, "code": null}});
@@ -330,7 +388,7 @@ async fn answer(
             let mut last = base.clone();
             last["choices"] = match shape {
                 Shape::Chat => {
-                    json!([{"index": 0, "delta": {}, "finish_reason": finish_reason(&o)}])
+                    json!([{"index": 0, "delta": {}, "finish_reason": reason}])
                 }
                 Shape::Text => {
                     json!([{"index": 0, "text": "", "finish_reason": finish_reason(&o)}])
