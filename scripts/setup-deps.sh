@@ -7,7 +7,8 @@ missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v c++ >/dev/null || missing+=(g++)
-command -v python3 >/dev/null || missing+=(python3 python3-pip)
+command -v python3 >/dev/null || missing+=(python3 python3-pip python3-venv)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq

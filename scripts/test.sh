@@ -10,3 +10,5 @@ export HEARTH_TEST_MODELS="${HEARTH_TEST_MODELS:-$HEARTH_CACHE/models}"
 scripts/setup-deps.sh
 scripts/fetch-test-models.sh "$HEARTH_TEST_MODELS"
 cargo test "$@"
+# The official ollama and openai Python clients against the real server.
+scripts/test-clients.sh

@@ -1,0 +1,152 @@
+"""Official client libraries against a running hearth: the `ollama` package
+on the native API and the `openai` package on /v1.
+
+Run by scripts/test-clients.sh, which starts the server (HEARTH_URL) with an
+empty store. Prints one line per check and a closing "N passed, N failed".
+"""
+
+import hashlib
+import os
+import sys
+
+import ollama
+import openai
+
+URL = os.environ["HEARTH_URL"]
+MODELS = os.environ.get("HEARTH_TEST_MODELS", os.path.expanduser("~/.cache/hearth/models"))
+GEMMA = os.path.join(MODELS, "gemma3-270m-q4_k_m.gguf")
+TEMPLATE = """{{- range $i, $_ := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if or (eq .Role "user") (eq .Role "system") }}<start_of_turn>user
+{{ .Content }}<end_of_turn>
+{{ if $last }}<start_of_turn>model
+{{ end }}
+{{- else if eq .Role "assistant" }}<start_of_turn>model
+{{ .Content }}{{ if not $last }}<end_of_turn>
+{{ end }}
+{{- end }}
+{{- end }}"""
+
+passed, failed = 0, 0
+
+
+def check(name, fn):
+    global passed, failed
+    try:
+        fn()
+        passed += 1
+        print(f"ok   {name}")
+    except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run
+        failed += 1
+        print(f"FAIL {name}: {type(e).__name__}: {e}")
+
+
+client = ollama.Client(host=URL)
+oai = openai.OpenAI(base_url=URL + "/v1", api_key="ollama")
+
+
+def create():
+    h = hashlib.sha256()
+    with open(GEMMA, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest = "sha256:" + h.hexdigest()
+    client.create_blob(GEMMA)
+    statuses = [p.status for p in client.create(model="gemma3:270m", files={"gemma.gguf": digest},
+                                                template=TEMPLATE, parameters={"stop": ["<end_of_turn>"]}, stream=True)]
+    assert statuses[-1] == "success", statuses
+
+
+def listing():
+    names = [m.model for m in client.list().models]
+    assert "gemma3:270m" in names, names
+    info = client.show("gemma3:270m")
+    assert info.details.family == "gemma3", info.details
+    assert "completion" in info.capabilities
+
+
+def chat():
+    r = client.chat(model="gemma3:270m", messages=[{"role": "user", "content": "Say hello."}],
+                    options={"num_predict": 8, "seed": 1})
+    assert r.message.role == "assistant" and r.message.content, r
+    assert r.done and r.eval_count and r.eval_count <= 8, r
+
+
+def chat_stream():
+    parts = list(client.chat(model="gemma3:270m", messages=[{"role": "user", "content": "Count to three."}],
+                             options={"num_predict": 8}, stream=True))
+    assert parts[-1].done and parts[-1].done_reason in ("stop", "length"), parts[-1]
+    assert "".join(p.message.content for p in parts).strip()
+
+
+def generate():
+    r = client.generate(model="gemma3:270m", prompt="The sky is", options={"num_predict": 5, "temperature": 0})
+    assert r.response and r.context, r
+
+
+def ps():
+    models = client.ps().models
+    assert models and models[0].model == "gemma3:270m", models
+
+
+def structured():
+    r = client.chat(model="gemma3:270m", messages=[{"role": "user", "content": "A cat as JSON."}],
+                    format={"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+                    options={"temperature": 0, "num_predict": 60})
+    import json
+    assert "name" in json.loads(r.message.content), r.message.content
+
+
+def errors():
+    try:
+        client.chat(model="ghost", messages=[{"role": "user", "content": "x"}])
+    except ollama.ResponseError as e:
+        assert e.status_code == 404, e
+        return
+    raise AssertionError("no error for an unknown model")
+
+
+def openai_chat():
+    r = oai.chat.completions.create(model="gemma3:270m", messages=[{"role": "user", "content": "Say hi."}],
+                                    max_tokens=8, seed=1)
+    assert r.choices[0].message.content, r
+    assert r.usage.completion_tokens <= 8, r.usage
+
+
+def openai_stream():
+    chunks = list(oai.chat.completions.create(model="gemma3:270m", messages=[{"role": "user", "content": "Hi"}],
+                                              max_tokens=6, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text, chunks
+    assert chunks[-1].usage and chunks[-1].usage.completion_tokens <= 6, chunks[-1]
+
+
+def openai_models():
+    ids = [m.id for m in oai.models.list().data]
+    assert "gemma3:270m" in ids, ids
+    assert oai.models.retrieve("gemma3:270m").id == "gemma3:270m"
+
+
+def openai_errors():
+    try:
+        oai.chat.completions.create(model="ghost", messages=[{"role": "user", "content": "x"}])
+    except openai.NotFoundError:
+        return
+    raise AssertionError("no NotFoundError")
+
+
+def delete():
+    client.copy("gemma3:270m", "copy:1")
+    client.delete("copy:1")
+    assert "copy:1" not in [m.model for m in client.list().models]
+
+
+for name, fn in [("create with blobs", create), ("list and show", listing), ("chat", chat),
+                 ("chat stream", chat_stream), ("generate", generate), ("ps", ps),
+                 ("structured output", structured), ("errors", errors), ("openai chat", openai_chat),
+                 ("openai stream", openai_stream), ("openai models", openai_models),
+                 ("openai errors", openai_errors), ("copy and delete", delete)]:
+    check(name, fn)
+
+print(f"python clients: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
