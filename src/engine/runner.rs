@@ -468,6 +468,19 @@ impl<'a> Worker<'a> {
             // Re-evaluate the last prompt token so its logits exist.
             cached -= 1;
         }
+        // A sliding-window cache drops cells older than its window; if the
+        // window before `cached` is gone, the prefix cannot be reused.
+        let n_swa = self.ctx.model().n_swa();
+        if cached > 0 && n_swa > 0 {
+            let pos_min = self.ctx.seq_pos_min(slot.seq);
+            let needed = i32::try_from(cached)
+                .unwrap_or(i32::MAX)
+                .saturating_sub(n_swa)
+                .max(0);
+            if pos_min > needed {
+                cached = 0;
+            }
+        }
         let p0 = i32::try_from(cached).unwrap_or(0);
         if !self.ctx.seq_rm(slot.seq, p0, -1) {
             // This memory type cannot drop a suffix; start the slot over.

@@ -174,6 +174,12 @@ impl Model {
         self.n_vocab
     }
 
+    /// Sliding-window size of the model's local attention layers (0 = none).
+    pub fn n_swa(&self) -> i32 {
+        // SAFETY: reads a field of the live model.
+        unsafe { ffi::llama_model_n_swa(self.ptr.as_ptr()) }
+    }
+
     pub fn n_ctx_train(&self) -> u32 {
         // SAFETY: reads a field of the live model.
         let n = unsafe { ffi::llama_model_n_ctx_train(self.ptr.as_ptr()) };
@@ -406,9 +412,12 @@ impl Context {
         // One KV stream per sequence: each slot gets exactly its own n_ctx
         // cells and attention only looks at its own stream.
         p.kv_unified = false;
-        // Full-size sliding-window caches, so removing a suffix (prefix reuse)
-        // and shifting always work for SWA models such as Gemma 3.
-        p.swa_full = true;
+        // Sliding-window layers keep only their window of cells: for Gemma 3
+        // that is 5 of 6 layers, and a full-size cache would cost 45 MB more
+        // at 4096 tokens. The price: no context shift for SWA models (they
+        // stop with `length` instead) and prefix reuse only when the cells
+        // the window needs are still there (see `Worker::start`).
+        p.swa_full = false;
         p.no_perf = true;
         let _ = take_problem();
         // SAFETY: the model pointer is live (we hold an Arc); llama.cpp
@@ -475,6 +484,12 @@ impl Context {
     fn memory(&self) -> ffi::llama_memory_t {
         // SAFETY: the memory object is owned by the live context.
         unsafe { ffi::llama_get_memory(self.ptr.as_ptr()) }
+    }
+
+    /// The smallest position `seq` still has cells for (-1 when empty).
+    pub fn seq_pos_min(&mut self, seq: i32) -> i32 {
+        // SAFETY: memory of the live context; seq ids are below n_seq_max.
+        unsafe { ffi::llama_memory_seq_pos_min(self.memory(), seq) }
     }
 
     /// Removes positions `[p0, p1)` of `seq` (`-1` = open end). Returns
