@@ -141,6 +141,33 @@ pub async fn chat(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
     }
 }
 
+/// The checks and the lease both routes need once the request is validated:
+/// images, `format`, merged options, then the model itself.
+async fn admit(
+    state: &Arc<AppState>,
+    model: &Model,
+    has_images: bool,
+    format: &Option<Value>,
+    options: &Option<serde_json::Map<String, Value>>,
+    keep_alive: crate::scheduler::KeepAlive,
+) -> Result<(Option<String>, Options, Instant, Lease), ApiError> {
+    if has_images {
+        return Err(ApiError::BadRequest(format!(
+            "{} does not support vision",
+            model.name
+        )));
+    }
+    let grammar = grammar_for(format.as_ref())?;
+    let opts = merged_options(state, model, options.as_ref())?;
+    let started = Instant::now();
+    let short = model.name.display_short();
+    let lease = state
+        .scheduler
+        .acquire(load_key(model, &opts), (&short, &model.digest), keep_alive)
+        .await?;
+    Ok((grammar, opts, started, lease))
+}
+
 /// Validates a generate request, leases its model and builds the prompt.
 pub(super) async fn prepare_generate(
     state: &Arc<AppState>,
@@ -174,20 +201,16 @@ pub(super) async fn prepare_generate(
             model.name
         )));
     }
-    if req.images.as_ref().is_some_and(|i| !i.is_empty()) {
-        return Err(ApiError::BadRequest(format!(
-            "{} does not support vision",
-            model.name
-        )));
-    }
-    let grammar = grammar_for(req.format.as_ref())?;
-    let opts = merged_options(state, &model, req.options.as_ref())?;
-    let started = Instant::now();
-    let short = model.name.display_short();
-    let lease = state
-        .scheduler
-        .acquire(load_key(&model, &opts), (&short, &model.digest), keep_alive)
-        .await?;
+    let has_images = req.images.as_ref().is_some_and(|i| !i.is_empty());
+    let (grammar, opts, started, lease) = admit(
+        state,
+        &model,
+        has_images,
+        &req.format,
+        &req.options,
+        keep_alive,
+    )
+    .await?;
     if req.prompt.is_empty() {
         return Ok(Prepared::Reply("load"));
     }
@@ -294,24 +317,19 @@ pub(super) async fn prepare_chat(
             model.name
         )));
     }
-    if req
+    let has_images = req
         .messages
         .iter()
-        .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty()))
-    {
-        return Err(ApiError::BadRequest(format!(
-            "{} does not support vision",
-            model.name
-        )));
-    }
-    let grammar = grammar_for(req.format.as_ref())?;
-    let opts = merged_options(state, &model, req.options.as_ref())?;
-    let started = Instant::now();
-    let short = model.name.display_short();
-    let lease = state
-        .scheduler
-        .acquire(load_key(&model, &opts), (&short, &model.digest), keep_alive)
-        .await?;
+        .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty()));
+    let (grammar, opts, started, lease) = admit(
+        state,
+        &model,
+        has_images,
+        &req.format,
+        &req.options,
+        keep_alive,
+    )
+    .await?;
     if req.messages.is_empty() {
         return Ok(Prepared::Reply("load"));
     }
