@@ -37,6 +37,9 @@ pub struct Config {
     pub noprune: bool,
     /// Log detail (`OLLAMA_DEBUG`): 0 info, 1 debug, 2 trace (llama.cpp's own log).
     pub debug_level: u8,
+    /// Serve the registry read endpoints under `/v2/` (`HEARTH_SERVE_REGISTRY`),
+    /// so other boxes can pull this box's models.
+    pub serve_registry: bool,
 }
 
 impl Config {
@@ -103,6 +106,7 @@ impl Config {
             max_queue: num("OLLAMA_MAX_QUEUE", 512) as usize,
             threads: num("HEARTH_THREADS", cores as u64).max(1) as usize,
             noprune: var("OLLAMA_NOPRUNE").is_some_and(|v| parse_bool(&v)),
+            serve_registry: var("HEARTH_SERVE_REGISTRY").is_some_and(|v| parse_bool(&v)),
             debug_level: match var("OLLAMA_DEBUG") {
                 None => 0,
                 Some(v) => v.parse::<u8>().unwrap_or(u8::from(parse_bool(&v))),

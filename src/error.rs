@@ -3,7 +3,7 @@
 
 use hyper::StatusCode;
 
-use crate::{create, model, scheduler, store};
+use crate::{create, model, pull, scheduler, store};
 
 /// Any error a request can end in.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,21 @@ pub enum ApiError {
     /// From the scheduler (queue full, load failure).
     #[error(transparent)]
     Schedule(#[from] scheduler::Error),
+    /// From a registry pull.
+    #[error(transparent)]
+    Pull(#[from] pull::Error),
+    /// A `/v2/` registry lookup that found nothing; answered in the registry
+    /// protocol's `{"errors": [...]}` shape rather than Ollama's.
+    #[error("{message}")]
+    RegistryUnknown {
+        /// `MANIFEST_UNKNOWN`, `BLOB_UNKNOWN` or `NAME_UNKNOWN`.
+        code: &'static str,
+        /// What was not found.
+        message: String,
+    },
+    /// A route hearth knows but does not implement (push).
+    #[error("{0}")]
+    NotImplemented(String),
 }
 
 impl From<model::InvalidName> for ApiError {
@@ -57,6 +72,14 @@ impl ApiError {
             ApiError::Store(e) => store_status(e),
             ApiError::Schedule(scheduler::Error::Busy) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Schedule(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Pull(e) => match e {
+                pull::Error::Name(_) | pull::Error::InsecureProtocol => StatusCode::BAD_REQUEST,
+                pull::Error::ManifestNotFound => StatusCode::NOT_FOUND,
+                pull::Error::Store(s) => store_status(s),
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::RegistryUnknown { .. } => StatusCode::NOT_FOUND,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Create(e) => match e {
                 create::Error::Store(s) => store_status(s),
                 create::Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -70,6 +93,10 @@ impl ApiError {
     pub fn body(&self) -> String {
         if self.status().is_server_error() {
             log::error!("{self}");
+        }
+        if let ApiError::RegistryUnknown { code, message } = self {
+            return serde_json::json!({ "errors": [{ "code": code, "message": message }] })
+                .to_string();
         }
         error_json(&self.to_string())
     }

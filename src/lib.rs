@@ -14,6 +14,7 @@ pub mod grammar;
 pub mod model;
 pub mod options;
 pub mod prompt;
+pub mod pull;
 pub mod scheduler;
 pub mod store;
 pub mod template;

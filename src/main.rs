@@ -98,7 +98,7 @@ enum Command {
         /// The model.
         model: String,
     },
-    /// Pull a model from a registry (not supported yet).
+    /// Pull a model from a registry.
     Pull {
         /// The model.
         model: String,
@@ -241,9 +241,9 @@ fn client_verb(command: Command) -> anyhow::Result<()> {
             },
         ),
         Command::Stop { model } => cli::stop(&client, &model),
-        // The registry protocol is not implemented yet; say so rather than
-        // pretend, so scripts fail loudly.
-        Command::Pull { .. } => anyhow::bail!("pull is not supported yet"),
+        Command::Pull { model, insecure } => cli::pull::pull(&client, &model, insecure),
+        // Pushing is not implemented yet; say so rather than pretend, so
+        // scripts fail loudly.
         Command::Push { .. } => anyhow::bail!("push is not supported yet"),
         Command::List { prefix } => cli::list(&client, prefix.as_deref()),
         Command::Ps => cli::ps(&client),

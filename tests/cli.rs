@@ -281,10 +281,10 @@ fn unknown_models_and_unsupported_verbs() {
         hearth(&s, &["stop", "nope"]).err(),
         "couldn't find model \"nope\" to stop"
     );
-    assert_eq!(
-        hearth(&s, &["pull", "gemma3"]).err(),
-        "pull is not supported yet"
-    );
+    // The default registry is out of reach from a test box: a clean error.
+    assert!(hearth(&s, &["pull", "gemma3"])
+        .err()
+        .starts_with("pull model manifest: "));
     assert_eq!(
         hearth(&s, &["push", "me/gemma3"]).err(),
         "push is not supported yet"

@@ -9,6 +9,7 @@ mod embed;
 mod inference;
 mod models;
 mod openai;
+mod registry;
 mod server;
 mod store_budget;
 mod structured;

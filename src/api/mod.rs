@@ -11,6 +11,7 @@ mod embed;
 pub mod inference;
 mod models;
 mod openai;
+mod registry;
 pub mod resolve;
 pub mod types;
 
@@ -171,6 +172,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
     let path = req.uri().path().to_string();
     let m = req.method().clone();
     let is = |allowed: &[Method]| allowed.contains(&m);
+    let range = req.headers().get(hyper::header::RANGE).cloned();
     let body = req.into_body();
     let (get, post, head, delete) = (Method::GET, Method::POST, Method::HEAD, Method::DELETE);
     match path.as_str() {
@@ -192,6 +194,13 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         "/api/create" if m == post => models::create(state, body).await,
         "/api/copy" if m == post => models::copy(state, body).await,
         "/api/delete" if m == delete => models::delete(state, body).await,
+        "/api/pull" if m == post => registry::pull(state, body).await,
+        "/api/push" if m == post => {
+            Err(ApiError::NotImplemented("push is not supported yet".into()))
+        }
+        p if p == "/v2" || p.starts_with("/v2/") => {
+            registry::serve(state, &m, p, range.as_ref()).await
+        }
         p if p.starts_with("/v1/") => Ok(openai::route(state, &m, p, body).await),
         p if p.starts_with("/api/blobs/") && m == head => {
             blobs::head(state, &p["/api/blobs/".len()..])
@@ -200,7 +209,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
             blobs::upload(state, &p["/api/blobs/".len()..], body).await
         }
         "/" | "/api/version" | "/api/tags" | "/api/show" | "/api/create" | "/api/copy"
-        | "/api/delete" => Ok(not_allowed(&path)),
+        | "/api/delete" | "/api/pull" | "/api/push" => Ok(not_allowed(&path)),
         p if p.starts_with("/api/blobs/") => Ok(not_allowed(p)),
         _ => Ok(response(
             StatusCode::NOT_FOUND,

@@ -68,7 +68,7 @@ pub struct Model {
     pub ctx_train: Option<u64>,
 }
 
-/// Resolved models by manifest digest. Reading a GGUF header walks its whole
+/// Resolved models by name and manifest digest. Reading a GGUF header walks its whole
 /// vocabulary (262k strings for Gemma 3), which is worth doing once per
 /// manifest, not once per request; a new manifest has a new digest.
 #[derive(Debug, Default)]
@@ -84,7 +84,7 @@ pub fn resolve(state: &AppState, name: &ModelName, raw: &str) -> Result<Arc<Mode
     if let Some(m) = cache
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .get(&entry.digest)
+        .get(&cache_key(&entry))
     {
         return Ok(Arc::clone(m));
     }
@@ -93,8 +93,14 @@ pub fn resolve(state: &AppState, name: &ModelName, raw: &str) -> Result<Arc<Mode
     if cache.len() >= 64 {
         cache.clear();
     }
-    cache.insert(entry.digest.clone(), Arc::clone(&model));
+    cache.insert(cache_key(&entry), Arc::clone(&model));
     Ok(model)
+}
+
+/// Two names can share a manifest (copies), and the model carries its name,
+/// so the cache key is the name and the manifest digest.
+fn cache_key(entry: &store::Entry) -> String {
+    format!("{}@{}", entry.name, entry.digest)
 }
 
 fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<Model, ApiError> {

@@ -1,8 +1,9 @@
 //! Converts a Hugging Face Safetensors model directory into a GGUF file that
-//! llama.cpp loads. Only BERT encoders (sentence-transformers embedding
-//! models such as all-MiniLM-L6-v2) are supported; the output matches what
-//! llama.cpp's `convert_hf_to_gguf.py` writes for them in its default F16
-//! mode.
+//! llama.cpp loads. BERT encoders (sentence-transformers embedding models
+//! such as all-MiniLM-L6-v2) and Llama-family decoders (`LlamaForCausalLM`,
+//! `MistralForCausalLM`) with byte-level BPE tokenizers are supported; the
+//! output follows what llama.cpp's `convert_hf_to_gguf.py` writes for them
+//! in its default F16 mode.
 //!
 //! The conversion streams: the GGUF header is computed from the Safetensors
 //! headers alone, then each tensor is read, converted and written in small
@@ -14,9 +15,13 @@
 //! - `source.rs`: Safetensors headers and chunked, converting reads.
 //! - `bert.rs`: BERT hyperparameters, pooling, tensor names and types.
 //! - `tokenizer.rs`: the WordPiece vocabulary in llama.cpp's spelling.
+//! - `llama.rs`: Llama hyperparameters, tensor names and the q/k permutation.
+//! - `bpe.rs`: byte-level BPE vocabularies (`tokenizer.ggml.model` gpt2).
 
 mod bert;
+mod bpe;
 mod gguf_writer;
+mod llama;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -46,6 +51,8 @@ const OUT_BUFFER: usize = 256 * 1024;
 pub enum Arch {
     /// A BERT encoder, written as llama.cpp's `bert` architecture.
     Bert,
+    /// A Llama-family decoder, written as llama.cpp's `llama` architecture.
+    Llama,
 }
 
 impl Arch {
@@ -53,6 +60,7 @@ impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Arch::Bert => "bert",
+            Arch::Llama => "llama",
         }
     }
 }
@@ -66,7 +74,7 @@ pub enum Error {
     MissingFile(String),
     #[error("bad model config: {0}")]
     BadConfig(String),
-    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) can be converted from safetensors")]
+    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) and Llama-family models (LlamaForCausalLM, MistralForCausalLM) can be converted from safetensors")]
     UnsupportedArchitecture(String),
     #[error("bad safetensors file {file}: {reason}")]
     BadSafetensors { file: String, reason: String },
@@ -104,10 +112,12 @@ fn detect_json(config: &Json) -> Result<Arch, Error> {
         .and_then(Json::as_str);
     match named {
         Some(name) if bert::ARCHITECTURES.contains(&name) => Ok(Arch::Bert),
+        Some(name) if llama::ARCHITECTURES.contains(&name) => Ok(Arch::Llama),
         Some(name) => Err(Error::UnsupportedArchitecture(name.to_string())),
         // Without `architectures`, the model type alone decides.
         None => match config.get("model_type").and_then(Json::as_str) {
             Some("bert") => Ok(Arch::Bert),
+            Some("llama" | "mistral") => Ok(Arch::Llama),
             Some(other) => Err(Error::UnsupportedArchitecture(other.to_string())),
             None => Err(Error::BadConfig(
                 "config.json names neither architectures nor model_type".into(),
@@ -122,6 +132,9 @@ struct Planned {
     file: usize,
     info: safetensors::tensor::TensorInfo,
     source_name: String,
+    /// For query and key weights of Llama: the head count to permute the
+    /// rows for (see [`source::permuted_row`]).
+    permute_heads: Option<usize>,
 }
 
 /// Writes the GGUF into `out`, streaming tensor by tensor; returns bytes
@@ -135,25 +148,13 @@ pub fn convert(
         .get("config.json")
         .ok_or_else(|| Error::MissingFile("config.json".into()))?;
     let config_json = read_json(config_path, "config.json")?;
-    let Arch::Bert = detect_json(&config_json)?;
+    match detect_json(&config_json)? {
+        Arch::Bert => {}
+        Arch::Llama => return llama::convert(files, &config_json, out, progress),
+    }
     let config = bert::Config::read(&config_json)?;
     let pooling = bert::pooling(files)?;
-
-    // Every top-level .safetensors file is a shard; sorted names keep the
-    // output deterministic.
-    let mut shard_names: Vec<&String> = files
-        .keys()
-        .filter(|k| k.ends_with(".safetensors") && !k.contains('/'))
-        .collect();
-    shard_names.sort();
-    if shard_names.is_empty() {
-        return Err(Error::MissingFile("model.safetensors".into()));
-    }
-    progress("reading safetensors headers");
-    let mut sources = Vec::with_capacity(shard_names.len());
-    for name in shard_names {
-        sources.push(SourceFile::open(&files[name], name)?);
-    }
+    let mut sources = open_sources(files, progress)?;
 
     let mut plan = plan_tensors(&sources)?;
     let n_vocab = plan
@@ -180,7 +181,37 @@ pub fn convert(
     vocab.write_metadata(&mut header, config.type_vocab as u32);
     plan.sort_by_key(|p| tensor_order(&p.spec.name));
     header.tensors = plan.iter().map(|p| p.spec.clone()).collect();
+    write_gguf(&header, &plan, &mut sources, out, progress)
+}
 
+/// Opens every top-level .safetensors file of the model as a shard, in
+/// sorted order so that the output is deterministic.
+fn open_sources(files: &Files, progress: &mut dyn FnMut(&str)) -> Result<Vec<SourceFile>, Error> {
+    let mut shard_names: Vec<&String> = files
+        .keys()
+        .filter(|k| k.ends_with(".safetensors") && !k.contains('/'))
+        .collect();
+    shard_names.sort();
+    if shard_names.is_empty() {
+        return Err(Error::MissingFile("model.safetensors".into()));
+    }
+    progress("reading safetensors headers");
+    let mut sources = Vec::with_capacity(shard_names.len());
+    for name in shard_names {
+        sources.push(SourceFile::open(&files[name], name)?);
+    }
+    Ok(sources)
+}
+
+/// Writes the header, then each planned tensor's data in header order,
+/// checking that each produced exactly the bytes the header promised.
+fn write_gguf(
+    header: &Header,
+    plan: &[Planned],
+    sources: &mut [SourceFile],
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(&str),
+) -> Result<u64, Error> {
     let mut w = CountingWriter::new(BufWriter::with_capacity(OUT_BUFFER, out));
     header.write(&mut w)?;
     let total = plan.len();
@@ -192,9 +223,17 @@ pub fn convert(
         ));
         let want = p.spec.byte_size().unwrap_or(0);
         let start = w.written();
-        sources[p.file].stream(&p.source_name, &p.info, p.spec.ggml_type, &mut |bytes| {
-            w.write_all(bytes)
-        })?;
+        let mut sink = |bytes: &[u8]| w.write_all(bytes);
+        match p.permute_heads {
+            Some(n_head) => sources[p.file].stream_permuted(
+                &p.source_name,
+                &p.info,
+                p.spec.ggml_type,
+                n_head,
+                &mut sink,
+            )?,
+            None => sources[p.file].stream(&p.source_name, &p.info, p.spec.ggml_type, &mut sink)?,
+        }
         let got = w.written() - start;
         if got != want {
             return Err(Error::BadTensor {
@@ -251,6 +290,7 @@ fn plan_tensors(sources: &[SourceFile]) -> Result<Vec<Planned>, Error> {
                 file,
                 info: info.clone(),
                 source_name: name.clone(),
+                permute_heads: None,
             });
         }
     }

@@ -120,6 +120,59 @@ impl SourceFile {
         Ok(())
     }
 
+    /// Like [`SourceFile::stream`], but writes the rows of a 2-D tensor in
+    /// the order llama.cpp's converter permutes attention query and key
+    /// weights into (see [`permuted_row`]), for `n_head` heads. Each output
+    /// row is read on its own from its source position, so memory stays at
+    /// one row whatever the tensor's size.
+    pub fn stream_permuted(
+        &mut self,
+        name: &str,
+        info: &TensorInfo,
+        target: GgmlType,
+        n_head: usize,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<(), Error> {
+        let bad = |reason: String| Error::BadTensor {
+            name: name.to_string(),
+            reason,
+        };
+        let src_size = element_size(info.dtype)
+            .ok_or_else(|| bad(format!("element type {:?} is not a float type", info.dtype)))?;
+        let [rows, cols] = info.shape[..] else {
+            return Err(bad(format!(
+                "has shape {:?}; only 2-D tensors can be permuted",
+                info.shape
+            )));
+        };
+        if n_head == 0 || !rows.is_multiple_of(2 * n_head) {
+            return Err(bad(format!(
+                "{rows} rows do not split into {n_head} heads of an even size"
+            )));
+        }
+        let (start, end) = info.data_offsets;
+        if (end - start) != rows * cols * src_size {
+            return Err(bad("data size does not match the shape".into()));
+        }
+        let row_bytes = cols * src_size;
+        let mut raw = vec![0u8; row_bytes];
+        let mut out = Vec::with_capacity(cols * 4);
+        for r in 0..rows {
+            let src = permuted_row(r, rows, n_head);
+            let at = self.data_start + (start + src * row_bytes) as u64;
+            self.file
+                .seek(SeekFrom::Start(at))
+                .map_err(|e| self.io_context(e))?;
+            self.file
+                .read_exact(&mut raw)
+                .map_err(|e| self.io_context(e))?;
+            out.clear();
+            convert_chunk(info.dtype, &raw, target, &mut out);
+            sink(&out)?;
+        }
+        Ok(())
+    }
+
     /// Adds the file name to a read error, since the caller sees only the
     /// output side otherwise.
     fn io_context(&self, e: std::io::Error) -> Error {
@@ -128,6 +181,20 @@ impl SourceFile {
             format!("reading {} ({}): {e}", self.label, self.path.display()),
         ))
     }
+}
+
+/// The source row of output row `r` when llama.cpp's converter permutes a
+/// query or key weight of `rows` rows for `n_head` heads. Hugging Face
+/// stores each head's rotary pairs as two halves (rotate-half); GGUF wants
+/// them interleaved. The Python converter reshapes to (n_head, 2, half,
+/// cols) and swaps axes 1 and 2, so output row `h·d + 2i + j` (head `h`,
+/// head size `d = 2·half`) is input row `h·d + j·half + i`.
+pub fn permuted_row(r: usize, rows: usize, n_head: usize) -> usize {
+    let d = rows / n_head;
+    let half = d / 2;
+    let (h, within) = (r / d, r % d);
+    let (i, j) = (within / 2, within % 2);
+    h * d + j * half + i
 }
 
 /// Bytes per element for the float types we convert, `None` for the rest.
@@ -259,6 +326,17 @@ mod tests {
         assert_eq!(f32_to_f16(-0.0), 0x8000);
         assert_eq!(f32_to_f16(5.960_464_5e-8), 1);
         assert_eq!(f32_to_f16(0.1), 0x2e66);
+    }
+
+    #[test]
+    fn permutes_rows_like_numpy() {
+        // Two heads of size 4: numpy's reshape(2, 2, 2, n).swapaxes(1, 2)
+        // gives rows [0, 2, 1, 3, 4, 6, 5, 7].
+        let got: Vec<usize> = (0..8).map(|r| permuted_row(r, 8, 2)).collect();
+        assert_eq!(got, [0, 2, 1, 3, 4, 6, 5, 7]);
+        // One head of size 6: rows [0, 3, 1, 4, 2, 5].
+        let got: Vec<usize> = (0..6).map(|r| permuted_row(r, 6, 1)).collect();
+        assert_eq!(got, [0, 3, 1, 4, 2, 5]);
     }
 
     #[test]

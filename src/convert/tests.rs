@@ -1,5 +1,6 @@
-//! Tests of the whole conversion: a tiny synthetic BERT written on the fly
-//! (always run), broken inputs, and the real all-MiniLM-L6-v2 checked
+//! Tests of the whole conversion: a tiny synthetic BERT and a tiny random
+//! Llama written on the fly (always run, the Llama one through llama.cpp),
+//! broken inputs, and the real all-MiniLM-L6-v2 checked
 //! against sentence-transformers vectors through llama.cpp (only with
 //! `HEARTH_TEST_MODELS`, since it needs the model and a llama.cpp load).
 
@@ -278,7 +279,16 @@ fn detects_bert_by_architecture_or_model_type() {
         Some(Arch::Bert),
     );
     check(json!({"model_type": "bert"}), Some(Arch::Bert));
-    check(json!({"architectures": ["LlamaForCausalLM"]}), None);
+    check(
+        json!({"architectures": ["LlamaForCausalLM"]}),
+        Some(Arch::Llama),
+    );
+    check(
+        json!({"architectures": ["MistralForCausalLM"]}),
+        Some(Arch::Llama),
+    );
+    check(json!({"model_type": "mistral"}), Some(Arch::Llama));
+    check(json!({"architectures": ["Qwen2ForCausalLM"]}), None);
     check(json!({}), None);
 }
 
@@ -478,4 +488,455 @@ fn minilm_matches_sentence_transformers() {
         assert!(warnings.is_empty(), "llama.cpp warned: {warnings:?}");
     }
     assert!(worst >= 0.999, "worst cosine {worst}");
+}
+
+#[test]
+fn refuses_qwen2_by_name() {
+    let err = detect_json(&json!({"architectures": ["Qwen2ForCausalLM"]})).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedArchitecture(a) if a == "Qwen2ForCausalLM"),
+        "{err}"
+    );
+}
+
+/// GPT-2's byte-to-unicode table: the character standing for each byte-level
+/// token, in GPT-2's id order (printable bytes first, then the rest shifted
+/// up past U+0100).
+fn gpt2_byte_chars() -> Vec<char> {
+    let mut bytes: Vec<u32> = (u32::from(b'!')..=u32::from(b'~'))
+        .chain(0xa1..=0xac)
+        .chain(0xae..=0xff)
+        .collect();
+    let mut chars = bytes.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bytes.contains(&b) {
+            bytes.push(b);
+            chars.push(256 + n);
+            n += 1;
+        }
+    }
+    chars
+        .into_iter()
+        .map(|c| char::from_u32(c).unwrap())
+        .collect()
+}
+
+/// Deterministic pseudo-random F32 bytes in [-scale, scale) (xorshift).
+fn random_f32s(n: usize, seed: u64, scale: f32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let unit = (x >> 40) as f32 / (1u64 << 24) as f32;
+            ((unit * 2.0 - 1.0) * scale).to_le_bytes()
+        })
+        .collect()
+}
+
+/// A random two-layer Llama (hidden 64, 4 heads, 2 KV heads) with a tiny
+/// byte-level BPE tokenizer, in `dir`. Returns the files and vocab size.
+fn tiny_llama(dir: &Path) -> (Files, usize) {
+    let (e, f, heads, kv_heads, layers) = (64usize, 128usize, 4usize, 2usize, 2usize);
+    let hd = e / heads;
+    let mut vocab = serde_json::Map::new();
+    for (i, c) in gpt2_byte_chars().into_iter().enumerate() {
+        vocab.insert(c.to_string(), json!(i));
+    }
+    let merges = [
+        "h e",
+        "l l",
+        "he ll",
+        "hell o",
+        "\u{120} w",
+        "o r",
+        "\u{120}w or",
+        "l d",
+        "\u{120}wor ld",
+    ];
+    for m in merges {
+        let id = vocab.len();
+        vocab.insert(m.replace(' ', ""), json!(id));
+    }
+    let (bos, eos) = (vocab.len(), vocab.len() + 1);
+    let n_vocab = vocab.len() + 2;
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        json!({
+            "version": "1.0",
+            "added_tokens": [
+                {"id": bos, "content": "<s>", "special": true},
+                {"id": eos, "content": "</s>", "special": true}
+            ],
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false,
+                              "trim_offsets": true, "use_regex": true},
+            "decoder": {"type": "ByteLevel"},
+            "model": {"type": "BPE", "vocab": vocab, "merges": merges,
+                      "byte_fallback": false}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        json!({
+            "bos_token": "<s>", "eos_token": {"content": "</s>"}, "add_bos_token": true,
+            "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        json!({
+            "_name_or_path": "test/tiny-llama", "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama", "hidden_act": "silu", "hidden_size": e,
+            "intermediate_size": f, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+            "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            "max_position_embeddings": 256, "tie_word_embeddings": false,
+            "vocab_size": n_vocab, "bos_token_id": bos, "eos_token_id": eos
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut tensors: Vec<(String, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![n_vocab, e]),
+        ("model.norm.weight".into(), vec![e]),
+        ("lm_head.weight".into(), vec![n_vocab, e]),
+    ];
+    for i in 0..layers {
+        let l = format!("model.layers.{i}");
+        tensors.extend([
+            (format!("{l}.input_layernorm.weight"), vec![e]),
+            (format!("{l}.self_attn.q_proj.weight"), vec![heads * hd, e]),
+            (
+                format!("{l}.self_attn.k_proj.weight"),
+                vec![kv_heads * hd, e],
+            ),
+            (
+                format!("{l}.self_attn.v_proj.weight"),
+                vec![kv_heads * hd, e],
+            ),
+            (format!("{l}.self_attn.o_proj.weight"), vec![e, heads * hd]),
+            (format!("{l}.post_attention_layernorm.weight"), vec![e]),
+            (format!("{l}.mlp.gate_proj.weight"), vec![f, e]),
+            (format!("{l}.mlp.up_proj.weight"), vec![f, e]),
+            (format!("{l}.mlp.down_proj.weight"), vec![e, f]),
+        ]);
+    }
+    let data: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n = shape.iter().product();
+            let bytes = if shape.len() == 1 {
+                (0..n).flat_map(|_| 1.0f32.to_le_bytes()).collect()
+            } else {
+                random_f32s(n, i as u64 + 1, 0.1)
+            };
+            (name.as_str(), "F32", shape.clone(), bytes)
+        })
+        .collect();
+    write_safetensors(&dir.join("model.safetensors"), &data);
+    (files_in(dir), n_vocab)
+}
+
+/// Reads an F32 source tensor back from the tiny Llama's safetensors file.
+fn source_f32(files: &Files, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(&files["model.safetensors"]).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let off = &header[name]["data_offsets"];
+    let (a, b) = (
+        off[0].as_u64().unwrap() as usize,
+        off[1].as_u64().unwrap() as usize,
+    );
+    bytes[8 + n + a..8 + n + b]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Greedy decoding of the tiny Llama straight from its Hugging Face layout
+/// (rotate-half RoPE, unpermuted q/k), with matrices rounded to F16 as in
+/// the GGUF, so llama.cpp's tokens can be checked against it: a wrong q/k
+/// permutation changes the attention scores and with them the tokens.
+fn reference_greedy(files: &Files, prompt: &[i32], n: usize) -> Vec<i32> {
+    let (e, f, heads, kv_heads, layers) = (64usize, 128usize, 4usize, 2usize, 2usize);
+    let hd = e / heads;
+    let w = |name: &str| -> Vec<f32> {
+        source_f32(files, name)
+            .into_iter()
+            .map(|v| super::source::f16_to_f32(f32_to_f16(v)))
+            .collect()
+    };
+    // y = W x for a row-major W of `rows` rows.
+    let matvec = |m: &[f32], x: &[f32], rows: usize| -> Vec<f32> {
+        (0..rows)
+            .map(|r| {
+                m[r * x.len()..(r + 1) * x.len()]
+                    .iter()
+                    .zip(x)
+                    .map(|(a, b)| a * b)
+                    .sum()
+            })
+            .collect()
+    };
+    let rms = |x: &[f32]| -> Vec<f32> {
+        let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+        let s = 1.0 / (ms + 1e-5).sqrt();
+        x.iter().map(|v| v * s).collect()
+    };
+    let rope = |v: &mut [f32], pos: usize| {
+        for head in v.chunks_mut(hd) {
+            for i in 0..hd / 2 {
+                let freq = 10000f32.powf(-((2 * i) as f32) / hd as f32);
+                let (sin, cos) = (pos as f32 * freq).sin_cos();
+                let (a, b) = (head[i], head[i + hd / 2]);
+                head[i] = a * cos - b * sin;
+                head[i + hd / 2] = b * cos + a * sin;
+            }
+        }
+    };
+    let embed = w("model.embed_tokens.weight");
+    let head_w = w("lm_head.weight");
+    let n_vocab = embed.len() / e;
+    let lw: Vec<[Vec<f32>; 7]> = (0..layers)
+        .map(|i| {
+            let l = format!("model.layers.{i}");
+            [
+                w(&format!("{l}.self_attn.q_proj.weight")),
+                w(&format!("{l}.self_attn.k_proj.weight")),
+                w(&format!("{l}.self_attn.v_proj.weight")),
+                w(&format!("{l}.self_attn.o_proj.weight")),
+                w(&format!("{l}.mlp.gate_proj.weight")),
+                w(&format!("{l}.mlp.up_proj.weight")),
+                w(&format!("{l}.mlp.down_proj.weight")),
+            ]
+        })
+        .collect();
+    let mut tokens = prompt.to_vec();
+    let mut generated = Vec::new();
+    for _ in 0..n {
+        let mut xs: Vec<Vec<f32>> = tokens
+            .iter()
+            .map(|&t| embed[t as usize * e..(t as usize + 1) * e].to_vec())
+            .collect();
+        for [wq, wk, wv, wo, wg, wu, wd] in &lw {
+            let mut qs = Vec::new();
+            let mut ks = Vec::new();
+            let mut vs = Vec::new();
+            for (pos, x) in xs.iter().enumerate() {
+                let h = rms(x);
+                let mut q = matvec(wq, &h, heads * hd);
+                let mut k = matvec(wk, &h, kv_heads * hd);
+                rope(&mut q, pos);
+                rope(&mut k, pos);
+                qs.push(q);
+                ks.push(k);
+                vs.push(matvec(wv, &h, kv_heads * hd));
+            }
+            for (pos, x) in xs.iter_mut().enumerate() {
+                let mut att = vec![0f32; heads * hd];
+                for h in 0..heads {
+                    let kvh = h / (heads / kv_heads);
+                    let q = &qs[pos][h * hd..(h + 1) * hd];
+                    let scores: Vec<f32> = (0..=pos)
+                        .map(|p| {
+                            let k = &ks[p][kvh * hd..(kvh + 1) * hd];
+                            q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() / (hd as f32).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().cloned().fold(f32::MIN, f32::max);
+                    let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f32 = exps.iter().sum();
+                    for (p, ex) in exps.iter().enumerate() {
+                        for d in 0..hd {
+                            att[h * hd + d] += ex / sum * vs[p][kvh * hd + d];
+                        }
+                    }
+                }
+                let o = matvec(wo, &att, e);
+                x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+                let h = rms(x);
+                let g = matvec(wg, &h, f);
+                let u = matvec(wu, &h, f);
+                let act: Vec<f32> = g
+                    .iter()
+                    .zip(&u)
+                    .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                    .collect();
+                let d = matvec(wd, &act, e);
+                x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+            }
+        }
+        let last = rms(&xs[xs.len() - 1]);
+        let logits = matvec(&head_w, &last, n_vocab);
+        let best = (0..n_vocab)
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+            .unwrap() as i32;
+        generated.push(best);
+        tokens.push(best);
+    }
+    generated
+}
+
+#[test]
+fn converts_a_tiny_llama_and_generates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, n_vocab) = tiny_llama(dir.path());
+    assert_eq!(detect(&files).unwrap(), Arch::Llama);
+    let out = run(&files).unwrap();
+
+    let g = Gguf::parse(&out, true).unwrap();
+    assert_eq!(g.architecture(), Some("llama"));
+    let get = |k: &str| g.get(k).unwrap_or_else(|| panic!("no {k}")).clone();
+    assert_eq!(get("llama.block_count"), Value::U32(2));
+    assert_eq!(get("llama.attention.head_count_kv"), Value::U32(2));
+    assert_eq!(get("llama.rope.dimension_count"), Value::U32(16));
+    assert_eq!(get("llama.vocab_size"), Value::U32(n_vocab as u32));
+    assert_eq!(get("tokenizer.ggml.model"), Value::String("gpt2".into()));
+    assert_eq!(get("tokenizer.ggml.pre"), Value::String("default".into()));
+    assert_eq!(
+        get("tokenizer.ggml.bos_token_id"),
+        Value::U32(n_vocab as u32 - 2)
+    );
+    assert_eq!(
+        get("tokenizer.ggml.eos_token_id"),
+        Value::U32(n_vocab as u32 - 1)
+    );
+    assert!(g.get("tokenizer.chat_template").is_some());
+    let merges = get("tokenizer.ggml.merges");
+    let merges = merges.as_array().unwrap().values.as_ref().unwrap();
+    assert_eq!(merges[4], Value::String("\u{120} w".into()));
+    // 3 global tensors and 9 per layer.
+    assert_eq!(g.tensors.len(), 3 + 2 * 9);
+    let t = |name: &str| g.tensors.iter().find(|t| t.name == name).unwrap();
+    assert_eq!(t("blk.0.attn_k.weight").shape, vec![64, 32]);
+    assert_eq!(t("blk.0.attn_k.weight").ggml_type, 1);
+    assert_eq!(t("blk.1.ffn_norm.weight").ggml_type, 0);
+    assert_eq!(t("output.weight").shape, vec![64, n_vocab as u64]);
+
+    // The query rows are permuted: output row r holds source row
+    // permuted_row(r), here for 4 heads of 16 rows.
+    let data_start = out.len() as u64
+        - g.tensors
+            .iter()
+            .map(|t| {
+                gguf_writer::align(t.offset + t.elements() * if t.ggml_type == 1 { 2 } else { 4 })
+            })
+            .max()
+            .unwrap();
+    let q = source_f32(&files, "model.layers.0.self_attn.q_proj.weight");
+    let q_at = (data_start + t("blk.0.attn_q.weight").offset) as usize;
+    for r in 0..64 {
+        let src = super::source::permuted_row(r, 64, 4);
+        let off = q_at + r * 64 * 2;
+        assert_eq!(
+            out[off..off + 2],
+            f32_to_f16(q[src * 64]).to_le_bytes(),
+            "row {r}"
+        );
+    }
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let path = out_dir.path().join("tiny-llama.gguf");
+    std::fs::write(&path, &out).unwrap();
+    let logging = log::set_logger(&WARNINGS).is_ok() || log::max_level() >= log::Level::Warn;
+    if logging {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    WARNINGS.0.lock().unwrap().clear();
+    let params = crate::engine::LoadParams {
+        n_ctx: 128,
+        n_batch: 64,
+        n_threads: 1,
+        n_parallel: 1,
+        embeddings: false,
+        use_mmap: true,
+    };
+    let runner =
+        crate::engine::Runner::load(&path, params, Arc::new(crate::engine::CpuBudget::new(1)))
+            .unwrap();
+    let warnings = std::mem::take(&mut *WARNINGS.0.lock().unwrap());
+    eprintln!("llama.cpp warnings while loading: {warnings:?}");
+
+    let tokens = runner.tokenize("hello world", true, false).unwrap();
+    eprintln!("tokens of \"hello world\": {tokens:?}");
+    assert!(!tokens.is_empty());
+    // The BOS is prepended, then the two merged words.
+    assert_eq!(tokens, vec![n_vocab as i32 - 2, 256 + 3, 256 + 8]);
+    assert_eq!(runner.detokenize(&tokens[1..]), "hello world");
+
+    let want = reference_greedy(&files, &tokens, 5);
+    let mut req = crate::engine::GenerateRequest::new(tokens);
+    req.num_predict = 5;
+    req.stop_at_eog = false;
+    req.sampling.temperature = 0.0;
+    req.sampling.repeat_penalty = 1.0;
+    req.sampling.seed = Some(1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    runner
+        .generate(req, Box::new(move |ev| tx.send(ev).is_ok()))
+        .unwrap();
+    let mut generated = Vec::new();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap() {
+            crate::engine::Event::Token { id, .. } => generated.push(id),
+            crate::engine::Event::Done { eval_count, .. } => {
+                assert_eq!(eval_count, 5);
+                break;
+            }
+            crate::engine::Event::Error(e) => panic!("generation failed: {e}"),
+            crate::engine::Event::PromptDone { .. } => {}
+        }
+    }
+    eprintln!("generated: {generated:?}");
+    assert_eq!(generated.len(), 5);
+    assert_eq!(generated, want, "llama.cpp vs the reference forward pass");
+}
+
+#[test]
+fn refuses_sentencepiece_and_unigram_tokenizers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = tiny_llama(dir.path());
+    let tokenizer = files.remove("tokenizer.json").unwrap();
+    files.insert("tokenizer.model".into(), tokenizer.clone());
+    let err = run(&files).unwrap_err();
+    assert!(
+        matches!(&err, Error::Tokenizer(m) if m.contains("not supported yet")),
+        "{err}"
+    );
+    std::fs::write(
+        &tokenizer,
+        json!({"model": {"type": "Unigram", "vocab": []}}).to_string(),
+    )
+    .unwrap();
+    files.remove("tokenizer.model");
+    files.insert("tokenizer.json".into(), tokenizer);
+    let err = run(&files).unwrap_err();
+    assert!(
+        matches!(&err, Error::Tokenizer(m) if m.contains("Unigram")),
+        "{err}"
+    );
+}
+
+#[test]
+fn tied_embeddings_leave_out_the_output_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, _) = tiny_llama(dir.path());
+    let path = &files["config.json"];
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    config["tie_word_embeddings"] = json!(true);
+    config["architectures"] = json!(["MistralForCausalLM"]);
+    std::fs::write(path, config.to_string()).unwrap();
+    let out = run(&files).unwrap();
+    let g = Gguf::parse(&out, true).unwrap();
+    assert_eq!(g.architecture(), Some("llama"));
+    assert_eq!(g.tensors.len(), 2 + 2 * 9);
+    assert!(g.tensors.iter().all(|t| t.name != "output.weight"));
 }

@@ -264,7 +264,60 @@ impl Store {
             written: 0,
             reserved,
             expected,
+            partial: None,
         })
+    }
+
+    /// Where an interrupted download of `digest` keeps its bytes
+    /// (`blobs/sha256-<hex>-partial`, Ollama's name), so a later pull can
+    /// resume it instead of starting over.
+    pub fn partial_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(format!("{}-partial", digest.file_name()))
+    }
+
+    /// Starts or resumes a download of `expected` into its partial file.
+    /// The bytes already there are hashed first, so the writer only needs
+    /// what follows; `size` (the manifest's) reserves the missing budget.
+    /// Unlike [`Store::blob_writer`], dropping it unfinished keeps the
+    /// partial file for the next attempt; a digest mismatch deletes it.
+    pub fn partial_writer(self: &Arc<Self>, expected: Digest, size: u64) -> Result<BlobWriter> {
+        let path = self.partial_path(&expected);
+        let mut file = File::options()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(format!("open {}", path.display())))?;
+        let mut hasher = Sha256::new();
+        let base = io::copy(&mut file, &mut hasher).map_err(io_err("hash partial blob"))?;
+        // A partial file of unknown origin was counted when the store opened;
+        // one this process left behind was counted when its writer dropped.
+        let reserved = size.saturating_sub(base);
+        self.reserve(reserved)?;
+        Ok(BlobWriter {
+            store: Arc::clone(self),
+            path,
+            file: Some(file),
+            hasher,
+            written: base,
+            reserved,
+            expected: Some(expected),
+            partial: Some(Partial {
+                base,
+                committed: false,
+            }),
+        })
+    }
+
+    /// Checks that `bytes` more would fit the budget now (evicting
+    /// unreferenced blobs if needed), without keeping a reservation: a pull
+    /// refuses up front instead of failing halfway.
+    pub fn ensure_room(&self, bytes: u64) -> Result<()> {
+        self.reserve(bytes)?;
+        self.release(bytes);
+        Ok(())
     }
 
     /// Turns a finished file in the temp area into a blob: reserves its size,
@@ -455,6 +508,17 @@ impl Store {
         self.read_entry(resolved)
     }
 
+    /// A model's manifest file exactly as stored (for serving it to other
+    /// boxes, whose digest must match), with the resolved name.
+    pub fn manifest_bytes(&self, name: &ModelName) -> Result<(ModelName, Vec<u8>)> {
+        let resolved = self
+            .resolve(name)
+            .ok_or_else(|| Error::ModelNotFound(name.display_short()))?;
+        let path = self.manifest_path(&resolved);
+        let bytes = fs::read(&path).map_err(io_err(format!("read {}", path.display())))?;
+        Ok((resolved, bytes))
+    }
+
     fn read_entry(&self, name: ModelName) -> Result<Entry> {
         let path = self.manifest_path(&name);
         let bytes = fs::read(&path).map_err(io_err(format!("read {}", path.display())))?;
@@ -540,24 +604,35 @@ impl Store {
     /// Writes a manifest atomically (temp file, fsync, rename), replacing any
     /// previous one, then deletes blobs that only the previous one used.
     pub fn write_manifest(&self, name: &ModelName, manifest: &Manifest) -> Result<()> {
+        let mut bytes = serde_json::to_vec(manifest).map_err(|e| Error::BadManifest {
+            name: name.display_short(),
+            reason: e.to_string(),
+        })?;
+        bytes.push(b'\n');
+        self.write_manifest_raw(name, &bytes)
+    }
+
+    /// [`Store::write_manifest`] for bytes kept exactly as given (a pulled
+    /// manifest, whose digest must stay the registry's). They must parse and
+    /// every blob they name must be present.
+    pub fn write_manifest_raw(&self, name: &ModelName, bytes: &[u8]) -> Result<()> {
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::BadManifest {
+            name: name.display_short(),
+            reason: e.to_string(),
+        })?;
         for d in manifest.digests() {
             let digest = Digest::parse(d).map_err(|_| Error::BlobNotFound(d.to_string()))?;
             if !self.has_blob(&digest) {
                 return Err(Error::BlobNotFound(d.to_string()));
             }
         }
-        let mut bytes = serde_json::to_vec(manifest).map_err(|e| Error::BadManifest {
-            name: name.display_short(),
-            reason: e.to_string(),
-        })?;
-        bytes.push(b'\n');
         let old = self.resolve(name).and_then(|n| self.read_entry(n).ok());
         let target = match &old {
             Some(e) => self.manifest_path(&e.name),
             None => self.manifest_path(name),
         };
         let _st = self.state();
-        self.write_file_atomic(&target, &bytes)?;
+        self.write_file_atomic(&target, bytes)?;
         if let Some(old) = old {
             let keep: HashSet<&str> = manifest.digests().collect();
             let stale: Vec<String> = old
@@ -688,16 +763,35 @@ pub struct BlobWriter {
     written: u64,
     reserved: u64,
     expected: Option<Digest>,
+    /// Set for a resumable download written in place as `-partial`.
+    partial: Option<Partial>,
+}
+
+/// The bookkeeping of a partial download.
+#[derive(Debug)]
+struct Partial {
+    /// Bytes that were in the file when the writer opened it; they are
+    /// already counted as used.
+    base: u64,
+    /// Whether the file was renamed into place or deleted, so drop must not
+    /// count it again.
+    committed: bool,
 }
 
 impl BlobWriter {
+    /// Bytes in the blob so far, including a resumed prefix.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Appends bytes, reserving more budget when the size hint is passed.
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         let after = self.written + bytes.len() as u64;
-        if after > self.reserved {
+        let base = self.partial.as_ref().map_or(0, |p| p.base);
+        if after - base > self.reserved {
             // Grow the reservation in steps, so a stream of small chunks does
             // not take the state lock for each one.
-            let step = (after - self.reserved).max(8 << 20);
+            let step = (after - base - self.reserved).max(8 << 20);
             self.store.reserve(step)?;
             self.reserved += step;
         }
@@ -721,6 +815,14 @@ impl BlobWriter {
         let got = Digest::from_hasher(std::mem::take(&mut self.hasher));
         if let Some(expected) = &self.expected {
             if *expected != got {
+                if let Some(p) = self.partial.as_mut() {
+                    // Bad bytes must be downloaded again, not resumed.
+                    drop(file);
+                    let _ = fs::remove_file(&self.path);
+                    p.committed = true;
+                    let mut st = self.store.state();
+                    st.used = st.used.saturating_sub(p.base);
+                }
                 return Err(Error::DigestMismatch {
                     expected: expected.to_string(),
                     got: got.to_string(),
@@ -730,8 +832,14 @@ impl BlobWriter {
         file.sync_all().map_err(io_err("sync blob"))?;
         drop(file);
         let target = self.store.blob_path(&got);
+        let base = self.partial.as_ref().map_or(0, |p| p.base);
         let mut st = self.store.state();
         if target.is_file() {
+            if let Some(p) = self.partial.as_mut() {
+                let _ = fs::remove_file(&self.path);
+                p.committed = true;
+                st.used = st.used.saturating_sub(base);
+            }
             drop(st);
             self.store.touch_blob(&got);
             return Ok((got, self.written, false));
@@ -742,15 +850,30 @@ impl BlobWriter {
                 let _ = d.sync_all();
             }
         }
-        st.used += self.written;
+        st.used += self.written - base;
+        if let Some(p) = self.partial.as_mut() {
+            p.committed = true;
+        }
         Ok((got, self.written, true))
     }
 }
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        // After a successful rename the temp path no longer exists; removing it is harmless.
-        let _ = fs::remove_file(&self.path);
+        match &self.partial {
+            None => {
+                // After a successful rename the temp path no longer exists; removing it is harmless.
+                let _ = fs::remove_file(&self.path);
+            }
+            Some(p) if !p.committed => {
+                // An interrupted download stays on disk to be resumed, so
+                // its new bytes now count as used, as the store's opening
+                // scan would count them.
+                let mut st = self.store.state();
+                st.used += self.written - p.base;
+            }
+            Some(_) => {}
+        }
         self.store.release(self.reserved);
     }
 }
