@@ -18,4 +18,5 @@ pub mod pull;
 pub mod scheduler;
 pub mod store;
 pub mod template;
+pub mod think;
 pub mod tools;

@@ -116,3 +116,84 @@ fn tool_calls_come_back_parsed() {
         .expect("arguments string");
     assert!(args["city"].is_string());
 }
+
+/// A template that opens `<think>` for the model, so its answer starts as
+/// reasoning; `think: false` turns the split off.
+const THINKING_TEMPLATE: &str = "{{- range .Messages }}<start_of_turn>{{ if eq .Role \"assistant\" }}model{{ else }}user{{ end }}
+{{ .Content }}<end_of_turn>
+{{ end }}<start_of_turn>model
+{{/* reasoning goes between the tags, up to </think> */}}<think>
+";
+
+#[test]
+fn thinking_is_split_from_the_answer() {
+    let _lock = inference_lock();
+    let s = Server::start();
+    s.create_linked(
+        "thinker",
+        &gemma(),
+        json!({"template": THINKING_TEMPLATE, "parameters": {"stop": ["<end_of_turn>"]}}),
+    );
+    let (_, show) = s.post("/api/show", json!({"model": "thinker"}));
+    assert!(
+        show["capabilities"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!("thinking"))),
+        "{show}"
+    );
+    let messages = json!([{"role": "user", "content": "Is 7 prime?"}]);
+
+    let (status, v) = s.post(
+        "/api/chat",
+        json!({"model": "thinker", "messages": messages, "stream": false,
+        "options": {"temperature": 0, "num_predict": 12}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["message"]["thinking"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{v}"
+    );
+    assert!(!v["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("<think>"));
+
+    let (status, lines) = s.stream(
+        "/api/generate",
+        json!({"model": "thinker", "prompt": "Is 7 prime?",
+        "options": {"temperature": 0, "num_predict": 12}}),
+    );
+    assert_eq!(status, 200);
+    let thinking: String = lines
+        .iter()
+        .filter_map(|l| l["thinking"].as_str())
+        .collect();
+    assert!(!thinking.is_empty(), "{lines:?}");
+
+    let (status, v) = s.post(
+        "/api/chat",
+        json!({"model": "thinker", "messages": messages, "stream": false, "think": false,
+        "options": {"temperature": 0, "num_predict": 12}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(v["message"].get("thinking").is_none(), "{v}");
+    assert!(
+        v["message"]["content"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "{v}"
+    );
+
+    // A model without thinking tags refuses think:true.
+    s.create_linked("plain", &gemma(), json!({"template": "{{ .Prompt }}"}));
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "plain", "prompt": "x", "think": true}),
+    );
+    assert_eq!(
+        (status, v),
+        (400, json!({"error": "\"plain\" does not support thinking"}))
+    );
+}

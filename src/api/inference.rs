@@ -26,6 +26,7 @@ use crate::options::Options;
 use crate::prompt::{self, Input};
 use crate::scheduler::Lease;
 use crate::template::Template;
+use crate::think;
 use crate::tools;
 
 fn grammar_for(format: Option<&Value>) -> Result<Option<String>, ApiError> {
@@ -43,7 +44,11 @@ fn grammar_for(format: Option<&Value>) -> Result<Option<String>, ApiError> {
 }
 
 /// `think`: accepted values, and a 400 for models without the capability.
-fn check_think(think: Option<&Value>, model: &Model, raw: &str) -> Result<(), ApiError> {
+/// Validates `think` and says whether reasoning is split from the answer:
+/// on by default for models whose template has thinking tags, off with
+/// `think: false`.
+fn check_think(think: Option<&Value>, model: &Model, raw: &str) -> Result<bool, ApiError> {
+    let off = matches!(think, Some(Value::Bool(false)));
     let wants = match think {
         None | Some(Value::Null) | Some(Value::Bool(false)) => false,
         Some(Value::Bool(true)) => true,
@@ -54,12 +59,13 @@ fn check_think(think: Option<&Value>, model: &Model, raw: &str) -> Result<(), Ap
             )))
         }
     };
-    if wants && !model.caps.contains(&"thinking") {
+    let capable = model.caps.contains(&"thinking");
+    if wants && !capable {
         return Err(ApiError::BadRequest(format!(
             "\"{raw}\" does not support thinking"
         )));
     }
-    Ok(())
+    Ok(capable && !off)
 }
 
 fn check_completion(model: &Model, raw: &str, what: &str) -> Result<(), ApiError> {
@@ -193,7 +199,7 @@ pub(super) async fn prepare_generate(
             "raw mode does not support template, system, or context".into(),
         ));
     }
-    check_think(req.think.as_ref(), &model, &raw_name)?;
+    let think = check_think(req.think.as_ref(), &model, &raw_name)?;
     check_completion(&model, &raw_name, "generate")?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) && !model.caps.contains(&"insert") {
         return Err(ApiError::BadRequest(format!(
@@ -278,6 +284,7 @@ pub(super) async fn prepare_generate(
         stream: req.stream.unwrap_or(true),
         started,
         tools: false,
+        think: think.then(|| opens_thinking(&text)),
     };
     Ok(Prepared::Run(Box::new(job), lease))
 }
@@ -305,7 +312,7 @@ pub(super) async fn prepare_chat(
         state.scheduler.unload_path(&model.path);
         return Ok(Prepared::Reply("unload"));
     }
-    check_think(req.think.as_ref(), &model, &raw_name)?;
+    let think = check_think(req.think.as_ref(), &model, &raw_name)?;
     check_completion(&model, &raw_name, "chat")?;
     let tools = req
         .tools
@@ -356,6 +363,7 @@ pub(super) async fn prepare_chat(
     let limit = runner.info().n_ctx as usize;
     // Drop the oldest non-system messages until the prompt fits (the last
     // message always stays), as Ollama does with `truncate`.
+    let mut rendered;
     let tokens = loop {
         let text = prompt::render(
             &model.template,
@@ -369,6 +377,7 @@ pub(super) async fn prepare_chat(
         let tokens = runner
             .tokenize(&text, true, true)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+        rendered = text;
         let droppable = messages
             .iter()
             .position(|m| m.role != "system")
@@ -390,6 +399,7 @@ pub(super) async fn prepare_chat(
         stream: req.stream.unwrap_or(true),
         started,
         tools: tools.is_some(),
+        think: think.then(|| opens_thinking(&rendered)),
     };
     Ok(Prepared::Run(Box::new(job), lease))
 }
@@ -409,6 +419,14 @@ pub(super) struct Job {
     pub(super) started: Instant,
     /// The request offered tools: the answer may be a tool call.
     pub(super) tools: bool,
+    /// Reasoning is split from the answer; `Some(true)` when the prompt
+    /// already opened the thinking tag.
+    pub(super) think: Option<bool>,
+}
+
+/// Whether a rendered prompt ends inside an opened `<think>` tag.
+fn opens_thinking(prompt: &str) -> bool {
+    prompt.trim_end().ends_with("<think>")
 }
 
 /// Accumulated statistics and text of one generation.
@@ -492,18 +510,45 @@ async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
             // until it is clearly not one, or until the answer ends.
             let mut held = String::new();
             let mut passthrough = !job.tools;
-            let mut emit = |text: &str| {
-                if passthrough {
+            let content_out = |text: &str, held: &mut String, passthrough: &mut bool| {
+                if *passthrough {
                     return send(text);
                 }
                 held.push_str(text);
-                if tools::may_be_call(&held) {
+                if tools::may_be_call(held) {
                     return true;
                 }
-                passthrough = true;
-                send(&std::mem::take(&mut held))
+                *passthrough = true;
+                send(&std::mem::take(held))
+            };
+            let thinking_tx = tx.clone();
+            let (tkind, tmodel) = (job.kind.clone(), job.model.clone());
+            let send_thinking = move |t: &str| {
+                let mut v = chunk(&tkind, &tmodel, "");
+                set_thinking(&mut v, &tkind, t);
+                thinking_tx.send(body::ndjson_line(&v)).is_ok()
+            };
+            let mut splitter = job.think.map(think::Splitter::new);
+            let mut emit = |text: &str| {
+                let Some(sp) = splitter.as_mut() else {
+                    return content_out(text, &mut held, &mut passthrough);
+                };
+                let (t, c) = sp.push(text);
+                if !t.is_empty() && !send_thinking(&t) {
+                    return false;
+                }
+                c.is_empty() || content_out(&c, &mut held, &mut passthrough)
             };
             let mut outcome = consume(erx, &job.opts.stop, &mut emit).await;
+            if let Some(sp) = splitter.as_mut() {
+                let (t, c) = sp.finish();
+                if !t.is_empty() {
+                    send_thinking(&t);
+                }
+                if !c.is_empty() {
+                    content_out(&c, &mut held, &mut passthrough);
+                }
+            }
             if !held.is_empty() {
                 let (calls, rest) = tools::parse(&held);
                 if calls.is_empty() {
@@ -529,6 +574,14 @@ async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
                 return Err(ApiError::Internal(e.clone()));
             }
         }
+        let mut thinking = String::new();
+        if let Some(in_thinking) = job.think {
+            let mut sp = think::Splitter::new(in_thinking);
+            let (t1, c1) = sp.push(&outcome.text);
+            let (t2, c2) = sp.finish();
+            thinking = t1 + &t2;
+            outcome.text = c1 + &c2;
+        }
         let mut calls = Vec::new();
         if job.tools {
             let (c, rest) = tools::parse(&outcome.text);
@@ -541,11 +594,23 @@ async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
         if !calls.is_empty() {
             line["message"]["tool_calls"] = tool_calls_json(&calls);
         }
+        if !thinking.is_empty() {
+            set_thinking(&mut line, &job.kind, &thinking);
+        }
         Ok(super::body::response(
             hyper::StatusCode::OK,
             "application/json; charset=utf-8",
             body::ndjson_line(&line),
         ))
+    }
+}
+
+/// Puts reasoning where Ollama does: `thinking` (generate) or
+/// `message.thinking` (chat).
+fn set_thinking(v: &mut Value, kind: &Kind, thinking: &str) {
+    match kind {
+        Kind::Generate { .. } => v["thinking"] = Value::String(thinking.into()),
+        Kind::Chat => v["message"]["thinking"] = Value::String(thinking.into()),
     }
 }
 
