@@ -186,6 +186,28 @@ fn thinking_is_split_from_the_answer() {
         "{v}"
     );
 
+    // OpenAI's shape carries it in `reasoning`.
+    let (status, v) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "thinker", "messages": messages,
+        "temperature": 0, "max_tokens": 12}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["choices"][0]["message"]["reasoning"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{v}"
+    );
+    let (status, text) = s.call(
+        "POST",
+        "/v1/chat/completions",
+        Some(&json!({"model": "thinker",
+        "messages": messages, "temperature": 0, "max_tokens": 12, "stream": true})),
+    );
+    assert_eq!(status, 200);
+    assert!(text.contains("\"reasoning\""), "{text}");
+
     // A model without thinking tags refuses think:true.
     s.create_linked("plain", &gemma(), json!({"template": "{{ .Prompt }}"}));
     let (status, v) = s.post(

@@ -22,6 +22,7 @@ use super::{blocking, AppState};
 use crate::error::ApiError;
 use crate::model::ModelName;
 use crate::scheduler::Lease;
+use crate::think;
 use crate::tools;
 
 /// Answers any `/v1/...` request; errors come back in OpenAI's shape.
@@ -305,10 +306,18 @@ async fn answer(
     };
     let prompt_tokens = job.tokens_len();
     if !job.stream {
-        let o = consume(rx, &job.opts.stop, |_| true).await;
+        let mut o = consume(rx, &job.opts.stop, |_| true).await;
         drop(lease);
         if let Some(e) = &o.error {
             return Err(ApiError::Internal(e.clone()));
+        }
+        let mut reasoning = String::new();
+        if let Some(in_thinking) = job.think {
+            let mut sp = think::Splitter::new(in_thinking);
+            let (t1, c1) = sp.push(&o.text);
+            let (t2, c2) = sp.finish();
+            reasoning = t1 + &t2;
+            o.text = c1 + &c2;
         }
         let (calls, text) = if job.tools {
             split_calls(&o.text)
@@ -324,6 +333,11 @@ async fn answer(
             }
             Shape::Text => json!({"index": 0, "text": o.text, "finish_reason": finish_reason(&o)}),
         };
+        let mut choice = choice;
+        if !reasoning.is_empty() {
+            // Ollama puts reasoning in `reasoning`, not `reasoning_content`.
+            choice["message"]["reasoning"] = Value::String(reasoning);
+        }
         return body::json(
             &json!({"id": id, "object": object, "created": created, "model": model,
             "system_fingerprint": "fp_ollama", "choices": [choice], "usage": usage(&o, prompt_tokens)}),
@@ -351,7 +365,30 @@ async fn answer(
         // With tools, text that may start a call is held back (as natively).
         let mut held = String::new();
         let mut passthrough = !job.tools;
+        let mut splitter = job.think.map(think::Splitter::new);
+        let reasoning_tx = tx.clone();
+        let reasoning_base = base.clone();
+        let send_reasoning = move |t: &str| {
+            let mut v = reasoning_base.clone();
+            v["choices"] = json!([{"index": 0, "delta": {"reasoning": t}, "finish_reason": null}]);
+            reasoning_tx.send(sse(&v)).is_ok()
+        };
         let o = consume(rx, &job.opts.stop, |text| {
+            let owned;
+            let text = match splitter.as_mut() {
+                None => text,
+                Some(sp) => {
+                    let (t, c) = sp.push(text);
+                    if !t.is_empty() && !send_reasoning(&t) {
+                        return false;
+                    }
+                    if c.is_empty() {
+                        return true;
+                    }
+                    owned = c;
+                    owned.as_str()
+                }
+            };
             if !passthrough {
                 held.push_str(text);
                 if tools::may_be_call(&held) {
@@ -370,6 +407,18 @@ async fn answer(
         })
         .await;
         drop(lease);
+        if let Some(sp) = splitter.as_mut() {
+            let (t, c) = sp.finish();
+            if !t.is_empty() {
+                send_reasoning(&t);
+            }
+            if passthrough && !c.is_empty() {
+                let _ = tx.send(sse(&piece(&c, first)));
+                first = false;
+            } else {
+                held.push_str(&c);
+            }
+        }
         let mut reason = finish_reason(&o);
         if !held.is_empty() {
             let (calls, text) = split_calls(&held);

@@ -1,5 +1,5 @@
 //! Turns a Hugging Face byte-level BPE tokenizer (`tokenizer.json` with a
-//! `BPE` model, as Llama 3 and many Mistral releases ship) into the GGUF
+//! `BPE` model, as Llama 3, Qwen and many Mistral releases ship) into the GGUF
 //! `tokenizer.ggml.*` metadata of llama.cpp's `gpt2` tokenizer, following
 //! `get_vocab_base` and `SpecialVocab` in llama.cpp's converter.
 //! SentencePiece and Unigram tokenizers are refused for now.
@@ -18,6 +18,14 @@ const UNUSED: i32 = 5;
 /// Fragments of the Llama 3 pre-tokenizer regex; a tokenizer whose split
 /// pattern holds both gets llama.cpp's `llama-bpe` pre-tokenizer.
 const LLAMA3_REGEX_PARTS: [&str; 2] = ["(?i:'s|'t|'re|'ve|'m|'ll|'d)", "\\p{N}{1,3}"];
+
+/// Fragments of the Qwen2 pre-tokenizer regex (also Qwen2.5's and Qwen3's):
+/// like Llama 3's but splitting digits one by one, which llama.cpp's `qwen2`
+/// pre-tokenizer does.
+const QWEN2_REGEX_PARTS: [&str; 2] = [
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)",
+    "\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*",
+];
 
 /// A vocabulary ready to be written.
 #[derive(Debug)]
@@ -168,12 +176,17 @@ impl Vocab {
             .get("pre_tokenizer")
             .map(Json::to_string)
             .unwrap_or_default();
-        let pre = if LLAMA3_REGEX_PARTS.iter().all(|p| {
-            // The pattern sits JSON-escaped inside the serialised text.
-            let escaped = Json::String(p.to_string()).to_string();
-            pre_text.contains(escaped.trim_matches('"'))
-        }) {
+        let has_all = |parts: &[&str]| {
+            parts.iter().all(|p| {
+                // The pattern sits JSON-escaped inside the serialised text.
+                let escaped = Json::String(p.to_string()).to_string();
+                pre_text.contains(escaped.trim_matches('"'))
+            })
+        };
+        let pre = if has_all(&LLAMA3_REGEX_PARTS) {
             "llama-bpe"
+        } else if has_all(&QWEN2_REGEX_PARTS) {
+            "qwen2"
         } else {
             "default"
         };

@@ -1,8 +1,14 @@
-//! What llama.cpp's `llama` architecture needs from a Hugging Face
-//! `LlamaForCausalLM` or `MistralForCausalLM`: hyperparameters from
-//! `config.json`, the mapping of tensor names and types, and the row
-//! permutation of the query and key weights, following `LlamaModel` in
-//! llama.cpp's `convert_hf_to_gguf.py`.
+//! What llama.cpp's `llama`, `qwen2` and `qwen3` architectures need from a
+//! Hugging Face `LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM`
+//! or `Qwen3ForCausalLM`: hyperparameters from `config.json`, the mapping of
+//! tensor names and types, and (for Llama only) the row permutation of the
+//! query and key weights, following `LlamaModel`, `Qwen2Model` and
+//! `Qwen3Model` in llama.cpp's `convert_hf_to_gguf.py`.
+//!
+//! The three share one code path because Qwen2 is Llama plus optional
+//! q/k/v biases, and Qwen3 is Qwen2 plus per-head q/k RMS norms. Qwen uses
+//! NEOX-style RoPE (rotate-half on the Hugging Face layout), which llama.cpp
+//! selects from the architecture name, so its q/k rows are not permuted.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,16 +18,18 @@ use serde_json::Value as Json;
 use super::bert::Mapping;
 use super::gguf_writer::{GgmlType, Header, MetaValue, TensorSpec};
 use super::source::SourceFile;
-use super::{bpe, open_sources, tensor_order, write_gguf, Error, Files, Planned};
+use super::{bpe, open_sources, tensor_order, write_gguf, Arch, Error, Files, Planned};
 
 /// `config.json` architectures written as llama.cpp's `llama`. Mistral's
 /// checkpoints differ from Llama's only in hyperparameters that the `llama`
 /// architecture already carries.
 pub const ARCHITECTURES: [&str; 2] = ["LlamaForCausalLM", "MistralForCausalLM"];
 
-/// The hyperparameters written as `llama.*` metadata.
+/// The hyperparameters written as `<arch>.*` metadata.
 #[derive(Debug)]
 pub struct Config {
+    /// Which llama.cpp architecture the model is written as.
+    pub arch: Arch,
     pub name: String,
     pub hidden: u64,
     pub intermediate: u64,
@@ -41,8 +49,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads and checks `config.json`.
-    pub fn read(json: &Json) -> Result<Config, Error> {
+    /// Reads and checks `config.json` for the architecture `arch`.
+    pub fn read(arch: Arch, json: &Json) -> Result<Config, Error> {
         let num = |key: &str| -> Result<u64, Error> {
             json.get(key)
                 .and_then(Json::as_u64)
@@ -51,7 +59,7 @@ impl Config {
                     Error::BadConfig(format!("{key} is missing or not a positive integer"))
                 })
         };
-        // llama.cpp's llama graph hard-codes SiLU gating, so another
+        // llama.cpp's llama and qwen graphs hard-code SiLU gating, so another
         // activation would load and silently compute something else.
         let act = json
             .get("hidden_act")
@@ -63,9 +71,18 @@ impl Config {
             )));
         }
         let on = |key: &str| json.get(key).and_then(Json::as_bool).unwrap_or(false);
-        if on("attention_bias") || on("mlp_bias") {
+        // Qwen's q/k/v biases are optional tensors of llama.cpp's qwen2 and
+        // qwen3; Llama's are not written yet, and no graph has MLP biases.
+        if (arch == Arch::Llama && on("attention_bias")) || on("mlp_bias") {
             return Err(Error::BadConfig(
                 "attention or MLP biases are not supported yet".into(),
+            ));
+        }
+        // llama.cpp's qwen2 and qwen3 attend over the whole context, so a
+        // model that needs a sliding window would compute differently.
+        if arch != Arch::Llama && on("use_sliding_window") {
+            return Err(Error::BadConfig(
+                "use_sliding_window is not supported (llama.cpp's qwen attends globally)".into(),
             ));
         }
         let rope_linear = match json.get("rope_scaling").filter(|v| !v.is_null()) {
@@ -102,7 +119,8 @@ impl Config {
             hidden / heads
         };
         let config = Config {
-            name: model_name(json),
+            arch,
+            name: model_name(json, arch.name()),
             hidden,
             intermediate: num("intermediate_size")?,
             layers: num("num_hidden_layers")?,
@@ -139,6 +157,15 @@ impl Config {
                 config.heads_kv, config.heads
             )));
         }
+        // llama.cpp's qwen2 sizes the query and output projections by
+        // n_embd, so a head size that does not tile the hidden size would
+        // fail to load.
+        if arch == Arch::Qwen2 && config.heads * config.head_dim != config.hidden {
+            return Err(Error::BadConfig(format!(
+                "num_attention_heads {} times head_dim {} is not hidden_size {}",
+                config.heads, config.head_dim, config.hidden
+            )));
+        }
         if config.layers > 1000 {
             return Err(Error::BadConfig(format!(
                 "num_hidden_layers {} is implausible",
@@ -148,38 +175,41 @@ impl Config {
         Ok(config)
     }
 
-    /// Adds `general.*` and `llama.*` entries.
+    /// Adds `general.*` and `<arch>.*` entries.
     pub fn write_metadata(&self, h: &mut Header, n_vocab: u64) {
         let u = |n: u64| MetaValue::U32(n as u32);
-        h.push("general.architecture", MetaValue::String("llama".into()));
+        let arch = self.arch.name();
+        let key = |k: &str| format!("{arch}.{k}");
+        h.push("general.architecture", MetaValue::String(arch.into()));
         h.push("general.type", MetaValue::String("model".into()));
         h.push("general.name", MetaValue::String(self.name.clone()));
         h.push("general.alignment", MetaValue::U32(32));
-        h.push("llama.block_count", u(self.layers));
-        h.push("llama.context_length", u(self.max_positions));
-        h.push("llama.embedding_length", u(self.hidden));
-        h.push("llama.feed_forward_length", u(self.intermediate));
-        h.push("llama.attention.head_count", u(self.heads));
-        h.push("llama.attention.head_count_kv", u(self.heads_kv));
-        h.push("llama.rope.freq_base", MetaValue::F32(self.rope_theta));
+        h.push(&key("block_count"), u(self.layers));
+        h.push(&key("context_length"), u(self.max_positions));
+        h.push(&key("embedding_length"), u(self.hidden));
+        h.push(&key("feed_forward_length"), u(self.intermediate));
+        h.push(&key("attention.head_count"), u(self.heads));
+        h.push(&key("attention.head_count_kv"), u(self.heads_kv));
+        h.push(&key("rope.freq_base"), MetaValue::F32(self.rope_theta));
         h.push(
-            "llama.attention.layer_norm_rms_epsilon",
+            &key("attention.layer_norm_rms_epsilon"),
             MetaValue::F32(self.eps),
         );
         // Like the Python converter, state the head size only when the
-        // config does, since llama.cpp otherwise derives it from n_embd.
-        if self.explicit_head_dim {
-            h.push("llama.attention.key_length", u(self.head_dim));
-            h.push("llama.attention.value_length", u(self.head_dim));
+        // config does, since llama.cpp otherwise derives it from n_embd;
+        // Qwen3's head size is independent of n_embd, so it is always stated.
+        if self.explicit_head_dim || self.arch == Arch::Qwen3 {
+            h.push(&key("attention.key_length"), u(self.head_dim));
+            h.push(&key("attention.value_length"), u(self.head_dim));
         }
-        h.push("llama.vocab_size", u(n_vocab));
-        h.push("llama.rope.dimension_count", u(self.head_dim));
+        h.push(&key("vocab_size"), u(n_vocab));
+        h.push(&key("rope.dimension_count"), u(self.head_dim));
         if let Some(factor) = self.rope_linear {
             h.push(
-                "llama.rope.scaling.type",
+                &key("rope.scaling.type"),
                 MetaValue::String("linear".into()),
             );
-            h.push("llama.rope.scaling.factor", MetaValue::F32(factor));
+            h.push(&key("rope.scaling.factor"), MetaValue::F32(factor));
         }
         // 1 is LLAMA_FTYPE_MOSTLY_F16: matrices are F16, vectors F32.
         h.push("general.file_type", MetaValue::U32(1));
@@ -187,20 +217,21 @@ impl Config {
     }
 }
 
-/// A display name: the last part of `_name_or_path`, else "llama".
-fn model_name(json: &Json) -> String {
+/// A display name: the last part of `_name_or_path`, else `fallback`.
+fn model_name(json: &Json, fallback: &str) -> String {
     json.get("_name_or_path")
         .and_then(Json::as_str)
         .and_then(|p| p.trim_end_matches('/').rsplit('/').next())
         .filter(|s| !s.is_empty())
-        .unwrap_or("llama")
+        .unwrap_or(fallback)
         .to_string()
 }
 
-/// Maps a Hugging Face Llama tensor name to llama.cpp's, or says to drop
-/// it. `None` means the name is not recognised. `tied` drops `lm_head`,
+/// Maps a Hugging Face Llama or Qwen tensor name to llama.cpp's, or says
+/// to drop it. `None` means the name is not recognised for `arch` (q/k/v
+/// biases only for Qwen, q/k norms only for Qwen3). `tied` drops `lm_head`,
 /// which llama.cpp then takes from the token embeddings.
-pub fn map_name(name: &str, tied: bool) -> Option<Mapping> {
+pub fn map_name(name: &str, arch: Arch, tied: bool) -> Option<Mapping> {
     let keep = |s: &str| Some(Mapping::Keep(s.to_string()));
     match name {
         "model.embed_tokens.weight" => return keep("token_embd.weight"),
@@ -217,19 +248,25 @@ pub fn map_name(name: &str, tied: bool) -> Option<Mapping> {
     if part == "self_attn.rotary_emb.inv_freq" {
         return Some(Mapping::Drop);
     }
+    let qwen = arch != Arch::Llama;
     let part = match part {
-        "input_layernorm.weight" => "attn_norm",
-        "self_attn.q_proj.weight" => "attn_q",
-        "self_attn.k_proj.weight" => "attn_k",
-        "self_attn.v_proj.weight" => "attn_v",
-        "self_attn.o_proj.weight" => "attn_output",
-        "post_attention_layernorm.weight" => "ffn_norm",
-        "mlp.gate_proj.weight" => "ffn_gate",
-        "mlp.up_proj.weight" => "ffn_up",
-        "mlp.down_proj.weight" => "ffn_down",
+        "self_attn.q_proj.bias" if qwen => "attn_q.bias",
+        "self_attn.k_proj.bias" if qwen => "attn_k.bias",
+        "self_attn.v_proj.bias" if qwen => "attn_v.bias",
+        "self_attn.q_norm.weight" if arch == Arch::Qwen3 => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" if arch == Arch::Qwen3 => "attn_k_norm.weight",
+        "input_layernorm.weight" => "attn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
         _ => return None,
     };
-    Some(Mapping::Keep(format!("blk.{layer}.{part}.weight")))
+    Some(Mapping::Keep(format!("blk.{layer}.{part}")))
 }
 
 /// The element type in an F16 file: matrices F16, norms and other vectors
@@ -243,9 +280,12 @@ pub fn target_type(gguf_name: &str, n_dims: usize) -> GgmlType {
 }
 
 /// The head count whose rows llama.cpp's converter permutes for a tensor:
-/// the query heads for `attn_q`, the key/value heads for `attn_k`.
+/// the query heads for `attn_q`, the key/value heads for `attn_k`, and
+/// nothing for Qwen, whose NEOX RoPE works on the Hugging Face layout.
 pub fn permute_heads(config: &Config, gguf_name: &str) -> Option<usize> {
-    if gguf_name.ends_with(".attn_q.weight") {
+    if config.arch != Arch::Llama {
+        None
+    } else if gguf_name.ends_with(".attn_q.weight") {
         Some(config.heads as usize)
     } else if gguf_name.ends_with(".attn_k.weight") {
         Some(config.heads_kv as usize)
@@ -267,6 +307,9 @@ pub fn expected_shape(config: &Config, n_vocab: u64, gguf_name: &str) -> Option<
         "token_embd.weight" | "output.weight" => vec![e, n_vocab],
         "output_norm.weight" | "attn_norm.weight" | "ffn_norm.weight" => vec![e],
         "attn_q.weight" => vec![e, q],
+        "attn_q.bias" => vec![q],
+        "attn_k.bias" | "attn_v.bias" => vec![kv],
+        "attn_q_norm.weight" | "attn_k_norm.weight" => vec![config.head_dim],
         "attn_k.weight" | "attn_v.weight" => vec![e, kv],
         "attn_output.weight" => vec![q, e],
         "ffn_gate.weight" | "ffn_up.weight" => vec![e, f],
@@ -298,18 +341,24 @@ pub fn required(config: &Config) -> Vec<String> {
         ] {
             names.push(format!("blk.{i}.{part}.weight"));
         }
+        if config.arch == Arch::Qwen3 {
+            names.push(format!("blk.{i}.attn_q_norm.weight"));
+            names.push(format!("blk.{i}.attn_k_norm.weight"));
+        }
     }
     names
 }
 
-/// Converts a Llama-family model whose `config.json` is already parsed.
+/// Converts a Llama-family or Qwen model whose `config.json` is already
+/// parsed and detected as `arch`.
 pub fn convert(
+    arch: Arch,
     files: &Files,
     config_json: &Json,
     out: &mut dyn Write,
     progress: &mut dyn FnMut(&str),
 ) -> Result<u64, Error> {
-    let config = Config::read(config_json)?;
+    let config = Config::read(arch, config_json)?;
     // Refuse unsupported tokenizers before touching the weights.
     bpe::check_supported(files)?;
     let mut sources = open_sources(files, progress)?;
@@ -336,20 +385,23 @@ pub fn convert(
 }
 
 /// Maps every source tensor to its output entry, refusing names llama.cpp's
-/// `llama` does not know (they would signal a variant it computes
+/// architecture does not know (they would signal a variant it computes
 /// differently).
 fn plan_tensors(config: &Config, sources: &[SourceFile]) -> Result<Vec<Planned>, Error> {
     let mut plan = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     for (file, src) in sources.iter().enumerate() {
         for (name, info) in &src.tensors {
-            let gguf_name = match map_name(name, config.tied) {
+            let gguf_name = match map_name(name, config.arch, config.tied) {
                 Some(Mapping::Keep(n)) => n,
                 Some(Mapping::Drop) => continue,
                 None => {
                     return Err(Error::BadTensor {
                         name: name.clone(),
-                        reason: "not a tensor of a Llama model that llama.cpp knows".into(),
+                        reason: format!(
+                            "not a tensor of a {} model that llama.cpp knows",
+                            config.arch.name()
+                        ),
                     })
                 }
             };
@@ -439,27 +491,55 @@ mod tests {
     fn maps_names() {
         let keep = |s: &str| Some(Mapping::Keep(s.to_string()));
         assert_eq!(
-            map_name("model.embed_tokens.weight", false),
+            map_name("model.embed_tokens.weight", Arch::Llama, false),
             keep("token_embd.weight")
         );
-        assert_eq!(map_name("lm_head.weight", false), keep("output.weight"));
-        assert_eq!(map_name("lm_head.weight", true), Some(Mapping::Drop));
         assert_eq!(
-            map_name("model.layers.7.self_attn.o_proj.weight", false),
-            keep("blk.7.attn_output.weight")
+            map_name("lm_head.weight", Arch::Llama, false),
+            keep("output.weight")
         );
         assert_eq!(
-            map_name("model.layers.0.post_attention_layernorm.weight", false),
-            keep("blk.0.ffn_norm.weight")
-        );
-        assert_eq!(
-            map_name("model.layers.0.self_attn.rotary_emb.inv_freq", false),
+            map_name("lm_head.weight", Arch::Llama, true),
             Some(Mapping::Drop)
         );
         assert_eq!(
-            map_name("model.layers.0.self_attn.q_proj.bias", false),
+            map_name("model.layers.7.self_attn.o_proj.weight", Arch::Llama, false),
+            keep("blk.7.attn_output.weight")
+        );
+        assert_eq!(
+            map_name(
+                "model.layers.0.post_attention_layernorm.weight",
+                Arch::Llama,
+                false
+            ),
+            keep("blk.0.ffn_norm.weight")
+        );
+        assert_eq!(
+            map_name(
+                "model.layers.0.self_attn.rotary_emb.inv_freq",
+                Arch::Llama,
+                false
+            ),
+            Some(Mapping::Drop)
+        );
+        assert_eq!(
+            map_name("model.layers.0.self_attn.q_proj.bias", Arch::Llama, false),
             None
         );
+        assert_eq!(
+            map_name("model.layers.3.self_attn.k_proj.bias", Arch::Qwen2, false),
+            keep("blk.3.attn_k.bias")
+        );
+        assert_eq!(
+            map_name("model.layers.0.self_attn.q_norm.weight", Arch::Qwen2, false),
+            None
+        );
+        assert_eq!(
+            map_name("model.layers.0.self_attn.q_norm.weight", Arch::Qwen3, false),
+            keep("blk.0.attn_q_norm.weight")
+        );
+        assert_eq!(target_type("blk.0.attn_q_norm.weight", 1), GgmlType::F32);
+        assert_eq!(target_type("blk.0.attn_q.bias", 1), GgmlType::F32);
         assert_eq!(target_type("blk.0.attn_norm.weight", 1), GgmlType::F32);
         assert_eq!(target_type("blk.0.attn_q.weight", 2), GgmlType::F16);
     }

@@ -1,7 +1,8 @@
 //! Converts a Hugging Face Safetensors model directory into a GGUF file that
 //! llama.cpp loads. BERT encoders (sentence-transformers embedding models
 //! such as all-MiniLM-L6-v2) and Llama-family decoders (`LlamaForCausalLM`,
-//! `MistralForCausalLM`) with byte-level BPE tokenizers are supported; the
+//! `MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`) with
+//! byte-level BPE tokenizers are supported; the
 //! output follows what llama.cpp's `convert_hf_to_gguf.py` writes for them
 //! in its default F16 mode.
 //!
@@ -15,7 +16,8 @@
 //! - `source.rs`: Safetensors headers and chunked, converting reads.
 //! - `bert.rs`: BERT hyperparameters, pooling, tensor names and types.
 //! - `tokenizer.rs`: the WordPiece vocabulary in llama.cpp's spelling.
-//! - `llama.rs`: Llama hyperparameters, tensor names and the q/k permutation.
+//! - `llama.rs`: Llama and Qwen hyperparameters, tensor names and the q/k
+//!   permutation (Llama only; Qwen keeps the Hugging Face layout).
 //! - `bpe.rs`: byte-level BPE vocabularies (`tokenizer.ggml.model` gpt2).
 
 mod bert;
@@ -53,6 +55,12 @@ pub enum Arch {
     Bert,
     /// A Llama-family decoder, written as llama.cpp's `llama` architecture.
     Llama,
+    /// A Qwen2 decoder (Llama with q/k/v biases and NEOX RoPE), written as
+    /// llama.cpp's `qwen2` architecture.
+    Qwen2,
+    /// A Qwen3 decoder (Qwen2 without the biases but with per-head q/k
+    /// RMS norms), written as llama.cpp's `qwen3` architecture.
+    Qwen3,
 }
 
 impl Arch {
@@ -61,6 +69,8 @@ impl Arch {
         match self {
             Arch::Bert => "bert",
             Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
         }
     }
 }
@@ -74,7 +84,7 @@ pub enum Error {
     MissingFile(String),
     #[error("bad model config: {0}")]
     BadConfig(String),
-    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) and Llama-family models (LlamaForCausalLM, MistralForCausalLM) can be converted from safetensors")]
+    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) and Llama-family models (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM) can be converted from safetensors")]
     UnsupportedArchitecture(String),
     #[error("bad safetensors file {file}: {reason}")]
     BadSafetensors { file: String, reason: String },
@@ -113,11 +123,15 @@ fn detect_json(config: &Json) -> Result<Arch, Error> {
     match named {
         Some(name) if bert::ARCHITECTURES.contains(&name) => Ok(Arch::Bert),
         Some(name) if llama::ARCHITECTURES.contains(&name) => Ok(Arch::Llama),
+        Some("Qwen2ForCausalLM") => Ok(Arch::Qwen2),
+        Some("Qwen3ForCausalLM") => Ok(Arch::Qwen3),
         Some(name) => Err(Error::UnsupportedArchitecture(name.to_string())),
         // Without `architectures`, the model type alone decides.
         None => match config.get("model_type").and_then(Json::as_str) {
             Some("bert") => Ok(Arch::Bert),
             Some("llama" | "mistral") => Ok(Arch::Llama),
+            Some("qwen2") => Ok(Arch::Qwen2),
+            Some("qwen3") => Ok(Arch::Qwen3),
             Some(other) => Err(Error::UnsupportedArchitecture(other.to_string())),
             None => Err(Error::BadConfig(
                 "config.json names neither architectures nor model_type".into(),
@@ -150,7 +164,9 @@ pub fn convert(
     let config_json = read_json(config_path, "config.json")?;
     match detect_json(&config_json)? {
         Arch::Bert => {}
-        Arch::Llama => return llama::convert(files, &config_json, out, progress),
+        arch @ (Arch::Llama | Arch::Qwen2 | Arch::Qwen3) => {
+            return llama::convert(arch, files, &config_json, out, progress)
+        }
     }
     let config = bert::Config::read(&config_json)?;
     let pooling = bert::pooling(files)?;

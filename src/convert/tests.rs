@@ -1,5 +1,6 @@
-//! Tests of the whole conversion: a tiny synthetic BERT and a tiny random
-//! Llama written on the fly (always run, the Llama one through llama.cpp),
+//! Tests of the whole conversion: a tiny synthetic BERT and tiny random
+//! Llama, Qwen2 and Qwen3 decoders written on the fly (always run, the
+//! decoders through llama.cpp against a reference forward pass),
 //! broken inputs, and the real all-MiniLM-L6-v2 checked
 //! against sentence-transformers vectors through llama.cpp (only with
 //! `HEARTH_TEST_MODELS`, since it needs the model and a llama.cpp load).
@@ -288,7 +289,16 @@ fn detects_bert_by_architecture_or_model_type() {
         Some(Arch::Llama),
     );
     check(json!({"model_type": "mistral"}), Some(Arch::Llama));
-    check(json!({"architectures": ["Qwen2ForCausalLM"]}), None);
+    check(
+        json!({"architectures": ["Qwen2ForCausalLM"]}),
+        Some(Arch::Qwen2),
+    );
+    check(
+        json!({"architectures": ["Qwen3ForCausalLM"]}),
+        Some(Arch::Qwen3),
+    );
+    check(json!({"model_type": "qwen3"}), Some(Arch::Qwen3));
+    check(json!({"architectures": ["Phi3ForCausalLM"]}), None);
     check(json!({}), None);
 }
 
@@ -491,10 +501,10 @@ fn minilm_matches_sentence_transformers() {
 }
 
 #[test]
-fn refuses_qwen2_by_name() {
-    let err = detect_json(&json!({"architectures": ["Qwen2ForCausalLM"]})).unwrap_err();
+fn refuses_phi3_by_name() {
+    let err = detect_json(&json!({"architectures": ["Phi3ForCausalLM"]})).unwrap_err();
     assert!(
-        matches!(&err, Error::UnsupportedArchitecture(a) if a == "Qwen2ForCausalLM"),
+        matches!(&err, Error::UnsupportedArchitecture(a) if a == "Phi3ForCausalLM"),
         "{err}"
     );
 }
@@ -536,11 +546,56 @@ fn random_f32s(n: usize, seed: u64, scale: f32) -> Vec<u8> {
         .collect()
 }
 
+/// The shape of a tiny random decoder.
+#[derive(Clone, Copy)]
+struct Dims {
+    e: usize,
+    f: usize,
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    layers: usize,
+}
+
+/// Two layers, hidden 64, 4 heads and 2 KV heads for every architecture;
+/// Qwen3 gets a head size of 32, so that its query width (128) differs
+/// from the hidden size as in real Qwen3 checkpoints.
+fn tiny_dims(arch: Arch) -> Dims {
+    let hd = if arch == Arch::Qwen3 { 32 } else { 16 };
+    Dims {
+        e: 64,
+        f: 128,
+        heads: 4,
+        kv_heads: 2,
+        hd,
+        layers: 2,
+    }
+}
+
+/// Qwen2's pre-tokenizer split pattern (shared by Qwen2.5 and Qwen3).
+const QWEN2_REGEX: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
 /// A random two-layer Llama (hidden 64, 4 heads, 2 KV heads) with a tiny
 /// byte-level BPE tokenizer, in `dir`. Returns the files and vocab size.
 fn tiny_llama(dir: &Path) -> (Files, usize) {
-    let (e, f, heads, kv_heads, layers) = (64usize, 128usize, 4usize, 2usize, 2usize);
-    let hd = e / heads;
+    tiny_decoder(dir, Arch::Llama)
+}
+
+/// A random two-layer decoder of `arch` (see [`tiny_dims`]) with a tiny
+/// byte-level BPE tokenizer, in `dir`: Llama with `<s>`/`</s>`, Qwen with
+/// `<|endoftext|>`/`<|im_end|>`, no BOS, Qwen's split regex, q/k/v biases
+/// (Qwen2) or q/k norms (Qwen3). Returns the files and vocab size; the two
+/// special tokens are the last two ids.
+fn tiny_decoder(dir: &Path, arch: Arch) -> (Files, usize) {
+    let Dims {
+        e,
+        f,
+        heads,
+        kv_heads,
+        hd,
+        layers,
+    } = tiny_dims(arch);
+    let qwen = arch != Arch::Llama;
     let mut vocab = serde_json::Map::new();
     for (i, c) in gpt2_byte_chars().into_iter().enumerate() {
         vocab.insert(c.to_string(), json!(i));
@@ -562,16 +617,30 @@ fn tiny_llama(dir: &Path) -> (Files, usize) {
     }
     let (bos, eos) = (vocab.len(), vocab.len() + 1);
     let n_vocab = vocab.len() + 2;
+    let (bos_text, eos_text) = if qwen {
+        ("<|endoftext|>", "<|im_end|>")
+    } else {
+        ("<s>", "</s>")
+    };
+    let pre_tokenizer = if qwen {
+        json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_REGEX},
+             "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false,
+             "use_regex": false}]})
+    } else {
+        json!({"type": "ByteLevel", "add_prefix_space": false,
+               "trim_offsets": true, "use_regex": true})
+    };
     std::fs::write(
         dir.join("tokenizer.json"),
         json!({
             "version": "1.0",
             "added_tokens": [
-                {"id": bos, "content": "<s>", "special": true},
-                {"id": eos, "content": "</s>", "special": true}
+                {"id": bos, "content": bos_text, "special": true},
+                {"id": eos, "content": eos_text, "special": true}
             ],
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false,
-                              "trim_offsets": true, "use_regex": true},
+            "pre_tokenizer": pre_tokenizer,
             "decoder": {"type": "ByteLevel"},
             "model": {"type": "BPE", "vocab": vocab, "merges": merges,
                       "byte_fallback": false}
@@ -579,29 +648,44 @@ fn tiny_llama(dir: &Path) -> (Files, usize) {
         .to_string(),
     )
     .unwrap();
-    std::fs::write(
-        dir.join("tokenizer_config.json"),
+    let template = "{% for m in messages %}{{ m['content'] }}{% endfor %}";
+    let tok_config = if qwen {
+        // As Qwen ships it: no BOS token, EOS the chat turn end, PAD the
+        // document end.
+        json!({
+            "bos_token": null, "eos_token": eos_text, "pad_token": bos_text,
+            "add_prefix_space": false, "chat_template": template
+        })
+    } else {
         json!({
             "bos_token": "<s>", "eos_token": {"content": "</s>"}, "add_bos_token": true,
-            "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+            "chat_template": template
         })
-        .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        json!({
-            "_name_or_path": "test/tiny-llama", "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama", "hidden_act": "silu", "hidden_size": e,
-            "intermediate_size": f, "num_hidden_layers": layers,
-            "num_attention_heads": heads, "num_key_value_heads": kv_heads,
-            "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-            "max_position_embeddings": 256, "tie_word_embeddings": false,
-            "vocab_size": n_vocab, "bos_token_id": bos, "eos_token_id": eos
-        })
-        .to_string(),
-    )
-    .unwrap();
+    };
+    std::fs::write(dir.join("tokenizer_config.json"), tok_config.to_string()).unwrap();
+    let (arch_name, model_type) = match arch {
+        Arch::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+        Arch::Qwen3 => ("Qwen3ForCausalLM", "qwen3"),
+        _ => ("LlamaForCausalLM", "llama"),
+    };
+    let mut config = json!({
+        "_name_or_path": format!("test/tiny-{model_type}"), "architectures": [arch_name],
+        "model_type": model_type, "hidden_act": "silu", "hidden_size": e,
+        "intermediate_size": f, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "max_position_embeddings": 256, "tie_word_embeddings": false,
+        "vocab_size": n_vocab, "bos_token_id": bos, "eos_token_id": eos
+    });
+    if qwen {
+        config["use_sliding_window"] = json!(false);
+        config["sliding_window"] = json!(256);
+    }
+    if arch == Arch::Qwen3 {
+        config["head_dim"] = json!(hd);
+        config["attention_bias"] = json!(false);
+    }
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let mut tensors: Vec<(String, Vec<usize>)> = vec![
         ("model.embed_tokens.weight".into(), vec![n_vocab, e]),
         ("model.norm.weight".into(), vec![e]),
@@ -626,16 +710,42 @@ fn tiny_llama(dir: &Path) -> (Files, usize) {
             (format!("{l}.mlp.up_proj.weight"), vec![f, e]),
             (format!("{l}.mlp.down_proj.weight"), vec![e, f]),
         ]);
+        if arch == Arch::Qwen2 {
+            tensors.extend([
+                (format!("{l}.self_attn.q_proj.bias"), vec![heads * hd]),
+                (format!("{l}.self_attn.k_proj.bias"), vec![kv_heads * hd]),
+                (format!("{l}.self_attn.v_proj.bias"), vec![kv_heads * hd]),
+            ]);
+        }
+        if arch == Arch::Qwen3 {
+            tensors.extend([
+                (format!("{l}.self_attn.q_norm.weight"), vec![hd]),
+                (format!("{l}.self_attn.k_norm.weight"), vec![hd]),
+            ]);
+        }
     }
     let data: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .enumerate()
         .map(|(i, (name, shape))| {
             let n = shape.iter().product();
-            let bytes = if shape.len() == 1 {
+            let seed = i as u64 + 1;
+            let bytes = if name.ends_with(".bias") {
+                // Biases large enough to move the attention scores.
+                random_f32s(n, seed, 0.5)
+            } else if name.ends_with("q_norm.weight") || name.ends_with("k_norm.weight") {
+                // Norm weights around 1 that differ per channel, so a
+                // misapplied norm changes the result.
+                random_f32s(n, seed, 0.5)
+                    .chunks_exact(4)
+                    .flat_map(|c| {
+                        (1.0 + f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
+                    })
+                    .collect()
+            } else if shape.len() == 1 {
                 (0..n).flat_map(|_| 1.0f32.to_le_bytes()).collect()
             } else {
-                random_f32s(n, i as u64 + 1, 0.1)
+                random_f32s(n, seed, 0.1)
             };
             (name.as_str(), "F32", shape.clone(), bytes)
         })
@@ -644,7 +754,7 @@ fn tiny_llama(dir: &Path) -> (Files, usize) {
     (files_in(dir), n_vocab)
 }
 
-/// Reads an F32 source tensor back from the tiny Llama's safetensors file.
+/// Reads an F32 source tensor back from the tiny decoder's safetensors file.
 fn source_f32(files: &Files, name: &str) -> Vec<f32> {
     let bytes = std::fs::read(&files["model.safetensors"]).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
@@ -660,13 +770,21 @@ fn source_f32(files: &Files, name: &str) -> Vec<f32> {
         .collect()
 }
 
-/// Greedy decoding of the tiny Llama straight from its Hugging Face layout
-/// (rotate-half RoPE, unpermuted q/k), with matrices rounded to F16 as in
-/// the GGUF, so llama.cpp's tokens can be checked against it: a wrong q/k
-/// permutation changes the attention scores and with them the tokens.
-fn reference_greedy(files: &Files, prompt: &[i32], n: usize) -> Vec<i32> {
-    let (e, f, heads, kv_heads, layers) = (64usize, 128usize, 4usize, 2usize, 2usize);
-    let hd = e / heads;
+/// Greedy decoding of a tiny decoder of `arch` straight from its Hugging
+/// Face layout (rotate-half RoPE, unpermuted q/k, Qwen2's q/k/v biases and
+/// Qwen3's per-head q/k RMS norms before RoPE), with matrices rounded to
+/// F16 as in the GGUF and vectors kept F32, so llama.cpp's tokens can be
+/// checked against it: a wrong q/k permutation, a lost bias or norm
+/// changes the attention scores and with them the tokens.
+fn reference_greedy(files: &Files, arch: Arch, prompt: &[i32], n: usize) -> Vec<i32> {
+    let Dims {
+        e,
+        f,
+        heads,
+        kv_heads,
+        hd,
+        layers,
+    } = tiny_dims(arch);
     let w = |name: &str| -> Vec<f32> {
         source_f32(files, name)
             .into_iter()
@@ -690,6 +808,16 @@ fn reference_greedy(files: &Files, prompt: &[i32], n: usize) -> Vec<i32> {
         let s = 1.0 / (ms + 1e-5).sqrt();
         x.iter().map(|v| v * s).collect()
     };
+    // Qwen3's q/k norm: RMS over each head, times the per-channel weight.
+    let head_norm = |v: &mut [f32], weight: &[f32]| {
+        for head in v.chunks_mut(hd) {
+            let normed = rms(head);
+            for ((h, n), g) in head.iter_mut().zip(normed).zip(weight) {
+                *h = n * g;
+            }
+        }
+    };
+    let add = |v: &mut [f32], b: &[f32]| v.iter_mut().zip(b).for_each(|(a, b)| *a += b);
     let rope = |v: &mut [f32], pos: usize| {
         for head in v.chunks_mut(hd) {
             for i in 0..hd / 2 {
@@ -704,9 +832,19 @@ fn reference_greedy(files: &Files, prompt: &[i32], n: usize) -> Vec<i32> {
     let embed = w("model.embed_tokens.weight");
     let head_w = w("lm_head.weight");
     let n_vocab = embed.len() / e;
-    let lw: Vec<[Vec<f32>; 7]> = (0..layers)
+    // Per layer: q, k, v, o, gate, up, down, then the optional vectors
+    // (q/k/v biases for Qwen2, q/k norms for Qwen3; empty otherwise).
+    let lw: Vec<[Vec<f32>; 12]> = (0..layers)
         .map(|i| {
             let l = format!("model.layers.{i}");
+            let opt = |part: &str, on: bool| {
+                if on {
+                    source_f32(files, &format!("{l}.{part}"))
+                } else {
+                    Vec::new()
+                }
+            };
+            let (q2, q3) = (arch == Arch::Qwen2, arch == Arch::Qwen3);
             [
                 w(&format!("{l}.self_attn.q_proj.weight")),
                 w(&format!("{l}.self_attn.k_proj.weight")),
@@ -715,6 +853,11 @@ fn reference_greedy(files: &Files, prompt: &[i32], n: usize) -> Vec<i32> {
                 w(&format!("{l}.mlp.gate_proj.weight")),
                 w(&format!("{l}.mlp.up_proj.weight")),
                 w(&format!("{l}.mlp.down_proj.weight")),
+                opt("self_attn.q_proj.bias", q2),
+                opt("self_attn.k_proj.bias", q2),
+                opt("self_attn.v_proj.bias", q2),
+                opt("self_attn.q_norm.weight", q3),
+                opt("self_attn.k_norm.weight", q3),
             ]
         })
         .collect();
@@ -725,7 +868,7 @@ fn reference_greedy(files: &Files, prompt: &[i32], n: usize) -> Vec<i32> {
             .iter()
             .map(|&t| embed[t as usize * e..(t as usize + 1) * e].to_vec())
             .collect();
-        for [wq, wk, wv, wo, wg, wu, wd] in &lw {
+        for [wq, wk, wv, wo, wg, wu, wd, bq, bk, bv, nq, nk] in &lw {
             let mut qs = Vec::new();
             let mut ks = Vec::new();
             let mut vs = Vec::new();
@@ -733,11 +876,19 @@ fn reference_greedy(files: &Files, prompt: &[i32], n: usize) -> Vec<i32> {
                 let h = rms(x);
                 let mut q = matvec(wq, &h, heads * hd);
                 let mut k = matvec(wk, &h, kv_heads * hd);
+                let mut v = matvec(wv, &h, kv_heads * hd);
+                add(&mut q, bq);
+                add(&mut k, bk);
+                add(&mut v, bv);
+                if !nq.is_empty() {
+                    head_norm(&mut q, nq);
+                    head_norm(&mut k, nk);
+                }
                 rope(&mut q, pos);
                 rope(&mut k, pos);
                 qs.push(q);
                 ks.push(k);
-                vs.push(matvec(wv, &h, kv_heads * hd));
+                vs.push(v);
             }
             for (pos, x) in xs.iter_mut().enumerate() {
                 let mut att = vec![0f32; heads * hd];
@@ -781,6 +932,69 @@ fn reference_greedy(files: &Files, prompt: &[i32], n: usize) -> Vec<i32> {
         generated.push(best);
         tokens.push(best);
     }
+    generated
+}
+
+/// Writes a converted decoder to a temporary file and loads it with
+/// llama.cpp; returns the directory (to keep the file alive), the runner
+/// and llama.cpp's warnings while loading (`None` when another logger is
+/// installed and warnings cannot be collected).
+fn load_decoder(
+    out: &[u8],
+) -> (
+    tempfile::TempDir,
+    crate::engine::Runner,
+    Option<Vec<String>>,
+) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let path = out_dir.path().join("tiny.gguf");
+    std::fs::write(&path, out).unwrap();
+    let logging = log::set_logger(&WARNINGS).is_ok() || log::max_level() >= log::Level::Warn;
+    if logging {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    WARNINGS.0.lock().unwrap().clear();
+    let params = crate::engine::LoadParams {
+        n_ctx: 128,
+        n_batch: 64,
+        n_threads: 1,
+        n_parallel: 1,
+        embeddings: false,
+        use_mmap: true,
+    };
+    let runner =
+        crate::engine::Runner::load(&path, params, Arc::new(crate::engine::CpuBudget::new(1)))
+            .unwrap();
+    let warnings = std::mem::take(&mut *WARNINGS.0.lock().unwrap());
+    eprintln!("llama.cpp warnings while loading: {warnings:?}");
+    (out_dir, runner, logging.then_some(warnings))
+}
+
+/// Greedily generates `n` tokens after `prompt` with llama.cpp.
+fn generate_greedy(runner: &crate::engine::Runner, prompt: Vec<i32>, n: usize) -> Vec<i32> {
+    let mut req = crate::engine::GenerateRequest::new(prompt);
+    req.num_predict = i32::try_from(n).unwrap();
+    req.stop_at_eog = false;
+    req.sampling.temperature = 0.0;
+    req.sampling.repeat_penalty = 1.0;
+    req.sampling.seed = Some(1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    runner
+        .generate(req, Box::new(move |ev| tx.send(ev).is_ok()))
+        .unwrap();
+    let mut generated = Vec::new();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap() {
+            crate::engine::Event::Token { id, .. } => generated.push(id),
+            crate::engine::Event::Done { eval_count, .. } => {
+                assert_eq!(eval_count, n);
+                break;
+            }
+            crate::engine::Event::Error(e) => panic!("generation failed: {e}"),
+            crate::engine::Event::PromptDone { .. } => {}
+        }
+    }
+    eprintln!("generated: {generated:?}");
     generated
 }
 
@@ -842,27 +1056,7 @@ fn converts_a_tiny_llama_and_generates() {
         );
     }
 
-    let out_dir = tempfile::tempdir().unwrap();
-    let path = out_dir.path().join("tiny-llama.gguf");
-    std::fs::write(&path, &out).unwrap();
-    let logging = log::set_logger(&WARNINGS).is_ok() || log::max_level() >= log::Level::Warn;
-    if logging {
-        log::set_max_level(log::LevelFilter::Warn);
-    }
-    WARNINGS.0.lock().unwrap().clear();
-    let params = crate::engine::LoadParams {
-        n_ctx: 128,
-        n_batch: 64,
-        n_threads: 1,
-        n_parallel: 1,
-        embeddings: false,
-        use_mmap: true,
-    };
-    let runner =
-        crate::engine::Runner::load(&path, params, Arc::new(crate::engine::CpuBudget::new(1)))
-            .unwrap();
-    let warnings = std::mem::take(&mut *WARNINGS.0.lock().unwrap());
-    eprintln!("llama.cpp warnings while loading: {warnings:?}");
+    let (_out_dir, runner, _warnings) = load_decoder(&out);
 
     let tokens = runner.tokenize("hello world", true, false).unwrap();
     eprintln!("tokens of \"hello world\": {tokens:?}");
@@ -871,32 +1065,113 @@ fn converts_a_tiny_llama_and_generates() {
     assert_eq!(tokens, vec![n_vocab as i32 - 2, 256 + 3, 256 + 8]);
     assert_eq!(runner.detokenize(&tokens[1..]), "hello world");
 
-    let want = reference_greedy(&files, &tokens, 5);
-    let mut req = crate::engine::GenerateRequest::new(tokens);
-    req.num_predict = 5;
-    req.stop_at_eog = false;
-    req.sampling.temperature = 0.0;
-    req.sampling.repeat_penalty = 1.0;
-    req.sampling.seed = Some(1);
-    let (tx, rx) = std::sync::mpsc::channel();
-    runner
-        .generate(req, Box::new(move |ev| tx.send(ev).is_ok()))
-        .unwrap();
-    let mut generated = Vec::new();
-    loop {
-        match rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap() {
-            crate::engine::Event::Token { id, .. } => generated.push(id),
-            crate::engine::Event::Done { eval_count, .. } => {
-                assert_eq!(eval_count, 5);
-                break;
-            }
-            crate::engine::Event::Error(e) => panic!("generation failed: {e}"),
-            crate::engine::Event::PromptDone { .. } => {}
-        }
-    }
-    eprintln!("generated: {generated:?}");
+    let want = reference_greedy(&files, Arch::Llama, &tokens, 5);
+    let generated = generate_greedy(&runner, tokens, 5);
     assert_eq!(generated.len(), 5);
     assert_eq!(generated, want, "llama.cpp vs the reference forward pass");
+}
+
+/// Converts a tiny Qwen2 or Qwen3, checks the metadata and tensors that
+/// differ from Llama's, and compares llama.cpp's greedy tokens with the
+/// reference forward pass.
+fn check_tiny_qwen(arch: Arch) {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, n_vocab) = tiny_decoder(dir.path(), arch);
+    assert_eq!(detect(&files).unwrap(), arch);
+    let out = run(&files).unwrap();
+
+    let name = arch.name();
+    let g = Gguf::parse(&out, true).unwrap();
+    assert_eq!(g.architecture(), Some(name));
+    let get = |k: &str| g.get(k).unwrap_or_else(|| panic!("no {k}")).clone();
+    let key = |k: &str| format!("{name}.{k}");
+    let d = tiny_dims(arch);
+    assert_eq!(get(&key("block_count")), Value::U32(2));
+    assert_eq!(get(&key("embedding_length")), Value::U32(64));
+    assert_eq!(get(&key("feed_forward_length")), Value::U32(128));
+    assert_eq!(get(&key("context_length")), Value::U32(256));
+    assert_eq!(get(&key("attention.head_count")), Value::U32(4));
+    assert_eq!(get(&key("attention.head_count_kv")), Value::U32(2));
+    assert_eq!(get(&key("rope.freq_base")), Value::F32(10000.0));
+    assert!(g.get(&key("attention.layer_norm_rms_epsilon")).is_some());
+    if arch == Arch::Qwen3 {
+        assert_eq!(get(&key("attention.key_length")), Value::U32(d.hd as u32));
+        assert_eq!(get(&key("attention.value_length")), Value::U32(d.hd as u32));
+    }
+    assert_eq!(get("tokenizer.ggml.model"), Value::String("gpt2".into()));
+    assert_eq!(get("tokenizer.ggml.pre"), Value::String("qwen2".into()));
+    assert_eq!(
+        get("tokenizer.ggml.eos_token_id"),
+        Value::U32(n_vocab as u32 - 1)
+    );
+    assert_eq!(
+        get("tokenizer.ggml.padding_token_id"),
+        Value::U32(n_vocab as u32 - 2)
+    );
+    assert!(g.get("tokenizer.chat_template").is_some());
+
+    // 3 global tensors and 9 per layer, plus 3 biases (Qwen2) or 2 norms
+    // (Qwen3) per layer.
+    let extra = if arch == Arch::Qwen2 { 3 } else { 2 };
+    assert_eq!(g.tensors.len(), 3 + 2 * (9 + extra));
+    let t = |name: &str| g.tensors.iter().find(|t| t.name == name).unwrap();
+    let (q, kv) = ((d.heads * d.hd) as u64, (d.kv_heads * d.hd) as u64);
+    assert_eq!(t("blk.0.attn_q.weight").shape, vec![64, q]);
+    assert_eq!(t("blk.1.attn_output.weight").shape, vec![q, 64]);
+    if arch == Arch::Qwen2 {
+        assert_eq!(t("blk.0.attn_q.bias").shape, vec![q]);
+        assert_eq!(t("blk.1.attn_v.bias").shape, vec![kv]);
+        assert_eq!(t("blk.1.attn_k.bias").ggml_type, 0);
+    } else {
+        assert_eq!(t("blk.0.attn_q_norm.weight").shape, vec![d.hd as u64]);
+        assert_eq!(t("blk.1.attn_k_norm.weight").ggml_type, 0);
+    }
+
+    // The query rows are not permuted: row r of the GGUF is row r of the
+    // source.
+    let data_start = out.len() as u64
+        - g.tensors
+            .iter()
+            .map(|t| {
+                gguf_writer::align(t.offset + t.elements() * if t.ggml_type == 1 { 2 } else { 4 })
+            })
+            .max()
+            .unwrap();
+    let wq = source_f32(&files, "model.layers.0.self_attn.q_proj.weight");
+    let q_at = (data_start + t("blk.0.attn_q.weight").offset) as usize;
+    for r in 0..q as usize {
+        let off = q_at + r * 64 * 2;
+        assert_eq!(
+            out[off..off + 2],
+            f32_to_f16(wq[r * 64]).to_le_bytes(),
+            "row {r}"
+        );
+    }
+
+    let (_out_dir, runner, warnings) = load_decoder(&out);
+    if let Some(warnings) = warnings {
+        assert!(warnings.is_empty(), "llama.cpp warned: {warnings:?}");
+    }
+    let tokens = runner.tokenize("hello world", true, false).unwrap();
+    eprintln!("tokens of \"hello world\": {tokens:?}");
+    // Qwen adds no BOS: just the two merged words.
+    assert_eq!(tokens, vec![256 + 3, 256 + 8]);
+    assert_eq!(runner.detokenize(&tokens), "hello world");
+
+    let want = reference_greedy(&files, arch, &tokens, 5);
+    let generated = generate_greedy(&runner, tokens, 5);
+    assert_eq!(generated.len(), 5);
+    assert_eq!(generated, want, "llama.cpp vs the reference forward pass");
+}
+
+#[test]
+fn converts_a_tiny_qwen2_and_generates() {
+    check_tiny_qwen(Arch::Qwen2);
+}
+
+#[test]
+fn converts_a_tiny_qwen3_and_generates() {
+    check_tiny_qwen(Arch::Qwen3);
 }
 
 #[test]
