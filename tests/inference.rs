@@ -392,3 +392,50 @@ fn chat_history_reuses_the_cache_and_smollm_template() {
         "{text:?}"
     );
 }
+
+#[test]
+fn logprobs_are_reported() {
+    let _lock = inference_lock();
+    let s = Server::with_gemma(&[]);
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "gemma3:270m", "prompt": "One, two,", "stream": false,
+        "logprobs": true, "top_logprobs": 3, "options": {"temperature": 0, "num_predict": 4}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let lps = v["logprobs"].as_array().expect("logprobs");
+    assert_eq!(lps.len(), 4, "{v}");
+    let text: String = lps.iter().filter_map(|l| l["token"].as_str()).collect();
+    assert_eq!(text, response_text(&v), "the tokens spell the answer");
+    for l in lps {
+        let lp = l["logprob"].as_f64().expect("logprob");
+        assert!(lp <= 0.0, "{l}");
+        let top = l["top_logprobs"].as_array().expect("top");
+        assert_eq!(top.len(), 3);
+        // Greedy: the chosen token is the most likely one.
+        assert!(
+            (top[0]["logprob"].as_f64().unwrap_or(1.0) - lp).abs() < 1e-4,
+            "{l}"
+        );
+    }
+    let (_, lines) = s.stream(
+        "/api/chat",
+        json!({"model": "gemma3:270m", "messages": [{"role": "user", "content": "Hi"}],
+        "logprobs": true, "options": {"num_predict": 3}}),
+    );
+    let last = lines.last().expect("final");
+    assert_eq!(last["logprobs"].as_array().map(Vec::len), Some(3), "{last}");
+    let (status, v) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "gemma3:270m", "messages": [{"role": "user", "content": "Hi"}],
+        "logprobs": true, "top_logprobs": 2, "max_tokens": 3}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["choices"][0]["logprobs"]["content"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{v}"
+    );
+}

@@ -285,6 +285,10 @@ pub(super) async fn prepare_generate(
         started,
         tools: false,
         think: think.then(|| opens_thinking(&text)),
+        logprobs: req
+            .logprobs
+            .unwrap_or(false)
+            .then(|| req.top_logprobs.unwrap_or(0).clamp(0, 20) as usize),
     };
     Ok(Prepared::Run(Box::new(job), lease))
 }
@@ -400,6 +404,10 @@ pub(super) async fn prepare_chat(
         started,
         tools: tools.is_some(),
         think: think.then(|| opens_thinking(&rendered)),
+        logprobs: req
+            .logprobs
+            .unwrap_or(false)
+            .then(|| req.top_logprobs.unwrap_or(0).clamp(0, 20) as usize),
     };
     Ok(Prepared::Run(Box::new(job), lease))
 }
@@ -419,6 +427,8 @@ pub(super) struct Job {
     pub(super) started: Instant,
     /// The request offered tools: the answer may be a tool call.
     pub(super) tools: bool,
+    /// Log probabilities with this many alternatives, when asked for.
+    pub(super) logprobs: Option<usize>,
     /// Reasoning is split from the answer; `Some(true)` when the prompt
     /// already opened the thinking tag.
     pub(super) think: Option<bool>,
@@ -445,6 +455,34 @@ pub(super) struct Outcome {
     pub(super) done_reason: Option<&'static str>,
     /// An error that ended the generation.
     pub(super) error: Option<String>,
+    /// Per-token log probabilities, when asked for.
+    pub(super) logprobs: Vec<(i32, Vec<u8>, engine::TokenLogprob)>,
+}
+
+/// Ollama's `logprobs` array: token text, log probability, bytes and (when
+/// asked) the most likely alternatives.
+pub(super) fn logprobs_json(
+    runner: &engine::Runner,
+    lps: &[(i32, Vec<u8>, engine::TokenLogprob)],
+    top: usize,
+) -> Value {
+    let entry = |bytes: &[u8], logprob: f32| json!({"token": String::from_utf8_lossy(bytes), "logprob": logprob, "bytes": bytes});
+    let list: Vec<Value> = lps
+        .iter()
+        .map(|(_, bytes, lp)| {
+            let mut v = entry(bytes, lp.logprob);
+            if top > 0 {
+                let alts: Vec<Value> = lp
+                    .top
+                    .iter()
+                    .map(|(id, l)| entry(&runner.token_bytes(*id), *l))
+                    .collect();
+                v["top_logprobs"] = Value::Array(alts);
+            }
+            v
+        })
+        .collect();
+    Value::Array(list)
 }
 
 impl Job {
@@ -476,6 +514,7 @@ pub(super) fn start(job: &Job, lease: &Lease) -> Result<mpsc::UnboundedReceiver<
         stop_at_eog: true,
         num_keep: o.num_keep,
         shift: job.shift,
+        logprobs: job.logprobs,
     };
     let (etx, erx) = mpsc::unbounded_channel::<Event>();
     lease
@@ -560,7 +599,13 @@ async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
                     outcome.text = rest;
                 }
             }
-            let line = final_line(&job, &outcome, lease.load_duration, true);
+            let mut line = final_line(&job, &outcome, lease.load_duration, true);
+            if let (Some(top), None) = (job.logprobs, &outcome.error) {
+                // Streamed answers carry the log probabilities on the final chunk.
+                let mut v = final_fields(&job, &outcome, lease.load_duration, true);
+                v["logprobs"] = logprobs_json(&lease.runner, &outcome.logprobs, top);
+                line = body::ndjson_line(&v);
+            }
             let _ = tx.send(line);
             drop(lease);
         });
@@ -568,6 +613,7 @@ async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
     } else {
         let mut outcome = consume(erx, &job.opts.stop, |_| true).await;
         let load = lease.load_duration;
+        let runner = Arc::clone(&lease.runner);
         drop(lease);
         if let Some(e) = &outcome.error {
             if outcome.text.is_empty() {
@@ -596,6 +642,9 @@ async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
         }
         if !thinking.is_empty() {
             set_thinking(&mut line, &job.kind, &thinking);
+        }
+        if let Some(top) = job.logprobs {
+            line["logprobs"] = logprobs_json(&runner, &outcome.logprobs, top);
         }
         Ok(super::body::response(
             hyper::StatusCode::OK,
@@ -670,7 +719,10 @@ pub(super) async fn consume(
                 out.prompt_eval_duration = duration;
                 eval_started = Instant::now();
             }
-            Event::Token { id, bytes } => {
+            Event::Token { id, bytes, logprob } => {
+                if let Some(lp) = logprob {
+                    out.logprobs.push((id, bytes.clone(), lp));
+                }
                 out.eval_count += 1;
                 out.out_tokens.push(id);
                 held.push_str(&utf8.push(&bytes));

@@ -15,7 +15,8 @@ use serde_json::{json, Map, Value};
 use super::body::{self, Body};
 use super::embed::embed_texts;
 use super::inference::{
-    consume, prepare_chat, prepare_generate, start, tool_calls_json, Job, Outcome, Prepared,
+    consume, logprobs_json, prepare_chat, prepare_generate, start, tool_calls_json, Job, Outcome,
+    Prepared,
 };
 use super::types::{ChatRequest, GenerateRequest, Message};
 use super::{blocking, AppState};
@@ -153,6 +154,10 @@ struct ChatCompletionRequest {
     response_format: Option<Value>,
     #[serde(default)]
     tools: Option<Value>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<i64>,
     #[serde(flatten)]
     sampling: Sampling,
 }
@@ -307,6 +312,9 @@ async fn answer(
     let prompt_tokens = job.tokens_len();
     if !job.stream {
         let mut o = consume(rx, &job.opts.stop, |_| true).await;
+        let logprobs = job
+            .logprobs
+            .map(|top| logprobs_json(&lease.runner, &o.logprobs, top));
         drop(lease);
         if let Some(e) = &o.error {
             return Err(ApiError::Internal(e.clone()));
@@ -334,6 +342,9 @@ async fn answer(
             Shape::Text => json!({"index": 0, "text": o.text, "finish_reason": finish_reason(&o)}),
         };
         let mut choice = choice;
+        if let Some(lp) = logprobs {
+            choice["logprobs"] = json!({ "content": lp });
+        }
         if !reasoning.is_empty() {
             // Ollama puts reasoning in `reasoning`, not `reasoning_content`.
             choice["message"]["reasoning"] = Value::String(reasoning);
@@ -468,6 +479,8 @@ async fn chat_completions(
         model: req.model.clone(),
         messages: native_messages(&req.messages)?,
         tools: req.tools.clone(),
+        logprobs: req.logprobs,
+        top_logprobs: req.top_logprobs,
         format: format_of(req.response_format.as_ref()),
         stream: Some(req.sampling.stream.unwrap_or(false)),
         options: Some(req.sampling.options()?),

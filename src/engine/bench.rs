@@ -59,6 +59,7 @@ pub fn bench_request(runner: &Runner, prompt_tokens: usize, gen_tokens: usize) -
         stop_at_eog: false,
         num_keep: 0,
         shift: true,
+        logprobs: None,
     }
 }
 

@@ -223,6 +223,19 @@ pub struct GenerateRequest {
     /// Truncate long prompts and shift the context when it fills, instead of
     /// failing / stopping.
     pub shift: bool,
+    /// Report each sampled token's log probability and this many most
+    /// likely alternatives (`None` = no log probabilities).
+    pub logprobs: Option<usize>,
+}
+
+/// Log probability of a sampled token under the model's distribution (before
+/// sampling settings), with the most likely alternatives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    /// `ln p(token)`.
+    pub logprob: f32,
+    /// `(token id, ln p)` of the most likely tokens, most likely first.
+    pub top: Vec<(i32, f32)>,
 }
 
 impl GenerateRequest {
@@ -235,6 +248,7 @@ impl GenerateRequest {
             stop_at_eog: true,
             num_keep: 0,
             shift: true,
+            logprobs: None,
         }
     }
 }
@@ -265,6 +279,8 @@ pub enum Event {
         /// Raw bytes of the token piece; may be a partial UTF-8 sequence
         /// (use [`Utf8Assembler`]).
         bytes: Vec<u8>,
+        /// Present when the request asked for log probabilities.
+        logprob: Option<TokenLogprob>,
     },
     Done {
         reason: DoneReason,

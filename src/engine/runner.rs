@@ -299,6 +299,8 @@ struct Job {
     row: Option<i32>,
     /// Whether the current batch holds tokens of this job.
     in_batch: bool,
+    /// Alternatives to report with each token's log probability.
+    logprobs: Option<usize>,
 }
 
 /// One sequence of the context.
@@ -505,6 +507,7 @@ impl<'a> Worker<'a> {
             cached,
             num_predict: req.num_predict,
             stop_at_eog: req.stop_at_eog,
+            logprobs: req.logprobs,
             num_keep,
             shift: req.shift,
             generated: 0,
@@ -635,8 +638,13 @@ impl<'a> Worker<'a> {
             return done(job, DoneReason::Stop);
         }
         let bytes = self.ctx.model().token_piece(token);
+        let logprob = job.logprobs.and_then(|n| self.ctx.logprob(row, token, n));
         job.generated += 1;
-        if !(job.sink)(Event::Token { id: token, bytes }) {
+        if !(job.sink)(Event::Token {
+            id: token,
+            bytes,
+            logprob,
+        }) {
             // Client gone: the slot is free from now on. Its cache stays
             // valid for prefix reuse.
             return;

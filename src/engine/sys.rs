@@ -551,6 +551,40 @@ impl Context {
         self.model.valid_token(t).then_some(t)
     }
 
+    /// Log probability of `token` under the raw distribution of row `idx`,
+    /// with the `top` most likely tokens.
+    pub fn logprob(&mut self, idx: i32, token: i32, top: usize) -> Option<super::TokenLogprob> {
+        // SAFETY: returns null for an invalid row; otherwise n_vocab floats.
+        let logits = unsafe { ffi::llama_get_logits_ith(self.ptr.as_ptr(), idx) };
+        if logits.is_null() {
+            return None;
+        }
+        let n = usize::try_from(self.model.n_vocab).ok()?;
+        // SAFETY: see above; only read before the next decode.
+        let logits = unsafe { std::slice::from_raw_parts(logits, n) };
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+        let log_z = f64::from(max) + sum.ln();
+        let lp = |l: f32| (f64::from(l) - log_z) as f32;
+        let chosen = lp(*logits.get(usize::try_from(token).ok()?)?);
+        let mut best: Vec<(i32, f32)> = Vec::new();
+        if top > 0 {
+            let mut ids: Vec<usize> = (0..n).collect();
+            let k = top.min(n);
+            ids.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
+            ids.truncate(k);
+            ids.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+            best = ids
+                .into_iter()
+                .map(|i| (i32::try_from(i).unwrap_or(0), lp(logits[i])))
+                .collect();
+        }
+        Some(super::TokenLogprob {
+            logprob: chosen,
+            top: best,
+        })
+    }
+
     /// Sampling with a grammar, the way llama.cpp's own sampler does it:
     /// sample from the chain as if unconstrained, then check only that one
     /// token against the grammar. Only when the grammar rejects it is the

@@ -57,6 +57,7 @@ fn greedy(prompt: Vec<i32>, n: i32) -> GenerateRequest {
         stop_at_eog: true,
         num_keep: 0,
         shift: false,
+        logprobs: None,
     }
 }
 
@@ -98,7 +99,7 @@ fn collect(rx: mpsc::Receiver<Event>) -> Outcome {
                 o.prompt_tokens = prompt_tokens;
                 o.cached_tokens = cached_tokens;
             }
-            Event::Token { id, bytes } => {
+            Event::Token { id, bytes, .. } => {
                 o.tokens.push(id);
                 o.text.push_str(&utf8.push(&bytes));
             }
