@@ -3,7 +3,7 @@
 
 use hyper::StatusCode;
 
-use crate::{create, model, pull, scheduler, store};
+use crate::{create, model, pull, push, scheduler, store};
 
 /// Any error a request can end in.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,19 @@ pub enum ApiError {
     /// From a registry pull.
     #[error(transparent)]
     Pull(#[from] pull::Error),
+    /// From a registry push.
+    #[error(transparent)]
+    Push(#[from] push::Error),
+    /// A `/v2/` registry write the registry refuses (a manifest naming a
+    /// blob it lacks, a bad digest); answered, with 400, in the registry
+    /// protocol's `{"errors": [...]}` shape.
+    #[error("{message}")]
+    RegistryInvalid {
+        /// `MANIFEST_BLOB_UNKNOWN`, `DIGEST_INVALID`, `MANIFEST_INVALID`, ...
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// A `/v2/` registry lookup that found nothing; answered in the registry
     /// protocol's `{"errors": [...]}` shape rather than Ollama's.
     #[error("{message}")]
@@ -44,7 +57,7 @@ pub enum ApiError {
         /// What was not found.
         message: String,
     },
-    /// A route hearth knows but does not implement (push).
+    /// A route hearth knows but does not implement.
     #[error("{0}")]
     NotImplemented(String),
 }
@@ -78,7 +91,13 @@ impl ApiError {
                 pull::Error::Store(s) => store_status(s),
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            ApiError::Push(e) => match e {
+                push::Error::Name(_) | push::Error::InsecureProtocol => StatusCode::BAD_REQUEST,
+                push::Error::Store(s) => store_status(s),
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             ApiError::RegistryUnknown { .. } => StatusCode::NOT_FOUND,
+            ApiError::RegistryInvalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Create(e) => match e {
                 create::Error::Store(s) => store_status(s),
@@ -94,7 +113,9 @@ impl ApiError {
         if self.status().is_server_error() {
             log::error!("{self}");
         }
-        if let ApiError::RegistryUnknown { code, message } = self {
+        if let ApiError::RegistryUnknown { code, message }
+        | ApiError::RegistryInvalid { code, message } = self
+        {
             return serde_json::json!({ "errors": [{ "code": code, "message": message }] })
                 .to_string();
         }

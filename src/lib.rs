@@ -15,6 +15,7 @@ pub mod model;
 pub mod options;
 pub mod prompt;
 pub mod pull;
+pub mod push;
 pub mod scheduler;
 pub mod store;
 pub mod template;

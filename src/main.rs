@@ -106,7 +106,8 @@ enum Command {
         #[arg(long)]
         insecure: bool,
     },
-    /// Push a model to a registry (not supported yet).
+    /// Push a model to a registry (no authentication: for registries that
+    /// accept anonymous uploads, such as a hearth with HEARTH_SERVE_REGISTRY=1).
     Push {
         /// The model.
         model: String,
@@ -242,9 +243,7 @@ fn client_verb(command: Command) -> anyhow::Result<()> {
         ),
         Command::Stop { model } => cli::stop(&client, &model),
         Command::Pull { model, insecure } => cli::pull::pull(&client, &model, insecure),
-        // Pushing is not implemented yet; say so rather than pretend, so
-        // scripts fail loudly.
-        Command::Push { .. } => anyhow::bail!("push is not supported yet"),
+        Command::Push { model, insecure } => cli::pull::push(&client, &model, insecure),
         Command::List { prefix } => cli::list(&client, prefix.as_deref()),
         Command::Ps => cli::ps(&client),
         Command::Cp {

@@ -1,7 +1,8 @@
-//! Registry support, black-box: one server (A) serves its models under
-//! `/v2/` with `HEARTH_SERVE_REGISTRY=1`, another (B) pulls them over
-//! loopback with `insecure`, and the tests compare the two stores' files.
-//! Pulls run no inference, so these tests do not take the inference lock.
+//! Registry support, black-box: one server serves its models under `/v2/`
+//! with `HEARTH_SERVE_REGISTRY=1`, another pulls from it or pushes to it
+//! over loopback with `insecure`, and the tests compare the two stores'
+//! files. Pulls and pushes run no inference, so these tests do not take the
+//! inference lock.
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -202,11 +203,6 @@ fn pull_errors_are_clear() {
         .as_str()
         .is_some_and(|e| e.starts_with("pull model manifest: ")));
     assert!(started.elapsed() < Duration::from_secs(20));
-
-    // Push is refused plainly.
-    let (status, body) = b.post("/api/push", json!({"model": "x/y"}));
-    assert_eq!(status, 501);
-    assert_eq!(body["error"], "push is not supported yet");
 }
 
 #[test]
@@ -357,4 +353,199 @@ fn pull_refuses_up_front_what_cannot_fit() {
         .as_str()
         .is_some_and(|e| e.starts_with("not enough space")));
     assert!(crate::harness::blob_names(&b.models).is_empty());
+}
+
+/// A plain server with `gemma3:270m` copied to `<host of to>/library/mine:v1`,
+/// ready to push there.
+fn pusher(to: &Server) -> (Server, String) {
+    let a = Server::start();
+    a.create_linked(
+        "gemma3:270m",
+        &gemma(),
+        json!({"template": GEMMA_TEMPLATE, "parameters": {"stop": ["<end_of_turn>"]}}),
+    );
+    let name = format!("{}/library/mine:v1", host(to));
+    let (status, body) = a.post(
+        "/api/copy",
+        json!({"source": "gemma3:270m", "destination": name}),
+    );
+    assert_eq!(status, 200, "{body}");
+    (a, name)
+}
+
+#[test]
+fn push_copies_the_model_byte_for_byte() {
+    let b = Server::start_with(&[("HEARTH_SERVE_REGISTRY", "1")]);
+    let (a, name) = pusher(&b);
+    let (status, lines) = a.stream("/api/push", json!({"model": name, "insecure": true}));
+    assert_eq!(status, 200, "{lines:?}");
+    let st = statuses(&lines);
+    assert_eq!(st.first().map(String::as_str), Some("retrieving manifest"));
+    let tail: Vec<&str> = st.iter().rev().take(2).rev().map(String::as_str).collect();
+    assert_eq!(tail, ["pushing manifest", "success"], "{st:?}");
+
+    // B stores the manifest under its own default host, byte for byte.
+    let a_manifest = a
+        .models
+        .join("manifests")
+        .join(host(&b))
+        .join("library/mine/v1");
+    let b_manifest = b
+        .models
+        .join("manifests/registry.ollama.ai/library/mine/v1");
+    let a_bytes = std::fs::read(&a_manifest).expect("A manifest");
+    assert_eq!(std::fs::read(&b_manifest).expect("B manifest"), a_bytes);
+    let all = digests(&a_manifest);
+    for d in &all {
+        assert_eq!(sha256_file(&blob_path(&b.models, d)), *d, "B's blob {d}");
+        let pushing = format!("pushing {}", &d[7..19]);
+        let line = lines
+            .iter()
+            .rfind(|l| l["status"] == pushing.as_str())
+            .unwrap_or_else(|| panic!("no {pushing} line in {st:?}"));
+        assert_eq!(line["total"], line["completed"], "{line}");
+    }
+    // The config is pushed last.
+    let config = all.last().expect("config");
+    let last_layer = lines
+        .iter()
+        .rev()
+        .find_map(|l| l["digest"].as_str())
+        .expect("layer lines");
+    assert_eq!(last_layer, config);
+
+    let (_, tags) = b.get("/api/tags");
+    let listed: Vec<&str> = tags["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert!(listed.contains(&"mine:v1"), "{listed:?}");
+
+    // A second push uploads nothing: every blob is complete at once.
+    let (status, again) = a.stream("/api/push", json!({"model": name, "insecure": true}));
+    assert_eq!(status, 200);
+    let layer_lines: Vec<&Value> = again.iter().filter(|l| l.get("digest").is_some()).collect();
+    assert_eq!(layer_lines.len(), all.len(), "{again:?}");
+    assert!(layer_lines.iter().all(|l| l["completed"] == l["total"]));
+
+    // Not streamed: one success object.
+    let (status, one) = a.post(
+        "/api/push",
+        json!({"name": name, "insecure": true, "stream": false}),
+    );
+    assert_eq!((status, one), (200, json!({"status": "success"})));
+
+    // The CLI streams the same push as status lines.
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["push", "--insecure", &name])
+        .env("OLLAMA_HOST", host(&a))
+        .output()
+        .expect("run hearth push");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("retrieving manifest\n"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("success"), "{stdout}");
+}
+
+#[test]
+fn push_errors_are_clear() {
+    let plain = Server::start();
+    let (a, name) = pusher(&plain);
+    let (status, body) = a.post("/api/push", json!({"model": format!("http://{name}")}));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "insecure protocol http");
+
+    let missing = format!("{}/library/nope:v1", host(&plain));
+    let (status, body) = a.post("/api/push", json!({"model": missing, "insecure": true}));
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("model '") && e.ends_with("' not found")));
+
+    // A server that does not serve a registry refuses the upload; the
+    // stream ends in one error line and nothing is stored there.
+    let (status, lines) = a.stream("/api/push", json!({"model": name, "insecure": true}));
+    assert_eq!(status, 200);
+    let err = lines
+        .last()
+        .and_then(|l| l["error"].as_str())
+        .unwrap_or_default();
+    assert!(err.contains("start upload: 404"), "{lines:?}");
+    assert!(crate::harness::blob_names(&plain.models).is_empty());
+}
+
+#[test]
+fn registry_uploads_verify_digests_and_manifests() {
+    let b = Server::start_with(&[("HEARTH_SERVE_REGISTRY", "1")]);
+    let start = || {
+        let resp = ureq::post(&b.url("/v2/library/t/blobs/uploads/"))
+            .call()
+            .expect("start upload");
+        assert_eq!(resp.status(), 202);
+        resp.header("Location").expect("location").to_string()
+    };
+
+    // A chunked upload with a final body, committed with its digest.
+    let location = start();
+    assert!(
+        location.starts_with("/v2/library/t/blobs/uploads/"),
+        "{location}"
+    );
+    let resp = ureq::request("PATCH", &b.url(&location))
+        .send_bytes(b"hello ")
+        .expect("patch");
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.header("Range"), Some("0-5"));
+    let next = resp.header("Location").expect("location").to_string();
+    let good = format!("sha256:{}", crate::harness::sha256_hex(b"hello world"));
+    let (status, _) = b.send_bytes("PUT", &format!("{next}?digest={good}"), b"world");
+    assert_eq!(status, 201);
+    assert_eq!(sha256_file(&blob_path(&b.models, &good)), good);
+    let (status, _) = b.call("HEAD", &format!("/v2/library/t/blobs/{good}"), None);
+    assert_eq!(status, 200);
+    // A finished session is gone.
+    let (status, _) = b.send_bytes("PATCH", &next, b"more");
+    assert_eq!(status, 404);
+
+    // A wrong digest is refused and leaves no blob, nor a temp file.
+    let location = start();
+    let wrong = format!("sha256:{}", crate::harness::sha256_hex(b"something else"));
+    let (status, body) = b.send_bytes("PUT", &format!("{location}?digest={wrong}"), b"bytes");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        crate::harness::parse(&body)["errors"][0]["code"],
+        "DIGEST_INVALID"
+    );
+    assert!(!blob_path(&b.models, &wrong).exists());
+    let actual = format!("sha256:{}", crate::harness::sha256_hex(b"bytes"));
+    assert!(!blob_path(&b.models, &actual).exists());
+    let tmp = std::fs::read_dir(b.models.join(".hearth-tmp"))
+        .expect("tmp")
+        .count();
+    assert_eq!(tmp, 0);
+
+    // A manifest naming a blob the registry lacks is refused.
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": good, "size": 11},
+        "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": wrong, "size": 5}],
+    });
+    let (status, body) = b.send_bytes(
+        "PUT",
+        "/v2/library/t/manifests/latest",
+        manifest.to_string().as_bytes(),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        crate::harness::parse(&body)["errors"][0]["code"],
+        "MANIFEST_BLOB_UNKNOWN"
+    );
+    assert_eq!(b.get("/v2/library/t/manifests/latest").0, 404);
 }

@@ -173,6 +173,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
     let m = req.method().clone();
     let is = |allowed: &[Method]| allowed.contains(&m);
     let range = req.headers().get(hyper::header::RANGE).cloned();
+    let query = req.uri().query().map(str::to_string);
     let body = req.into_body();
     let (get, post, head, delete) = (Method::GET, Method::POST, Method::HEAD, Method::DELETE);
     match path.as_str() {
@@ -195,11 +196,9 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         "/api/copy" if m == post => models::copy(state, body).await,
         "/api/delete" if m == delete => models::delete(state, body).await,
         "/api/pull" if m == post => registry::pull(state, body).await,
-        "/api/push" if m == post => {
-            Err(ApiError::NotImplemented("push is not supported yet".into()))
-        }
+        "/api/push" if m == post => registry::push(state, body).await,
         p if p == "/v2" || p.starts_with("/v2/") => {
-            registry::serve(state, &m, p, range.as_ref()).await
+            registry::serve(state, &m, p, query.as_deref(), range.as_ref(), body).await
         }
         p if p.starts_with("/v1/") => Ok(openai::route(state, &m, p, body).await),
         p if p.starts_with("/api/blobs/") && m == head => {

@@ -1,17 +1,23 @@
 //! The registry routes: `/v2/` read endpoints (manifests and blobs, so other
-//! boxes can pull this box's models when `HEARTH_SERVE_REGISTRY` is on),
-//! `POST /api/pull` and the `POST /api/push` refusal.
+//! boxes can pull this box's models) and write endpoints (upload sessions
+//! and manifest `PUT`, so other boxes can push to it), both only when
+//! `HEARTH_SERVE_REGISTRY` is on; and `POST /api/pull` and `/api/push`.
 //!
-//! This file speaks HTTP only: the pull itself (registry client, resuming,
-//! verification) is `crate::pull`, the bytes are the store's, and statuses
-//! of errors come from `error.rs`. The success statuses of the registry
-//! protocol (200, 206) and the 416 for an unsatisfiable range are set here,
-//! as the blob routes set theirs.
+//! This file speaks HTTP only: the pull and push clients are `crate::pull`
+//! and `crate::push`, the bytes are the store's, and statuses of errors come
+//! from `error.rs`. The success statuses of the registry protocol (200, 201,
+//! 202, 206) and the 416 for an unsatisfiable range are set here, as the
+//! blob routes set theirs. Uploads are anonymous: there is no
+//! authentication, so the registry is for trusted networks.
 
+use std::collections::HashMap;
 use std::io::SeekFrom;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
@@ -25,13 +31,21 @@ use super::{blocking, AppState};
 use crate::error::{error_json, ApiError};
 use crate::model::ModelName;
 use crate::pull::Plan;
-use crate::store::{self, manifest::MANIFEST_MEDIA_TYPE, Digest};
+use crate::push;
+use crate::store::{self, manifest::MANIFEST_MEDIA_TYPE, BlobWriter, Digest, Manifest};
 
 /// Bytes read from disk per body chunk.
 const CHUNK: usize = 256 << 10;
 /// Chunks read ahead of the client at most: the body channel is unbounded,
 /// so this is what keeps a slow client from pulling a whole blob into memory.
 const CHUNKS_IN_FLIGHT: usize = 8;
+/// An upload session unused for this long is dropped with its temp file.
+const UPLOAD_IDLE: Duration = Duration::from_secs(600);
+/// Bodies up to this size are read and dropped when a write is refused
+/// before it starts, so simple clients see the error; larger ones are cut.
+const DRAIN_LIMIT: u64 = 64 << 20;
+/// The largest manifest accepted; real ones are a few kilobytes.
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
 /// `POST /api/pull` and its deprecated `name` alias.
 #[derive(Debug, Deserialize)]
@@ -90,12 +104,61 @@ pub async fn pull(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
     Ok(resp)
 }
 
+/// `POST /api/push` and its deprecated `name` alias; the same fields as a pull.
+type PushRequest = PullRequest;
+
+/// `POST /api/push`: reads the local manifest before answering (so a bad
+/// name or a missing model get their own status), then streams progress as
+/// a pull does.
+pub async fn push(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body>, ApiError> {
+    let req: PushRequest = body::read_json(body).await?;
+    let raw = if req.model.is_empty() {
+        req.name
+    } else {
+        req.model
+    };
+    if raw.trim().is_empty() {
+        return Err(ApiError::BadRequest("model is required".into()));
+    }
+    let store = Arc::clone(&state.store);
+    let insecure = req.insecure;
+    let plan = {
+        let store = Arc::clone(&store);
+        blocking(move || Ok(push::Plan::new(&store, &raw, insecure)?)).await?
+    };
+    log::info!("pushing model {}", plan.name().display_short());
+    if !req.stream.unwrap_or(true) {
+        blocking(move || Ok(plan.run(&store, &mut |_| {})?)).await?;
+        return body::json(&Progress::status("success"));
+    }
+    let (tx, resp) = body::ndjson_stream();
+    tokio::task::spawn_blocking(move || {
+        let mut send = |p: Progress| {
+            // A client that hung up does not stop the push: the blobs it
+            // uploaded are skipped by the next one.
+            let _ = tx.send(body::ndjson_line(&p));
+        };
+        if let Err(e) = plan.run(&store, &mut send) {
+            let e = ApiError::from(e);
+            if e.status().is_server_error() {
+                log::error!("push failed: {e}");
+            }
+            let mut line = error_json(&e.to_string()).into_bytes();
+            line.push(b'\n');
+            let _ = tx.send(line.into());
+        }
+    });
+    Ok(resp)
+}
+
 /// Everything under `/v2`: 404 unless the registry is enabled.
 pub async fn serve(
     state: &Arc<AppState>,
     method: &Method,
     path: &str,
+    query: Option<&str>,
     range: Option<&HeaderValue>,
+    body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
     if !state.config.serve_registry {
         return Ok(response(
@@ -104,27 +167,52 @@ pub async fn serve(
             "404 page not found",
         ));
     }
-    let head = *method == Method::HEAD;
-    if !head && *method != Method::GET {
-        let mut r = response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "405 method not allowed",
-        );
-        r.headers_mut()
-            .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Ok(r);
-    }
     let rest = path.trim_start_matches("/v2").trim_start_matches('/');
     let parts: Vec<&str> = rest.split('/').collect();
-    let mut resp = match parts.as_slice() {
-        [""] => body::json(&serde_json::json!({}))?,
-        [ns, model, "manifests", tag] => manifest(state, ns, model, tag, head).await?,
-        [ns, model, "blobs", digest] => {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    let head = *method == Method::HEAD;
+    let mut resp = match (parts.as_slice(), method) {
+        ([""], _) if read => body::json(&serde_json::json!({}))?,
+        ([ns, model, "manifests", tag], _) if read => manifest(state, ns, model, tag, head).await?,
+        ([ns, model, "manifests", tag], &Method::PUT) => {
+            put_manifest(state, ns, model, tag, body).await?
+        }
+        ([ns, model, "blobs", "uploads"] | [ns, model, "blobs", "uploads", ""], &Method::POST) => {
+            repo_name(ns, model, "latest")?;
+            start_upload(state, ns, model, body).await?
+        }
+        ([ns, model, "blobs", "uploads", id], &Method::PATCH) => {
+            repo_name(ns, model, "latest")?;
+            patch_upload(ns, model, id, body).await?
+        }
+        ([ns, model, "blobs", "uploads", id], &Method::PUT) => {
+            repo_name(ns, model, "latest")?;
+            finish_upload(ns, model, id, query, body).await?
+        }
+        ([ns, model, "blobs", digest], _) if read => {
             // The name is checked even though blobs are shared, so a
             // malformed repository path is refused as Docker's registry does.
             repo_name(ns, model, "latest")?;
             blob(state, digest, range, head).await?
+        }
+        (
+            [""] | [_, _, "manifests", _] | [_, _, "blobs", _] | [_, _, "blobs", "uploads", ..],
+            _,
+        ) => {
+            let mut r = response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "405 method not allowed",
+            );
+            let allow = match parts.as_slice() {
+                [_, _, "manifests", _] => "GET, HEAD, PUT",
+                [_, _, "blobs", "uploads"] | [_, _, "blobs", "uploads", ""] => "POST",
+                [_, _, "blobs", "uploads", _] => "PATCH, PUT",
+                _ => "GET, HEAD",
+            };
+            r.headers_mut()
+                .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+            return Ok(r);
         }
         _ => {
             return Err(ApiError::RegistryUnknown {
@@ -138,6 +226,235 @@ pub async fn serve(
         HeaderValue::from_static("registry/2.0"),
     );
     Ok(resp)
+}
+
+/// An upload session that was started and not finished: one blob writer,
+/// whose temp file goes away when it is dropped.
+struct Upload {
+    writer: BlobWriter,
+    /// When the session was last used; idle ones are dropped.
+    touched: Instant,
+}
+
+/// Upload sessions by id. A session is taken out of the map while a
+/// request writes to it, so two requests never write one blob at once (the
+/// second finds no session and gets `BLOB_UPLOAD_UNKNOWN`). Ids are random,
+/// so one map serves every store in the process.
+fn uploads() -> MutexGuard<'static, HashMap<String, Upload>> {
+    static UPLOADS: OnceLock<Mutex<HashMap<String, Upload>>> = OnceLock::new();
+    let mut map = UPLOADS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    // Sessions a client abandoned are dropped here, on the next upload
+    // request; one that nobody follows is cleaned when the store opens next.
+    map.retain(|id, u| {
+        let keep = u.touched.elapsed() < UPLOAD_IDLE;
+        if !keep {
+            log::info!("dropping upload {id}: idle for {UPLOAD_IDLE:?}");
+        }
+        keep
+    });
+    map
+}
+
+fn upload_unknown(id: &str) -> ApiError {
+    ApiError::RegistryUnknown {
+        code: "BLOB_UPLOAD_UNKNOWN",
+        message: format!("blob upload unknown to registry: {id}"),
+    }
+}
+
+/// Takes a session out of the map for the duration of one request.
+fn take_upload(id: &str) -> Result<Upload, ApiError> {
+    uploads().remove(id).ok_or_else(|| upload_unknown(id))
+}
+
+/// A fresh, unguessable session id.
+fn new_upload_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = format!("{}-{nanos}-{n}-{:p}", std::process::id(), &COUNTER);
+    Digest::of(seed.as_bytes()).hex()[..32].to_string()
+}
+
+/// A 202 naming where the session continues and what it holds.
+fn accepted(ns: &str, model: &str, id: &str, written: u64) -> Response<Body> {
+    let mut r = Response::new(Body::Full(None));
+    *r.status_mut() = StatusCode::ACCEPTED;
+    let h = r.headers_mut();
+    insert(
+        h,
+        "Location",
+        &format!("/v2/{ns}/{model}/blobs/uploads/{id}"),
+    );
+    insert(h, "Docker-Upload-UUID", id);
+    // Docker's `Range` is inclusive; an empty session reports `0-0` as
+    // Docker's registry does.
+    insert(h, "Range", &format!("0-{}", written.saturating_sub(1)));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+    r
+}
+
+/// `POST /v2/<ns>/<model>/blobs/uploads/`: opens a session.
+async fn start_upload(
+    state: &Arc<AppState>,
+    ns: &str,
+    model: &str,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    body::drain(body, DRAIN_LIMIT).await;
+    let store = Arc::clone(&state.store);
+    let writer = blocking(move || Ok(store.blob_writer(None, None)?)).await?;
+    let id = new_upload_id();
+    uploads().insert(
+        id.clone(),
+        Upload {
+            writer,
+            touched: Instant::now(),
+        },
+    );
+    Ok(accepted(ns, model, &id, 0))
+}
+
+/// Appends a request body to a session's blob, frame by frame.
+async fn append(upload: &mut Upload, body: &mut Incoming) -> Result<(), ApiError> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading blob upload: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            // Frames are a few hundred KiB at most; writing one inline does
+            // not stall the runtime long enough to be worth a thread hop,
+            // as for `/api/blobs` uploads.
+            upload.writer.write(&data)?;
+            upload.touched = Instant::now();
+        }
+    }
+    Ok(())
+}
+
+/// `PATCH <location>`: appends the body to the session.
+async fn patch_upload(
+    ns: &str,
+    model: &str,
+    id: &str,
+    mut body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let mut upload = match take_upload(id) {
+        Ok(u) => u,
+        Err(e) => {
+            body::drain(body, DRAIN_LIMIT).await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = append(&mut upload, &mut body).await {
+        // The session is dropped with its temp file: what arrived is not
+        // known to be whole.
+        drop(upload);
+        body::drain(body, DRAIN_LIMIT).await;
+        return Err(e);
+    }
+    let written = upload.writer.written();
+    uploads().insert(id.to_string(), upload);
+    Ok(accepted(ns, model, id, written))
+}
+
+/// `PUT <location>?digest=<d>`: appends an optional last body, verifies
+/// the digest and moves the blob into place.
+async fn finish_upload(
+    ns: &str,
+    model: &str,
+    id: &str,
+    query: Option<&str>,
+    mut body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let digest = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("digest="))
+        .map(|d| d.replace("%3A", ":").replace("%3a", ":"));
+    let digest = match digest.as_deref().map(Digest::parse) {
+        Some(Ok(d)) => d,
+        _ => {
+            body::drain(body, DRAIN_LIMIT).await;
+            return Err(ApiError::RegistryInvalid {
+                code: "DIGEST_INVALID",
+                message: "the upload is committed with ?digest=sha256:<hex>".into(),
+            });
+        }
+    };
+    let mut upload = match take_upload(id) {
+        Ok(u) => u,
+        Err(e) => {
+            body::drain(body, DRAIN_LIMIT).await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = append(&mut upload, &mut body).await {
+        drop(upload);
+        body::drain(body, DRAIN_LIMIT).await;
+        return Err(e);
+    }
+    let mut writer = upload.writer;
+    writer.expect(digest.clone());
+    // A mismatch leaves nothing behind: finishing deletes the temp file.
+    blocking(move || match writer.finish() {
+        Ok(_) => Ok(()),
+        Err(store::Error::DigestMismatch { expected, got }) => Err(ApiError::RegistryInvalid {
+            code: "DIGEST_INVALID",
+            message: format!("digest mismatch: the upload named {expected}, its bytes are {got}"),
+        }),
+        Err(e) => Err(e.into()),
+    })
+    .await?;
+    let mut r = Response::new(Body::Full(None));
+    *r.status_mut() = StatusCode::CREATED;
+    let h = r.headers_mut();
+    insert(h, "Location", &format!("/v2/{ns}/{model}/blobs/{digest}"));
+    insert(h, "Docker-Content-Digest", &digest.to_string());
+    h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+    Ok(r)
+}
+
+/// `PUT /v2/<ns>/<model>/manifests/<tag>`: stores the manifest bytes
+/// unchanged under this box's default host once every blob they name is
+/// here.
+async fn put_manifest(
+    state: &Arc<AppState>,
+    ns: &str,
+    model: &str,
+    tag: &str,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let name = repo_name(ns, model, tag)?;
+    // Manifests are a few kilobytes; this one body is read whole.
+    let bytes = body::read_limited(body, MAX_MANIFEST_BYTES).await?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::RegistryInvalid {
+            code: "MANIFEST_INVALID",
+            message: format!("manifest invalid: {e}"),
+        })?;
+    for d in manifest.digests() {
+        let known = Digest::parse(d).is_ok_and(|d| state.store.has_blob(&d));
+        if !known {
+            return Err(ApiError::RegistryInvalid {
+                code: "MANIFEST_BLOB_UNKNOWN",
+                message: format!("blob unknown to registry: {d}"),
+            });
+        }
+    }
+    let store = Arc::clone(&state.store);
+    let digest = Digest::of(&bytes);
+    blocking(move || Ok(store.write_manifest_raw(&name, &bytes)?)).await?;
+    let mut r = Response::new(Body::Full(None));
+    *r.status_mut() = StatusCode::CREATED;
+    let h = r.headers_mut();
+    insert(h, "Location", &format!("/v2/{ns}/{model}/manifests/{tag}"));
+    insert(h, "Docker-Content-Digest", &digest.to_string());
+    h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+    Ok(r)
 }
 
 /// A repository and tag as a validated name on the default registry host,

@@ -1,7 +1,8 @@
-//! `hearth pull [--insecure] NAME`: asks the server to pull a model and
-//! prints its progress as plain status lines (one per step, and one per
-//! layer when it starts and when it completes). The pull itself is the
-//! server's; this file only asks and prints.
+//! `hearth pull [--insecure] NAME` and `hearth push [--insecure] NAME`: ask
+//! the server to pull or push a model and print its progress as plain
+//! status lines (one per step, and one per layer when it starts and when it
+//! completes). The transfer itself is the server's; this file only asks and
+//! prints.
 
 use serde_json::{json, Value};
 
@@ -10,10 +11,20 @@ use super::{out, Client};
 
 /// Streams `POST /api/pull` and prints each new status.
 pub fn pull(client: &Client, model: &str, insecure: bool) -> anyhow::Result<()> {
+    transfer(client, "/api/pull", model, insecure)
+}
+
+/// Streams `POST /api/push` and prints each new status.
+pub fn push(client: &Client, model: &str, insecure: bool) -> anyhow::Result<()> {
+    transfer(client, "/api/push", model, insecure)
+}
+
+/// Pull and push report progress in the same shape, so one printer serves both.
+fn transfer(client: &Client, path: &str, model: &str, insecure: bool) -> anyhow::Result<()> {
     let req = json!({ "model": model, "insecure": insecure, "stream": true });
     let mut last_status = String::new();
     let mut layer_done = false;
-    client.stream("/api/pull", &req, |line: &Value| {
+    client.stream(path, &req, |line: &Value| {
         let status = line["status"].as_str().unwrap_or_default();
         let total = line["total"].as_u64();
         let completed = line["completed"].as_u64().unwrap_or(0);

@@ -784,6 +784,12 @@ impl BlobWriter {
         self.written
     }
 
+    /// Sets the digest [`BlobWriter::finish`] must find, for writes whose
+    /// digest is named only at the end (a registry upload session).
+    pub fn expect(&mut self, digest: Digest) {
+        self.expected = Some(digest);
+    }
+
     /// Appends bytes, reserving more budget when the size hint is passed.
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         let after = self.written + bytes.len() as u64;

@@ -1,0 +1,270 @@
+//! Pushing a model to a registry (Docker Registry HTTP API v2, the subset
+//! Ollama's push uses): for each layer and then the config, `HEAD` the blob
+//! and skip it when the registry has it, else start an upload session,
+//! stream the blob from disk in one `PATCH` and commit it with
+//! `PUT ?digest=`; finally `PUT` the manifest bytes exactly as stored, so
+//! the registry's digest of the model equals ours.
+//!
+//! This is the client side only, blocking `ureq` run on a blocking thread by
+//! the caller, as `crate::pull` is. The serving side (the upload endpoints)
+//! is `api::registry`. Authentication (Ollama's ed25519 challenge) and
+//! cross-repository mounts are not implemented: push works against
+//! registries that accept anonymous uploads, such as another hearth with
+//! `HEARTH_SERVE_REGISTRY=1`.
+
+use std::fs::File;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::types::Progress;
+use crate::model::{InvalidName, ModelName};
+use crate::store::{self, manifest::MANIFEST_MEDIA_TYPE, Digest, Manifest, Store};
+
+/// Connecting to a registry is quick or not at all.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A registry that acknowledges nothing for this long is given up on.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a layer's progress line is sent while it uploads.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// What can go wrong in a push.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The name does not parse.
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+    /// `http://` named without `insecure`.
+    #[error("insecure protocol http")]
+    InsecureProtocol,
+    /// The local manifest does not parse or names a malformed digest.
+    #[error("push model manifest: {0}")]
+    Manifest(String),
+    /// A request to the registry failed or was refused.
+    #[error("push {what}: {reason}")]
+    Upload {
+        /// The blob or the manifest being pushed.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// From the store (a missing model or blob, a disk error).
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// A push whose local manifest is read: a missing model or a bad name has
+/// failed by now, before progress starts streaming.
+#[derive(Debug)]
+pub struct Plan {
+    name: ModelName,
+    /// `<scheme>://<host>`, against which relative `Location`s resolve.
+    origin: String,
+    /// `<origin>/v2/<namespace>/<model>`.
+    repo_url: String,
+    agent: ureq::Agent,
+    /// The manifest exactly as stored.
+    manifest_bytes: Vec<u8>,
+}
+
+impl Plan {
+    /// Parses the name and reads its manifest from the store.
+    pub fn new(store: &Store, raw: &str, insecure: bool) -> Result<Plan, Error> {
+        let raw = raw.trim();
+        if raw.starts_with("http://") && !insecure {
+            return Err(Error::InsecureProtocol);
+        }
+        let name = ModelName::parse(raw)?;
+        let (name, manifest_bytes) = store.manifest_bytes(&name)?;
+        let scheme = if insecure { "http" } else { "https" };
+        let origin = format!("{scheme}://{}", name.host);
+        let repo_url = format!("{origin}/v2/{}/{}", name.namespace, name.model);
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(CONNECT_TIMEOUT)
+            .timeout_read(IO_TIMEOUT)
+            .timeout_write(IO_TIMEOUT)
+            // Upload URLs are followed by hand; a redirect would replay a
+            // PATCH body ureq has already consumed.
+            .redirects(0)
+            .user_agent(&format!("hearth/{}", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(Plan {
+            name,
+            origin,
+            repo_url,
+            agent,
+            manifest_bytes,
+        })
+    }
+
+    /// The model being pushed.
+    pub fn name(&self) -> &ModelName {
+        &self.name
+    }
+
+    /// Uploads what the registry lacks and then the manifest, reporting
+    /// Ollama's status lines through `progress`.
+    pub fn run(self, store: &Arc<Store>, progress: &mut dyn FnMut(Progress)) -> Result<(), Error> {
+        progress(Progress::status("retrieving manifest"));
+        let manifest: Manifest = serde_json::from_slice(&self.manifest_bytes)
+            .map_err(|e| Error::Manifest(format!("invalid manifest: {e}")))?;
+        let mut blobs: Vec<(Digest, u64)> = Vec::new();
+        for layer in manifest
+            .layers
+            .iter()
+            .chain(std::iter::once(&manifest.config))
+        {
+            let digest = Digest::parse(&layer.digest)
+                .map_err(|_| Error::Manifest(format!("invalid layer digest {:?}", layer.digest)))?;
+            if !blobs.iter().any(|(d, _)| *d == digest) {
+                blobs.push((digest, layer.size));
+            }
+        }
+        // The blobs are read while they upload; eviction must not take one
+        // from under the push.
+        let _pin = store.pin(blobs.iter().map(|(d, _)| d.clone()).collect());
+        for (digest, size) in &blobs {
+            let line = |completed: u64| Progress {
+                status: format!("pushing {}", &digest.hex()[..12]),
+                digest: Some(digest.to_string()),
+                total: Some(*size),
+                completed: (completed > 0).then_some(completed),
+            };
+            if self.registry_has(digest)? {
+                progress(line(*size));
+                continue;
+            }
+            progress(line(0));
+            self.upload(store, digest, *size, &mut |done| progress(line(done)))?;
+            progress(line(*size));
+        }
+        progress(Progress::status("pushing manifest"));
+        let url = format!("{}/manifests/{}", self.repo_url, self.name.tag);
+        let fail = |reason: String| Error::Upload {
+            what: "manifest".into(),
+            reason,
+        };
+        self.agent
+            .put(&url)
+            .set("Content-Type", MANIFEST_MEDIA_TYPE)
+            .send_bytes(&self.manifest_bytes)
+            .map_err(|e| fail(describe(e)))?;
+        progress(Progress::status("success"));
+        Ok(())
+    }
+
+    /// `HEAD` of a blob: whether the registry already has it.
+    fn registry_has(&self, digest: &Digest) -> Result<bool, Error> {
+        match self
+            .agent
+            .head(&format!("{}/blobs/{digest}", self.repo_url))
+            .call()
+        {
+            Ok(r) => Ok(r.status() == 200),
+            Err(ureq::Error::Status(_, _)) => Ok(false),
+            Err(e) => Err(Error::Upload {
+                what: digest.to_string(),
+                reason: describe(e),
+            }),
+        }
+    }
+
+    /// Starts an upload session, streams the blob in one `PATCH` and
+    /// commits it with `PUT ?digest=`.
+    fn upload(
+        &self,
+        store: &Store,
+        digest: &Digest,
+        size: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), Error> {
+        let fail = |reason: String| Error::Upload {
+            what: digest.to_string(),
+            reason,
+        };
+        let start = self
+            .agent
+            .post(&format!("{}/blobs/uploads/", self.repo_url))
+            .call()
+            .map_err(|e| fail(format!("start upload: {}", describe(e))))?;
+        let location = self.location(&start).map_err(fail)?;
+
+        let path = store.blob_path(digest);
+        let file = File::open(&path).map_err(|e| fail(format!("open {}: {e}", path.display())))?;
+        let reader = Counting {
+            inner: file,
+            done: 0,
+            last: Instant::now(),
+            progress,
+        };
+        let mut req = self
+            .agent
+            .request("PATCH", &location)
+            .set("Content-Type", "application/octet-stream")
+            // With a length ureq sends the body as is rather than chunked.
+            .set("Content-Length", &size.to_string());
+        if size > 0 {
+            req = req.set("Content-Range", &format!("0-{}", size - 1));
+        }
+        let patched = req
+            .send(reader)
+            .map_err(|e| fail(format!("upload: {}", describe(e))))?;
+        let location = self.location(&patched).unwrap_or(location);
+
+        let sep = if location.contains('?') { '&' } else { '?' };
+        self.agent
+            .put(&format!("{location}{sep}digest={digest}"))
+            .call()
+            .map_err(|e| fail(format!("commit upload: {}", describe(e))))?;
+        Ok(())
+    }
+
+    /// The absolute upload URL a response names (`Docker-Upload-Location`
+    /// first, as Ollama reads it, then `Location`).
+    fn location(&self, resp: &ureq::Response) -> Result<String, String> {
+        let loc = resp
+            .header("Docker-Upload-Location")
+            .or_else(|| resp.header("Location"))
+            .ok_or("the registry named no upload location")?;
+        if loc.starts_with("http://") || loc.starts_with("https://") {
+            Ok(loc.to_string())
+        } else if loc.starts_with('/') {
+            Ok(format!("{}{loc}", self.origin))
+        } else {
+            Err(format!("unusable upload location {loc:?}"))
+        }
+    }
+}
+
+/// A file reader that reports how much was read, at most every
+/// [`PROGRESS_EVERY`].
+struct Counting<'a> {
+    inner: File,
+    done: u64,
+    last: Instant,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.last.elapsed() >= PROGRESS_EVERY {
+            (self.progress)(self.done);
+            self.last = Instant::now();
+        }
+        Ok(n)
+    }
+}
+
+/// A ureq error as one line: the status and the registry's body, or the
+/// transport error.
+fn describe(e: ureq::Error) -> String {
+    match e {
+        ureq::Error::Status(code, r) => {
+            let body = r.into_string().unwrap_or_default();
+            format!("{code}: {}", body.trim())
+        }
+        e => e.to_string(),
+    }
+}
