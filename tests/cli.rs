@@ -272,7 +272,7 @@ fn modelfile_errors_fail_before_sending() {
 }
 
 #[test]
-fn unknown_models_and_unsupported_verbs() {
+fn unknown_models_and_failing_verbs() {
     let s = Server::start();
     assert!(hearth(&s, &["run", "nope", "hi"])
         .err()
@@ -285,9 +285,10 @@ fn unknown_models_and_unsupported_verbs() {
     assert!(hearth(&s, &["pull", "gemma3"])
         .err()
         .starts_with("pull model manifest: "));
+    // Pushing a model this server does not have fails before any upload.
     assert_eq!(
         hearth(&s, &["push", "me/gemma3"]).err(),
-        "push is not supported yet"
+        "model 'me/gemma3:latest' not found"
     );
     assert_eq!(rows(hearth(&s, &["ls"]).ok()).len(), 1);
     let version = hearth(&s, &["--version"]).ok().to_string();
