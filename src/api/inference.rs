@@ -147,6 +147,38 @@ pub async fn chat(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
     }
 }
 
+/// What the first checks of generate and chat found.
+enum Located {
+    /// An empty request with `keep_alive: 0`: the model was unloaded.
+    Unloaded,
+    /// The model and the request's keep-alive.
+    Model(Arc<Model>, crate::scheduler::KeepAlive),
+}
+
+/// The checks generate and chat share, in Ollama's order: `top_logprobs`,
+/// the name, the manifest (404), then the unload shortcut for an empty
+/// request with `keep_alive: 0`.
+async fn locate(
+    state: &Arc<AppState>,
+    raw_name: &str,
+    top_logprobs: Option<i64>,
+    keep_alive: Option<&Value>,
+    empty: bool,
+) -> Result<Located, ApiError> {
+    check_top_logprobs(top_logprobs)?;
+    let name = ModelName::parse(raw_name)
+        .map_err(|_| ApiError::NotFound(format!("model '{raw_name}' not found")))?;
+    let st = Arc::clone(state);
+    let r = raw_name.to_string();
+    let model = blocking(move || resolve(&st, &name, &r)).await?;
+    let keep_alive = parse_keep_alive(keep_alive, state.scheduler.default_keep_alive())?;
+    if empty && keep_alive == Some(Duration::ZERO) {
+        state.scheduler.unload_path(&model.path);
+        return Ok(Located::Unloaded);
+    }
+    Ok(Located::Model(model, keep_alive))
+}
+
 /// The checks and the lease both routes need once the request is validated:
 /// images, `format`, merged options, then the model itself.
 async fn admit(
@@ -179,21 +211,19 @@ pub(super) async fn prepare_generate(
     state: &Arc<AppState>,
     req: GenerateRequest,
 ) -> Result<Prepared, ApiError> {
-    check_top_logprobs(req.top_logprobs)?;
     let raw_name = req.model.clone();
-    let name = ModelName::parse(&raw_name)
-        .map_err(|_| ApiError::NotFound(format!("model '{raw_name}' not found")))?;
-    let st = Arc::clone(state);
-    let (n, r) = (name.clone(), raw_name.clone());
-    let model = blocking(move || resolve(&st, &n, &r)).await?;
-    let keep_alive = parse_keep_alive(
+    let (model, keep_alive) = match locate(
+        state,
+        &raw_name,
+        req.top_logprobs,
         req.keep_alive.as_ref(),
-        state.scheduler.default_keep_alive(),
-    )?;
-    if req.prompt.is_empty() && keep_alive == Some(Duration::ZERO) {
-        state.scheduler.unload_path(&model.path);
-        return Ok(Prepared::Reply("unload"));
-    }
+        req.prompt.is_empty(),
+    )
+    .await?
+    {
+        Located::Unloaded => return Ok(Prepared::Reply("unload")),
+        Located::Model(m, k) => (m, k),
+    };
     if req.raw && (req.template.is_some() || req.system.is_some() || req.context.is_some()) {
         return Err(ApiError::BadRequest(
             "raw mode does not support template, system, or context".into(),
@@ -298,24 +328,22 @@ pub(super) async fn prepare_chat(
     state: &Arc<AppState>,
     req: ChatRequest,
 ) -> Result<Prepared, ApiError> {
-    check_top_logprobs(req.top_logprobs)?;
     let raw_name = req.model.clone();
     if raw_name.is_empty() {
         return Err(ApiError::BadRequest("model is required".into()));
     }
-    let name = ModelName::parse(&raw_name)
-        .map_err(|_| ApiError::NotFound(format!("model '{raw_name}' not found")))?;
-    let st = Arc::clone(state);
-    let (n, r) = (name.clone(), raw_name.clone());
-    let model = blocking(move || resolve(&st, &n, &r)).await?;
-    let keep_alive = parse_keep_alive(
+    let (model, keep_alive) = match locate(
+        state,
+        &raw_name,
+        req.top_logprobs,
         req.keep_alive.as_ref(),
-        state.scheduler.default_keep_alive(),
-    )?;
-    if req.messages.is_empty() && keep_alive == Some(Duration::ZERO) {
-        state.scheduler.unload_path(&model.path);
-        return Ok(Prepared::Reply("unload"));
-    }
+        req.messages.is_empty(),
+    )
+    .await?
+    {
+        Located::Unloaded => return Ok(Prepared::Reply("unload")),
+        Located::Model(m, k) => (m, k),
+    };
     let think = check_think(req.think.as_ref(), &model, &raw_name)?;
     check_completion(&model, &raw_name, "chat")?;
     let tools = req
