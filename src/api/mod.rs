@@ -237,6 +237,40 @@ fn not_allowed(path: &str) -> Response<Body> {
     r
 }
 
+/// Runs a long blocking job that reports `Progress` (create, pull, push):
+/// streamed as NDJSON status lines, or answered once with `success` (or the
+/// error's status) when the client asked for no stream. A client that hangs
+/// up does not stop the job: a half-done create or transfer is worse than a
+/// finished one nobody watched.
+pub async fn progress_job<F>(
+    stream: bool,
+    what: &'static str,
+    job: F,
+) -> Result<Response<Body>, ApiError>
+where
+    F: FnOnce(&mut dyn FnMut(types::Progress)) -> Result<(), ApiError> + Send + 'static,
+{
+    if !stream {
+        blocking(move || job(&mut |_| {})).await?;
+        return body::json(&types::Progress::status("success"));
+    }
+    let (tx, resp) = body::ndjson_stream();
+    tokio::task::spawn_blocking(move || {
+        let mut send = |p: types::Progress| {
+            let _ = tx.send(body::ndjson_line(&p));
+        };
+        if let Err(e) = job(&mut send) {
+            if e.status().is_server_error() {
+                log::error!("{what} failed: {e}");
+            }
+            let mut line = crate::error::error_json(&e.to_string()).into_bytes();
+            line.push(b'\n');
+            let _ = tx.send(line.into());
+        }
+    });
+    Ok(resp)
+}
+
 /// Runs blocking store work off the async threads.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,

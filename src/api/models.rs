@@ -8,12 +8,11 @@ use serde_json::{json, Map, Value};
 
 use super::body::{self, Body};
 use super::types::{
-    rfc3339, CopyRequest, CreateRequest, DeleteRequest, Details, Message, Progress, ShowRequest,
-    TagsModel,
+    rfc3339, CopyRequest, CreateRequest, DeleteRequest, Details, Message, ShowRequest, TagsModel,
 };
 use super::{blocking, AppState};
-use crate::create::{self, read_json_blob, read_text_blob, Plan};
-use crate::error::{error_json, ApiError};
+use crate::create::{read_json_blob, read_text_blob, Plan};
+use crate::error::ApiError;
 use crate::gguf::Gguf;
 use crate::model::ModelName;
 use crate::options;
@@ -272,28 +271,10 @@ pub async fn create(state: &Arc<AppState>, body: Incoming) -> Result<Response<Bo
         blocking(move || Ok(Plan::new(&store, req)?)).await?
     };
     log::info!("creating model {}", plan.name().display_short());
-    if !stream {
-        blocking(move || Ok(plan.run(&store, &mut |_| {})?)).await?;
-        return body::json(&Progress::status("success"));
-    }
-    let (tx, resp) = body::ndjson_stream();
-    tokio::task::spawn_blocking(move || {
-        let mut send = |p: Progress| {
-            // A client that hung up does not stop the create: a half-created
-            // model is worse than a finished one nobody watched.
-            let _ = tx.send(body::ndjson_line(&p));
-        };
-        if let Err(e) = plan.run(&store, &mut send) {
-            let e: ApiError = create::Error::into(e);
-            if e.status().is_server_error() {
-                log::error!("create failed: {e}");
-            }
-            let mut line = error_json(&e.to_string()).into_bytes();
-            line.push(b'\n');
-            let _ = tx.send(line.into());
-        }
-    });
-    Ok(resp)
+    super::progress_job(stream, "create", move |progress| {
+        Ok(plan.run(&store, progress)?)
+    })
+    .await
 }
 
 /// `POST /api/copy`.

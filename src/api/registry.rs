@@ -26,9 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::body::{self, response, Body};
-use super::types::Progress;
 use super::{blocking, AppState};
-use crate::error::{error_json, ApiError};
+use crate::error::ApiError;
 use crate::model::ModelName;
 use crate::pull::Plan;
 use crate::push;
@@ -80,28 +79,10 @@ pub async fn pull(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
         blocking(move || Ok(Plan::new(&store, &raw, insecure)?)).await?
     };
     log::info!("pulling model {}", plan.name());
-    if !req.stream.unwrap_or(true) {
-        blocking(move || Ok(plan.run(&store, &mut |_| {})?)).await?;
-        return body::json(&Progress::status("success"));
-    }
-    let (tx, resp) = body::ndjson_stream();
-    tokio::task::spawn_blocking(move || {
-        let mut send = |p: Progress| {
-            // A client that hung up does not stop the pull: the blobs it
-            // fetched are useful to the next one.
-            let _ = tx.send(body::ndjson_line(&p));
-        };
-        if let Err(e) = plan.run(&store, &mut send) {
-            let e = ApiError::from(e);
-            if e.status().is_server_error() {
-                log::error!("pull failed: {e}");
-            }
-            let mut line = error_json(&e.to_string()).into_bytes();
-            line.push(b'\n');
-            let _ = tx.send(line.into());
-        }
-    });
-    Ok(resp)
+    super::progress_job(req.stream.unwrap_or(true), "pull", move |progress| {
+        Ok(plan.run(&store, progress)?)
+    })
+    .await
 }
 
 /// `POST /api/push` and its deprecated `name` alias; the same fields as a pull.
@@ -127,28 +108,10 @@ pub async fn push(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
         blocking(move || Ok(push::Plan::new(&store, &raw, insecure)?)).await?
     };
     log::info!("pushing model {}", plan.name().display_short());
-    if !req.stream.unwrap_or(true) {
-        blocking(move || Ok(plan.run(&store, &mut |_| {})?)).await?;
-        return body::json(&Progress::status("success"));
-    }
-    let (tx, resp) = body::ndjson_stream();
-    tokio::task::spawn_blocking(move || {
-        let mut send = |p: Progress| {
-            // A client that hung up does not stop the push: the blobs it
-            // uploaded are skipped by the next one.
-            let _ = tx.send(body::ndjson_line(&p));
-        };
-        if let Err(e) = plan.run(&store, &mut send) {
-            let e = ApiError::from(e);
-            if e.status().is_server_error() {
-                log::error!("push failed: {e}");
-            }
-            let mut line = error_json(&e.to_string()).into_bytes();
-            line.push(b'\n');
-            let _ = tx.send(line.into());
-        }
-    });
-    Ok(resp)
+    super::progress_job(req.stream.unwrap_or(true), "push", move |progress| {
+        Ok(plan.run(&store, progress)?)
+    })
+    .await
 }
 
 /// Everything under `/v2`: 404 unless the registry is enabled.
