@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::api::types::{CreateRequest, Message, Progress};
 use crate::convert;
@@ -15,6 +15,7 @@ use crate::engine::{self, Quant};
 use crate::gguf::{self, Gguf};
 use crate::model::ModelName;
 use crate::options;
+use crate::prompt::{self, KnownTemplate};
 use crate::store::manifest::{self as mf, ConfigBlob, Layer, Manifest};
 use crate::store::{self, Digest, Store};
 use crate::template::Template;
@@ -101,6 +102,16 @@ pub struct Plan {
     messages: Option<Vec<Message>>,
     licenses: Option<Vec<String>>,
     quantize: Option<Quant>,
+}
+
+/// What a create has gathered before its text layers and manifest.
+struct Built {
+    layers: Vec<Layer>,
+    config: ConfigBlob,
+    /// Parameters inherited from a `from` model.
+    params: Map<String, Value>,
+    /// The chat format recognised in a model given as files.
+    detected: Option<KnownTemplate>,
 }
 
 impl Plan {
@@ -191,6 +202,9 @@ impl Plan {
         let mut layers: Vec<Layer> = Vec::new();
         let mut config = ConfigBlob::default();
         let mut base_params = Map::new();
+        // The chat format recognised in a model given as files, as Ollama
+        // autodetects it (a `from` model keeps its own template).
+        let mut detected = None;
 
         if let Some((base_name, manifest)) = &self.base {
             config = read_json_blob(store, &manifest.config).unwrap_or_default();
@@ -214,12 +228,23 @@ impl Plan {
                         source,
                     })?;
                 config = config_from_gguf(&g);
+                detected = g.chat_template().and_then(prompt::autodetect);
                 pins.push(store.pin(vec![digest.clone()]));
                 layers.push(layer(mf::MEDIA_MODEL, &digest, size));
                 if let Some(q) = self.quantize {
                     self.quantize_model(store, q, &mut layers, &mut config, &mut pins, progress)?;
                 }
-                return self.finish(store, progress, layers, config, base_params, &mut pins);
+                return self.finish(
+                    store,
+                    progress,
+                    Built {
+                        layers,
+                        config,
+                        params: base_params,
+                        detected,
+                    },
+                    &mut pins,
+                );
             }
             progress(Progress::status("parsing GGUF"));
             let mut models = Vec::new();
@@ -235,6 +260,7 @@ impl Plan {
                 let media = classify(file, &g);
                 if media == mf::MEDIA_MODEL {
                     config = config_from_gguf(&g);
+                    detected = g.chat_template().and_then(prompt::autodetect);
                     if self.quantize.is_some() {
                         let ft = g.file_type().map(gguf::file_type_name).unwrap_or("unknown");
                         if !matches!(ft, "F16" | "BF16" | "F32") {
@@ -263,7 +289,17 @@ impl Plan {
                 self.quantize_model(store, q, &mut layers, &mut config, &mut pins, progress)?;
             }
         }
-        self.finish(store, progress, layers, config, base_params, &mut pins)
+        self.finish(
+            store,
+            progress,
+            Built {
+                layers,
+                config,
+                params: base_params,
+                detected,
+            },
+            &mut pins,
+        )
     }
 
     /// Adds adapters and the text layers, writes the config and the manifest.
@@ -271,11 +307,15 @@ impl Plan {
         &self,
         store: &Arc<Store>,
         progress: &mut dyn FnMut(Progress),
-        mut layers: Vec<Layer>,
-        config: ConfigBlob,
-        mut base_params: Map<String, Value>,
+        model: Built,
         pins: &mut Vec<store::Pin>,
     ) -> Result<(), Error> {
+        let Built {
+            mut layers,
+            config,
+            params: mut base_params,
+            detected,
+        } = model;
         for (_, digest) in &self.adapters {
             let size = std::fs::metadata(store.blob_path(digest))
                 .map(|m| m.len())
@@ -289,6 +329,21 @@ impl Plan {
             list: layers,
             pins,
         };
+        let mut params_changed = self.parameters.is_some();
+        if let Some(k) = detected {
+            let status = format!("using autodetected template {}", k.name);
+            layers.add_reported(
+                mf::MEDIA_TEMPLATE,
+                k.template.as_bytes(),
+                progress,
+                Some(status),
+            )?;
+            base_params.insert("stop".into(), json!(k.stop));
+            if let Some(t) = k.temperature {
+                base_params.insert("temperature".into(), json!(t));
+            }
+            params_changed = true;
+        }
         if let Some(t) = &self.template {
             let kinds = [mf::MEDIA_TEMPLATE, mf::MEDIA_PROMPT];
             layers.replace(&kinds, mf::MEDIA_TEMPLATE, t.as_bytes(), progress)?;
@@ -301,8 +356,8 @@ impl Plan {
                 progress,
             )?;
         }
-        if let Some(p) = &self.parameters {
-            for (k, v) in p {
+        if params_changed {
+            for (k, v) in self.parameters.iter().flatten() {
                 base_params.insert(k.clone(), v.clone());
             }
             let bytes =
@@ -356,16 +411,46 @@ impl Plan {
             return Err(Error::NoFiles);
         };
         let source = Digest::parse(&weights.digest).map_err(|_| Error::InvalidDigest)?;
-        progress(Progress::status(format!(
-            "quantizing {} model to {}",
-            config.file_type,
-            quant.name()
-        )));
+        let status = format!("quantizing {} model to {}", config.file_type, quant.name());
         let tmp = store.temp_path("quantize");
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if let Err(e) = engine::quantize(&store.blob_path(&source), &tmp, quant, threads) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::Internal(e.to_string()));
+        let input = store.blob_path(&source);
+        // llama.cpp's quantizer has no progress callback, but it writes the
+        // output tensor by tensor: its growth against the expected size is
+        // the progress, reported as Ollama does (over the source's size).
+        let total = weights.size;
+        let source_bits = match config.file_type.as_str() {
+            "F32" => 32.0,
+            _ => 16.0,
+        };
+        let expected = (total as f64 * quant.bits_per_weight() / source_bits).max(1.0);
+        let report = |completed: u64| Progress {
+            status: status.clone(),
+            digest: Some("0000000000000000000".into()),
+            total: Some(total),
+            completed: Some(completed),
+        };
+        progress(report(0));
+        let result = std::thread::scope(|scope| {
+            let job = scope.spawn(|| engine::quantize(&input, &tmp, quant, threads));
+            while !job.is_finished() {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let written = std::fs::metadata(&tmp).map_or(0, |m| m.len());
+                let share = (written as f64 / expected).min(0.99);
+                progress(report((share * total as f64) as u64));
+            }
+            job.join()
+        });
+        match result {
+            Ok(Ok(())) => progress(report(total)),
+            Ok(Err(e)) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::Internal(e.to_string()));
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::Internal("the quantizer panicked".into()));
+            }
         }
         let (digest, size, created) = store.adopt(&tmp)?;
         pins.push(store.pin(vec![digest.clone()]));
@@ -515,6 +600,17 @@ impl Layers<'_> {
         bytes: &[u8],
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), Error> {
+        self.add_reported(media, bytes, progress, None)
+    }
+
+    /// `add`, reporting `status` instead of the usual layer line.
+    fn add_reported(
+        &mut self,
+        media: &str,
+        bytes: &[u8],
+        progress: &mut dyn FnMut(Progress),
+        status: Option<String>,
+    ) -> Result<(), Error> {
         let existed = self.store.has_blob(&Digest::of(bytes));
         let (digest, size) = self.store.put_bytes(bytes)?;
         self.pins.push(self.store.pin(vec![digest.clone()]));
@@ -523,7 +619,9 @@ impl Layers<'_> {
         } else {
             "creating new layer"
         };
-        progress(Progress::status(format!("{verb} {digest}")));
+        progress(Progress::status(
+            status.unwrap_or_else(|| format!("{verb} {digest}")),
+        ));
         self.list.push(layer(media, &digest, size));
         Ok(())
     }

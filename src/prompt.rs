@@ -13,13 +13,70 @@ use crate::template::{self, Template};
 /// Ollama's default template for a model without one.
 pub const DEFAULT_TEMPLATE: &str = "{{ .Prompt }}";
 
-/// Known chat formats, recognised in a GGUF's Jinja chat template by a marker
-/// only that format uses. Each maps to an Ollama-style Go template.
-const KNOWN: &[(&str, &str, &str)] = &[
-    ("chatml", "<|im_start|>", CHATML),
-    ("gemma-instruct", "<start_of_turn>", GEMMA),
-    ("llama3-instruct", "<|start_header_id|>", LLAMA3),
-    ("phi-3", "<|assistant|>", PHI3),
+/// A chat format hearth knows: Ollama's name for it, its Go template and
+/// the stop words Ollama's library ships with it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KnownTemplate {
+    /// Ollama's name (`chatml`, `llama3-instruct`, ...).
+    pub name: &'static str,
+    /// The Go template.
+    pub template: &'static str,
+    /// Stop words for the params layer.
+    pub stop: &'static [&'static str],
+    /// A default temperature the format's params carry, if any.
+    pub temperature: Option<f64>,
+}
+
+/// Known chat formats, recognised in a GGUF's Jinja chat template by a
+/// marker only that format uses (the first that matches wins).
+const KNOWN: &[(&str, KnownTemplate)] = &[
+    (
+        "<|im_start|>",
+        KnownTemplate {
+            name: "chatml",
+            template: CHATML,
+            stop: &["<|im_start|>", "<|im_end|>"],
+            temperature: None,
+        },
+    ),
+    // Gemma 3's template names its system-prompt handling; Gemma 1 and 2's
+    // do not. Both render the same turns.
+    (
+        "first_user_prefix",
+        KnownTemplate {
+            name: "gemma3-instruct",
+            template: GEMMA,
+            stop: &["<end_of_turn>"],
+            temperature: Some(0.1),
+        },
+    ),
+    (
+        "<start_of_turn>",
+        KnownTemplate {
+            name: "gemma-instruct",
+            template: GEMMA,
+            stop: &["<start_of_turn>", "<end_of_turn>"],
+            temperature: None,
+        },
+    ),
+    (
+        "<|start_header_id|>",
+        KnownTemplate {
+            name: "llama3-instruct",
+            template: LLAMA3,
+            stop: &["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+            temperature: None,
+        },
+    ),
+    (
+        "<|assistant|>",
+        KnownTemplate {
+            name: "phi-3",
+            template: PHI3,
+            stop: &["<|end|>", "<|system|>", "<|user|>", "<|assistant|>"],
+            temperature: None,
+        },
+    ),
 ];
 
 const CHATML: &str =
@@ -58,12 +115,15 @@ const PHI3: &str =
 {{ if and $last (ne .Role \"assistant\") }}<|assistant|>
 {{ end }}{{ end }}";
 
-/// Recognises a GGUF chat template: the format's name and its Go template.
-pub fn autodetect(jinja: &str) -> Option<(&'static str, &'static str)> {
+/// Recognises a GGUF chat template as one of the formats hearth knows.
+pub fn autodetect(jinja: &str) -> Option<KnownTemplate> {
     KNOWN
         .iter()
-        .find(|(_, marker, _)| jinja.contains(marker))
-        .map(|(name, _, tmpl)| (*name, *tmpl))
+        .find(|(marker, k)| {
+            jinja.contains(marker)
+                && (k.name != "gemma3-instruct" || jinja.contains("<start_of_turn>"))
+        })
+        .map(|(_, k)| *k)
 }
 
 /// What a prompt is built from.
@@ -201,11 +261,20 @@ mod tests {
 
     #[test]
     fn chatml_autodetected() {
-        let (name, tmpl) =
-            autodetect("{% for m in messages %}<|im_start|>{{ m.role }}").expect("chatml");
-        assert_eq!(name, "chatml");
+        let known = autodetect("{% for m in messages %}<|im_start|>{{ m.role }}").expect("chatml");
+        assert_eq!(known.name, "chatml");
+        assert_eq!(
+            autodetect("{{ bos_token }}{%- set first_user_prefix = '' -%}<start_of_turn>")
+                .map(|k| k.name),
+            Some("gemma3-instruct")
+        );
+        assert_eq!(
+            autodetect("{{ bos_token }}<start_of_turn>user").map(|k| k.name),
+            Some("gemma-instruct")
+        );
+        assert_eq!(autodetect("{{ messages }}"), None);
         check(
-            tmpl,
+            known.template,
             &[msg("system", "S"), msg("user", "Q")],
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n",
         );

@@ -247,6 +247,15 @@ fn quantize_on_create() {
         "{lines:?}"
     );
     assert_eq!(statuses.last(), Some(&"success"), "{lines:?}");
+    // Progress counts over the source's size, ending complete.
+    let counts: Vec<(u64, u64)> = lines
+        .iter()
+        .filter(|l| l["status"] == "quantizing F16 model to Q8_0")
+        .filter_map(|l| Some((l["completed"].as_u64()?, l["total"].as_u64()?)))
+        .collect();
+    let (done, total) = *counts.last().expect("quantize progress");
+    assert!(total > 40_000_000 && done == total, "{counts:?}");
+    assert!(counts.windows(2).all(|w| w[0].0 <= w[1].0), "{counts:?}");
     let (_, show) = s.post("/api/show", json!({"model": "minilm:q8"}));
     assert_eq!(show["details"]["quantization_level"], "Q8_0");
     let (_, tags) = s.get("/api/tags");

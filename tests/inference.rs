@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{gemma, inference_lock, smollm, Server};
+use crate::harness::{gemma, inference_lock, parse, smollm, Server};
 
 fn response_text(v: &Value) -> String {
     v["response"]
@@ -423,8 +423,22 @@ fn logprobs_are_reported() {
         json!({"model": "gemma3:270m", "messages": [{"role": "user", "content": "Hi"}],
         "logprobs": true, "options": {"num_predict": 3}}),
     );
-    let last = lines.last().expect("final");
-    assert_eq!(last["logprobs"].as_array().map(Vec::len), Some(3), "{last}");
+    // Streamed: each chunk carries the log probabilities of its own tokens
+    // (Ollama's shape), and together they spell the answer.
+    let (last, chunks) = lines.split_last().expect("final");
+    assert!(last["logprobs"].is_null(), "{last}");
+    let lps: Vec<&Value> = chunks
+        .iter()
+        .flat_map(|c| c["logprobs"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(lps.len(), 3, "{lines:?}");
+    assert!(chunks.iter().all(|c| c["logprobs"].is_array()), "{lines:?}");
+    let spelled: String = lps.iter().filter_map(|l| l["token"].as_str()).collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["message"]["content"].as_str())
+        .collect();
+    assert_eq!(spelled, content);
     let (status, v) = s.post(
         "/v1/chat/completions",
         json!({"model": "gemma3:270m", "messages": [{"role": "user", "content": "Hi"}],
@@ -438,4 +452,44 @@ fn logprobs_are_reported() {
         Some(3),
         "{v}"
     );
+    // The legacy completions API asks with a number of alternatives.
+    let (status, v) = s.post(
+        "/v1/completions",
+        json!({"model": "gemma3:270m", "prompt": "One, two,", "logprobs": 2, "max_tokens": 3, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let lps = v["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .expect("logprobs");
+    assert_eq!(lps.len(), 3, "{v}");
+    assert!(lps
+        .iter()
+        .all(|l| l["top_logprobs"].as_array().map(Vec::len) == Some(2)));
+    let (status, v) = s.post(
+        "/v1/completions",
+        json!({"model": "gemma3:270m", "prompt": "One, two,", "max_tokens": 2}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(v["choices"][0]["logprobs"].is_null(), "{v}");
+    // Streamed over SSE, each chunk has its own.
+    let (status, text) = s.call(
+        "POST",
+        "/v1/chat/completions",
+        Some(
+            &json!({"model": "gemma3:270m", "messages": [{"role": "user", "content": "Hi"}],
+        "logprobs": true, "max_tokens": 3, "stream": true}),
+        ),
+    );
+    assert_eq!(status, 200, "{text}");
+    let n: usize = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|e| *e != "[DONE]")
+        .map(|e| {
+            parse(e)["choices"][0]["logprobs"]["content"]
+                .as_array()
+                .map_or(0, Vec::len)
+        })
+        .sum();
+    assert_eq!(n, 3, "{text}");
 }

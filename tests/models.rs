@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{blob_names, gemma, sha256_hex, Server, GEMMA_TEMPLATE};
+use crate::harness::{blob_names, gemma, sha256_hex, smollm, Server, GEMMA_TEMPLATE};
 
 #[test]
 fn create_tags_show_copy_delete() {
@@ -198,6 +198,50 @@ fn create_from_existing_with_system_prompt() {
     assert_eq!(
         (status, v),
         (400, json!({"error": "unknown parameter 'bogus'"}))
+    );
+}
+
+/// A GGUF whose chat template is a known format gets Ollama's template and
+/// stop words as layers at create time, reported as Ollama reports them.
+#[test]
+fn create_autodetects_a_known_chat_template() {
+    let s = Server::start();
+    let lines = s.create_linked("smol", &smollm(), json!({}));
+    let statuses: Vec<&str> = lines.iter().filter_map(|l| l["status"].as_str()).collect();
+    assert!(
+        statuses.contains(&"using autodetected template chatml"),
+        "{statuses:?}"
+    );
+    let (_, show) = s.post("/api/show", json!({"model": "smol"}));
+    let template = show["template"].as_str().unwrap_or_default();
+    assert!(template.contains("<|im_start|>{{ .Role }}"), "{show}");
+    let params = show["parameters"].as_str().unwrap_or_default();
+    assert!(
+        params.contains("stop") && params.contains("<|im_end|>"),
+        "{params}"
+    );
+
+    // The request's own template and parameters win over the detected ones.
+    s.create_linked(
+        "smol-own",
+        &smollm(),
+        json!({"template": "{{ .Prompt }}", "parameters": {"stop": ["END"], "temperature": 0.3}}),
+    );
+    let (_, show) = s.post("/api/show", json!({"model": "smol-own"}));
+    assert_eq!(show["template"], "{{ .Prompt }}");
+    let params = show["parameters"].as_str().unwrap_or_default();
+    assert!(
+        params.contains("END") && !params.contains("<|im_end|>") && params.contains("0.3"),
+        "{params}"
+    );
+
+    // Gemma 3 270M ships no chat template: nothing is detected.
+    let lines = s.create_linked("g", &gemma(), json!({}));
+    assert!(
+        !lines.iter().any(|l| l["status"]
+            .as_str()
+            .is_some_and(|s| s.contains("autodetected"))),
+        "{lines:?}"
     );
 }
 

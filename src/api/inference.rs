@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::body::{self, Body};
 use super::models::details;
 use super::resolve::{load_key, merged_options, parse_keep_alive, resolve, Model};
+use super::shape::{split_answer, Calls, Piece, Shaper};
 use super::types::{rfc3339, ChatRequest, GenerateRequest, Message};
 use super::{blocking, AppState};
 use crate::engine::{self, DoneReason, Event, Utf8Assembler};
@@ -26,7 +27,6 @@ use crate::options::Options;
 use crate::prompt::{self, Input};
 use crate::scheduler::Lease;
 use crate::template::Template;
-use crate::think;
 use crate::tools;
 
 fn grammar_for(format: Option<&Value>) -> Result<Option<String>, ApiError> {
@@ -484,16 +484,15 @@ pub(super) struct Outcome {
     /// An error that ended the generation.
     pub(super) error: Option<String>,
     /// Per-token log probabilities, when asked for.
-    pub(super) logprobs: Vec<(i32, Vec<u8>, engine::TokenLogprob)>,
+    pub(super) logprobs: Vec<TokenLp>,
 }
+
+/// A generated token's id, bytes and log probabilities.
+pub(super) type TokenLp = (i32, Vec<u8>, engine::TokenLogprob);
 
 /// Ollama's `logprobs` array: token text, log probability, bytes and (when
 /// asked) the most likely alternatives.
-pub(super) fn logprobs_json(
-    runner: &engine::Runner,
-    lps: &[(i32, Vec<u8>, engine::TokenLogprob)],
-    top: usize,
-) -> Value {
+pub(super) fn logprobs_json(runner: &engine::Runner, lps: &[TokenLp], top: usize) -> Value {
     let entry = |bytes: &[u8], logprob: f32| json!({"token": String::from_utf8_lossy(bytes), "logprob": logprob, "bytes": bytes});
     let list: Vec<Value> = lps
         .iter()
@@ -561,85 +560,8 @@ pub(super) fn start(job: &Job, lease: &Lease) -> Result<mpsc::UnboundedReceiver<
 /// Starts the generation and answers, streaming or not.
 async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
     let erx = start(&job, &lease)?;
-    if job.stream {
-        let (tx, resp) = body::ndjson_stream();
-        tokio::spawn(async move {
-            let lease = lease;
-            let kind = job.kind.clone();
-            let model = job.model.clone();
-            let emit_tx = tx.clone();
-            let send = move |text: &str| {
-                emit_tx
-                    .send(body::ndjson_line(&chunk(&kind, &model, text)))
-                    .is_ok()
-            };
-            // With tools, text that may be the start of a call is held back
-            // until it is clearly not one, or until the answer ends.
-            let mut held = String::new();
-            let mut passthrough = !job.tools;
-            let content_out = |text: &str, held: &mut String, passthrough: &mut bool| {
-                if *passthrough {
-                    return send(text);
-                }
-                held.push_str(text);
-                if tools::may_be_call(held) {
-                    return true;
-                }
-                *passthrough = true;
-                send(&std::mem::take(held))
-            };
-            let thinking_tx = tx.clone();
-            let (tkind, tmodel) = (job.kind.clone(), job.model.clone());
-            let send_thinking = move |t: &str| {
-                let mut v = chunk(&tkind, &tmodel, "");
-                set_thinking(&mut v, &tkind, t);
-                thinking_tx.send(body::ndjson_line(&v)).is_ok()
-            };
-            let mut splitter = job.think.map(think::Splitter::new);
-            let mut emit = |text: &str| {
-                let Some(sp) = splitter.as_mut() else {
-                    return content_out(text, &mut held, &mut passthrough);
-                };
-                let (t, c) = sp.push(text);
-                if !t.is_empty() && !send_thinking(&t) {
-                    return false;
-                }
-                c.is_empty() || content_out(&c, &mut held, &mut passthrough)
-            };
-            let mut outcome = consume(erx, &job.opts.stop, &mut emit).await;
-            if let Some(sp) = splitter.as_mut() {
-                let (t, c) = sp.finish();
-                if !t.is_empty() {
-                    send_thinking(&t);
-                }
-                if !c.is_empty() {
-                    content_out(&c, &mut held, &mut passthrough);
-                }
-            }
-            if !held.is_empty() {
-                let (calls, rest) = tools::parse(&held);
-                if calls.is_empty() {
-                    let _ = tx.send(body::ndjson_line(&chunk(&job.kind, &job.model, &held)));
-                } else {
-                    let mut v = chunk(&job.kind, &job.model, &rest);
-                    v["message"]["tool_calls"] = tool_calls_json(&calls);
-                    let _ = tx.send(body::ndjson_line(&v));
-                    outcome.text = rest;
-                }
-            }
-            let mut line = final_line(&job, &outcome, lease.load_duration, true);
-            if let (Some(top), None) = (job.logprobs, &outcome.error) {
-                // Streamed answers carry the log probabilities on the final chunk.
-                let mut v = final_fields(&job, &outcome, lease.load_duration, true);
-                v["logprobs"] = logprobs_json(&lease.runner, &outcome.logprobs, top);
-                line = body::ndjson_line(&v);
-            }
-            let _ = tx.send(line);
-            drop(lease);
-        });
-        Ok(resp)
-    } else {
-        let mut outcome = consume(erx, &job.opts.stop, |_| true).await;
+    if !job.stream {
+        let mut outcome = consume(erx, &job.opts.stop, |_, _| true).await;
         let load = lease.load_duration;
         let runner = Arc::clone(&lease.runner);
         drop(lease);
@@ -648,22 +570,8 @@ async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
                 return Err(ApiError::Internal(e.clone()));
             }
         }
-        let mut thinking = String::new();
-        if let Some(in_thinking) = job.think {
-            let mut sp = think::Splitter::new(in_thinking);
-            let (t1, c1) = sp.push(&outcome.text);
-            let (t2, c2) = sp.finish();
-            thinking = t1 + &t2;
-            outcome.text = c1 + &c2;
-        }
-        let mut calls = Vec::new();
-        if job.tools {
-            let (c, rest) = tools::parse(&outcome.text);
-            if !c.is_empty() {
-                outcome.text = rest;
-                calls = c;
-            }
-        }
+        let (thinking, content, calls) = split_answer(job.think, job.tools, &outcome.text);
+        outcome.text = content;
         let mut line = final_fields(&job, &outcome, load, false);
         if !calls.is_empty() {
             line["message"]["tool_calls"] = tool_calls_json(&calls);
@@ -674,12 +582,51 @@ async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
         if let Some(top) = job.logprobs {
             line["logprobs"] = logprobs_json(&runner, &outcome.logprobs, top);
         }
-        Ok(super::body::response(
+        return Ok(super::body::response(
             hyper::StatusCode::OK,
             "application/json; charset=utf-8",
             body::ndjson_line(&line),
-        ))
+        ));
     }
+    let (tx, resp) = body::ndjson_stream();
+    tokio::spawn(async move {
+        let lease = lease;
+        let piece_line = |p: &Piece| match p {
+            Piece::Content(c) => chunk(&job.kind, &job.model, c),
+            Piece::Thinking(t) => {
+                let mut v = chunk(&job.kind, &job.model, "");
+                set_thinking(&mut v, &job.kind, t);
+                v
+            }
+        };
+        let mut shaper = Shaper::new(job.think, job.tools);
+        let mut outcome = consume(erx, &job.opts.stop, |text, lps| {
+            let mut lines: Vec<Value> = shaper.push(text).iter().map(piece_line).collect();
+            if let (Some(top), false) = (job.logprobs, lps.is_empty()) {
+                // Each chunk carries the log probabilities of its tokens,
+                // with empty text while the text is held back.
+                if lines.is_empty() {
+                    lines.push(chunk(&job.kind, &job.model, ""));
+                }
+                lines[0]["logprobs"] = logprobs_json(&lease.runner, lps, top);
+            }
+            lines.iter().all(|v| tx.send(body::ndjson_line(v)).is_ok())
+        })
+        .await;
+        let (rest, calls) = shaper.finish();
+        for p in &rest {
+            let _ = tx.send(body::ndjson_line(&piece_line(p)));
+        }
+        if let Some(Calls { calls, rest }) = calls {
+            let mut v = chunk(&job.kind, &job.model, &rest);
+            v["message"]["tool_calls"] = tool_calls_json(&calls);
+            let _ = tx.send(body::ndjson_line(&v));
+            outcome.text = rest;
+        }
+        let _ = tx.send(final_line(&job, &outcome, lease.load_duration, true));
+        drop(lease);
+    });
+    Ok(resp)
 }
 
 /// Puts reasoning where Ollama does: `thinking` (generate) or
@@ -728,9 +675,11 @@ fn call_id(i: usize) -> String {
 pub(super) async fn consume(
     mut rx: mpsc::UnboundedReceiver<Event>,
     stops: &[String],
-    mut emit: impl FnMut(&str) -> bool,
+    mut emit: impl FnMut(&str, &[TokenLp]) -> bool,
 ) -> Outcome {
     let mut out = Outcome::default();
+    // Log probabilities not yet handed to `emit`.
+    let mut lp_sent = 0;
     let mut utf8 = Utf8Assembler::new();
     let mut held = String::new();
     let mut eval_started = Instant::now();
@@ -758,9 +707,9 @@ pub(super) async fn consume(
                     held.truncate(at);
                     out.done_reason = Some("stop");
                     out.eval_duration = eval_started.elapsed();
-                    if !held.is_empty() {
+                    if !held.is_empty() || lp_sent < out.logprobs.len() {
                         out.text.push_str(&held);
-                        emit(&held);
+                        emit(&held, &out.logprobs[lp_sent..]);
                     }
                     return out;
                 }
@@ -771,10 +720,14 @@ pub(super) async fn consume(
                     .max()
                     .unwrap_or(0);
                 let ready = held.len() - keep;
-                if ready > 0 {
+                // Text is handed on when ready; log probabilities go with
+                // every token, with empty text while it is held back.
+                if ready > 0 || lp_sent < out.logprobs.len() {
                     let piece: String = held.drain(..ready).collect();
                     out.text.push_str(&piece);
-                    if !emit(&piece) {
+                    let ok = emit(&piece, &out.logprobs[lp_sent..]);
+                    lp_sent = out.logprobs.len();
+                    if !ok {
                         out.error = Some("client disconnected".into());
                         return out;
                     }
@@ -786,9 +739,9 @@ pub(super) async fn consume(
                 eval_duration,
             } => {
                 held.push_str(&utf8.finish());
-                if !held.is_empty() {
+                if !held.is_empty() || lp_sent < out.logprobs.len() {
                     out.text.push_str(&held);
-                    emit(&held);
+                    emit(&held, &out.logprobs[lp_sent..]);
                 }
                 out.eval_count = eval_count;
                 out.eval_duration = eval_duration;

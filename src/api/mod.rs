@@ -13,6 +13,7 @@ mod models;
 mod openai;
 mod registry;
 pub mod resolve;
+mod shape;
 pub mod types;
 
 use std::net::SocketAddr;

@@ -18,12 +18,12 @@ use super::inference::{
     consume, logprobs_json, prepare_chat, prepare_generate, start, tool_calls_json, Job, Outcome,
     Prepared,
 };
+use super::shape::{split_answer, Piece, Shaper};
 use super::types::{ChatRequest, GenerateRequest, Message};
 use super::{blocking, AppState};
 use crate::error::ApiError;
 use crate::model::ModelName;
 use crate::scheduler::Lease;
-use crate::think;
 use crate::tools;
 
 /// Answers any `/v1/...` request; errors come back in OpenAI's shape.
@@ -253,11 +253,6 @@ fn usage(o: &Outcome, prompt_tokens: usize) -> Value {
     json!({"prompt_tokens": prompt_tokens, "completion_tokens": o.eval_count, "total_tokens": prompt_tokens + o.eval_count})
 }
 
-/// The tool calls in an answer, and the rest of its text.
-fn split_calls(text: &str) -> (Vec<tools::Call>, String) {
-    tools::parse(text)
-}
-
 /// Tool calls in OpenAI's shape: arguments as a JSON string.
 fn openai_calls(calls: &[tools::Call]) -> Value {
     let native = tool_calls_json(calls);
@@ -311,7 +306,7 @@ async fn answer(
     };
     let prompt_tokens = job.tokens_len();
     if !job.stream {
-        let mut o = consume(rx, &job.opts.stop, |_| true).await;
+        let o = consume(rx, &job.opts.stop, |_, _| true).await;
         let logprobs = job
             .logprobs
             .map(|top| logprobs_json(&lease.runner, &o.logprobs, top));
@@ -319,29 +314,16 @@ async fn answer(
         if let Some(e) = &o.error {
             return Err(ApiError::Internal(e.clone()));
         }
-        let mut reasoning = String::new();
-        if let Some(in_thinking) = job.think {
-            let mut sp = think::Splitter::new(in_thinking);
-            let (t1, c1) = sp.push(&o.text);
-            let (t2, c2) = sp.finish();
-            reasoning = t1 + &t2;
-            o.text = c1 + &c2;
-        }
-        let (calls, text) = if job.tools {
-            split_calls(&o.text)
-        } else {
-            (Vec::new(), o.text.clone())
-        };
-        let choice = match shape {
+        let (reasoning, text, calls) = split_answer(job.think, job.tools, &o.text);
+        let mut choice = match shape {
             Shape::Chat if !calls.is_empty() => json!({"index": 0,
                 "message": {"role": "assistant", "content": text, "tool_calls": openai_calls(&calls)},
                 "finish_reason": "tool_calls"}),
             Shape::Chat => {
-                json!({"index": 0, "message": {"role": "assistant", "content": o.text}, "finish_reason": finish_reason(&o)})
+                json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason(&o)})
             }
-            Shape::Text => json!({"index": 0, "text": o.text, "finish_reason": finish_reason(&o)}),
+            Shape::Text => json!({"index": 0, "text": text, "finish_reason": finish_reason(&o)}),
         };
-        let mut choice = choice;
         if let Some(lp) = logprobs {
             choice["logprobs"] = json!({ "content": lp });
         }
@@ -358,84 +340,52 @@ async fn answer(
     tokio::spawn(async move {
         let lease = lease;
         let base = json!({"id": id, "object": chunk_object, "created": created, "model": model, "system_fingerprint": "fp_ollama"});
-        let piece = |text: &str, first: bool| -> Value {
+        let mut first = true;
+        let mut event = |p: &Piece| -> Value {
             let mut v = base.clone();
-            v["choices"] = match shape {
-                Shape::Chat if first => {
-                    json!([{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null}])
+            v["choices"] = match (shape, p) {
+                (_, Piece::Thinking(t)) => {
+                    json!([{"index": 0, "delta": {"reasoning": t}, "finish_reason": null}])
                 }
-                Shape::Chat => {
-                    json!([{"index": 0, "delta": {"content": text}, "finish_reason": null}])
+                (Shape::Chat, Piece::Content(c)) if first => {
+                    json!([{"index": 0, "delta": {"role": "assistant", "content": c}, "finish_reason": null}])
                 }
-                Shape::Text => json!([{"index": 0, "text": text, "finish_reason": null}]),
+                (Shape::Chat, Piece::Content(c)) => {
+                    json!([{"index": 0, "delta": {"content": c}, "finish_reason": null}])
+                }
+                (Shape::Text, Piece::Content(c)) => {
+                    json!([{"index": 0, "text": c, "finish_reason": null}])
+                }
             };
+            if matches!(p, Piece::Content(_)) {
+                first = false;
+            }
             v
         };
-        let mut first = true;
-        let emit_tx = tx.clone();
-        // With tools, text that may start a call is held back (as natively).
-        let mut held = String::new();
-        let mut passthrough = !job.tools;
-        let mut splitter = job.think.map(think::Splitter::new);
-        let reasoning_tx = tx.clone();
-        let reasoning_base = base.clone();
-        let send_reasoning = move |t: &str| {
-            let mut v = reasoning_base.clone();
-            v["choices"] = json!([{"index": 0, "delta": {"reasoning": t}, "finish_reason": null}]);
-            reasoning_tx.send(sse(&v)).is_ok()
-        };
-        let o = consume(rx, &job.opts.stop, |text| {
-            let owned;
-            let text = match splitter.as_mut() {
-                None => text,
-                Some(sp) => {
-                    let (t, c) = sp.push(text);
-                    if !t.is_empty() && !send_reasoning(&t) {
-                        return false;
-                    }
-                    if c.is_empty() {
-                        return true;
-                    }
-                    owned = c;
-                    owned.as_str()
+        let mut shaper = Shaper::new(job.think, job.tools);
+        let o = consume(rx, &job.opts.stop, |text, lps| {
+            let mut events: Vec<Value> = shaper.push(text).iter().map(&mut event).collect();
+            if let (Some(top), false) = (job.logprobs, lps.is_empty()) {
+                // Each chunk carries the log probabilities of its tokens.
+                if events.is_empty() {
+                    events.push(event(&Piece::Content(String::new())));
                 }
-            };
-            if !passthrough {
-                held.push_str(text);
-                if tools::may_be_call(&held) {
-                    return true;
-                }
-                passthrough = true;
+                events[0]["choices"][0]["logprobs"] =
+                    json!({ "content": logprobs_json(&lease.runner, lps, top) });
             }
-            let text = if held.is_empty() {
-                text.to_string()
-            } else {
-                std::mem::take(&mut held)
-            };
-            let ok = emit_tx.send(sse(&piece(&text, first))).is_ok();
-            first = false;
-            ok
+            events.iter().all(|v| tx.send(sse(v)).is_ok())
         })
         .await;
         drop(lease);
-        if let Some(sp) = splitter.as_mut() {
-            let (t, c) = sp.finish();
-            if !t.is_empty() {
-                send_reasoning(&t);
-            }
-            if passthrough && !c.is_empty() {
-                let _ = tx.send(sse(&piece(&c, first)));
-                first = false;
-            } else {
-                held.push_str(&c);
-            }
+        let (rest, calls) = shaper.finish();
+        for p in &rest {
+            let _ = tx.send(sse(&event(p)));
         }
         let mut reason = finish_reason(&o);
-        if !held.is_empty() {
-            let (calls, text) = split_calls(&held);
-            let mut v = piece(&text, first);
-            if !calls.is_empty() {
-                v["choices"][0]["delta"]["tool_calls"] = openai_calls(&calls);
+        if let Some(c) = calls {
+            let mut v = event(&Piece::Content(c.rest));
+            if let Shape::Chat = shape {
+                v["choices"][0]["delta"]["tool_calls"] = openai_calls(&c.calls);
                 reason = "tool_calls";
             }
             let _ = tx.send(sse(&v));
@@ -509,6 +459,10 @@ struct CompletionRequest {
     prompt: Value,
     #[serde(default)]
     suffix: Option<String>,
+    /// The legacy completions API's form: a number of alternatives; any
+    /// number above 0 turns log probabilities on (as Ollama reads it).
+    #[serde(default)]
+    logprobs: Option<i64>,
     #[serde(flatten)]
     sampling: Sampling,
 }
@@ -522,6 +476,8 @@ async fn completions(state: &Arc<AppState>, body: Incoming) -> Result<Response<B
         model: req.model.clone(),
         prompt: prompt.clone(),
         suffix: req.suffix.clone(),
+        logprobs: req.logprobs.map(|n| n > 0),
+        top_logprobs: req.logprobs.filter(|&n| n > 0),
         stream: Some(req.sampling.stream.unwrap_or(false)),
         options: Some(req.sampling.options()?),
         ..GenerateRequest::default()

@@ -119,7 +119,7 @@ fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<M
             gguf.as_ref()
                 .and_then(Gguf::chat_template)
                 .and_then(prompt::autodetect)
-                .map(|(_, t)| t.to_string())
+                .map(|k| k.template.to_string())
         })
         .unwrap_or_else(|| prompt::DEFAULT_TEMPLATE.to_string());
     let template = Template::parse(&template_src)

@@ -49,6 +49,17 @@ impl Quant {
         }
     }
 
+    /// Average bits per weight of a model in this type (K-quant mixes keep
+    /// some tensors at higher precision), for estimating output sizes.
+    pub fn bits_per_weight(self) -> f64 {
+        match self {
+            Quant::Q4KM => 4.9,
+            Quant::Q4KS => 4.6,
+            Quant::Q8_0 => 8.5,
+            Quant::F16 => 16.0,
+        }
+    }
+
     /// The name Ollama prints (`Q4_K_M`).
     pub fn name(self) -> &'static str {
         match self {
