@@ -41,6 +41,7 @@ fn main() {
             n_parallel: 1,
             embeddings: false,
             use_mmap: true,
+            ..LoadParams::default()
         },
         Arc::new(CpuBudget::new(threads)),
     )

@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::engine::KvType;
+
 /// Ollama's default port.
 pub const DEFAULT_PORT: u16 = 11434;
 
@@ -40,6 +42,11 @@ pub struct Config {
     /// Serve the registry read endpoints under `/v2/` (`HEARTH_SERVE_REGISTRY`),
     /// so other boxes can pull this box's models.
     pub serve_registry: bool,
+    /// KV cache element type (`OLLAMA_KV_CACHE_TYPE`: f16, q8_0, q4_0).
+    pub kv_cache_type: KvType,
+    /// Flash attention (`OLLAMA_FLASH_ATTENTION`); unset lets llama.cpp
+    /// decide (on for CPUs).
+    pub flash_attention: Option<bool>,
 }
 
 impl Config {
@@ -91,7 +98,25 @@ impl Config {
             0 => 4096,
             n => n.min(u64::from(u32::MAX)) as u32,
         };
+        let flash_attention = var("OLLAMA_FLASH_ATTENTION").map(|v| parse_bool(&v));
+        let kv_cache_type = match var("OLLAMA_KV_CACHE_TYPE") {
+            None => KvType::F16,
+            Some(v) => match KvType::parse(&v) {
+                // As Ollama: a quantized cache needs flash attention.
+                Some(t) if t != KvType::F16 && flash_attention == Some(false) => {
+                    log::warn!("OLLAMA_KV_CACHE_TYPE={v} needs flash attention, which OLLAMA_FLASH_ATTENTION turns off; using f16");
+                    KvType::F16
+                }
+                Some(t) => t,
+                None => {
+                    log::warn!("OLLAMA_KV_CACHE_TYPE={v:?} is not f16, q8_0 or q4_0; using f16");
+                    KvType::F16
+                }
+            },
+        };
         Config {
+            kv_cache_type,
+            flash_attention,
             bind,
             models_dir,
             origins,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::engine::{self, CpuBudget, LoadParams, Runner};
+use crate::engine::{self, CpuBudget, KvType, LoadParams, Runner};
 
 /// What can go wrong while getting a model ready.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +124,10 @@ pub struct Settings {
     pub num_parallel: u32,
     /// Default keep-alive.
     pub keep_alive: KeepAlive,
+    /// KV cache element type for every model.
+    pub kv_type: KvType,
+    /// Flash attention; `None` lets llama.cpp decide.
+    pub flash_attention: Option<bool>,
 }
 
 /// The scheduler. Share it behind an `Arc`.
@@ -228,6 +232,8 @@ impl Scheduler {
                 },
                 embeddings: key.embeddings,
                 use_mmap: key.use_mmap,
+                kv_type: self.settings.kv_type,
+                flash_attention: self.settings.flash_attention,
             };
             let cpu = Arc::clone(&self.cpu);
             let path = key.path.clone();
@@ -236,12 +242,13 @@ impl Scheduler {
                 .map_err(|_| Error::Interrupted)??;
             let runner = Arc::new(runner);
             log::info!(
-                "loaded {} in {:?} ({} MiB, ctx {} x {})",
+                "loaded {} in {:?} ({} MiB, ctx {} x {}, kv {})",
                 names.0,
                 started.elapsed(),
                 runner.info().size_bytes >> 20,
                 runner.info().n_ctx,
-                runner.info().n_parallel
+                runner.info().n_parallel,
+                self.settings.kv_type.name()
             );
             let now = Instant::now();
             self.state().push(Loaded {

@@ -159,6 +159,33 @@ fn seed_reproducibility() {
     assert!(!a.is_empty());
 }
 
+/// `OLLAMA_KV_CACHE_TYPE=q8_0` (with flash attention, llama.cpp's default
+/// on CPUs) runs with a smaller cache; a value Ollama does not know falls
+/// back to f16 instead of failing.
+#[test]
+fn quantized_kv_cache() {
+    let _lock = inference_lock();
+    let ps_size = |s: &Server| {
+        let (status, v) = s.post("/api/generate", json!({"model": "gemma3:270m", "prompt": "Hello", "stream": false, "options": {"num_predict": 4, "temperature": 0}}));
+        assert_eq!(status, 200, "{v}");
+        assert!(!response_text(&v).is_empty(), "{v}");
+        let (_, ps) = s.get("/api/ps");
+        ps["models"][0]["size"].as_u64().unwrap_or(0)
+    };
+    let f16 = ps_size(&Server::with_gemma(&[]));
+    let q8 = ps_size(&Server::with_gemma(&[("OLLAMA_KV_CACHE_TYPE", "q8_0")]));
+    let q4 = ps_size(&Server::with_gemma(&[("OLLAMA_KV_CACHE_TYPE", "q4_0")]));
+    assert!(q4 < q8 && q8 < f16, "f16 {f16}, q8_0 {q8}, q4_0 {q4}");
+    let bogus = ps_size(&Server::with_gemma(&[("OLLAMA_KV_CACHE_TYPE", "q3_x")]));
+    assert_eq!(bogus, f16);
+    // Quantized V needs flash attention: with it off, Ollama keeps f16.
+    let off = ps_size(&Server::with_gemma(&[
+        ("OLLAMA_KV_CACHE_TYPE", "q8_0"),
+        ("OLLAMA_FLASH_ATTENTION", "0"),
+    ]));
+    assert_eq!(off, f16);
+}
+
 #[test]
 fn load_unload_and_keep_alive() {
     let _lock = inference_lock();

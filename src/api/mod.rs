@@ -65,6 +65,8 @@ pub fn app(config: Config) -> Result<Arc<AppState>, crate::store::Error> {
         max_queue: config.max_queue,
         num_parallel: config.num_parallel,
         keep_alive: config.keep_alive,
+        kv_type: config.kv_cache_type,
+        flash_attention: config.flash_attention,
     };
     let scheduler = Scheduler::new(settings, Arc::new(CpuBudget::new(config.threads)));
     Ok(Arc::new(AppState {

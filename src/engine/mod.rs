@@ -149,6 +149,10 @@ pub struct LoadParams {
     pub embeddings: bool,
     /// Memory-map the weights instead of reading them.
     pub use_mmap: bool,
+    /// KV cache element type; quantized types need flash attention.
+    pub kv_type: KvType,
+    /// Flash attention: `None` lets llama.cpp decide (on where supported).
+    pub flash_attention: Option<bool>,
 }
 
 impl Default for LoadParams {
@@ -160,6 +164,41 @@ impl Default for LoadParams {
             n_parallel: 1,
             embeddings: false,
             use_mmap: true,
+            kv_type: KvType::F16,
+            flash_attention: None,
+        }
+    }
+}
+
+/// The KV cache's element type (`OLLAMA_KV_CACHE_TYPE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    /// Half precision, Ollama's default.
+    #[default]
+    F16,
+    /// 8-bit: about half the memory of F16, needs flash attention.
+    Q8_0,
+    /// 4-bit: about a quarter, needs flash attention.
+    Q4_0,
+}
+
+impl KvType {
+    /// Parses Ollama's names (`f16`, `q8_0`, `q4_0`), case-insensitively.
+    pub fn parse(s: &str) -> Option<KvType> {
+        match s.to_ascii_lowercase().as_str() {
+            "f16" => Some(KvType::F16),
+            "q8_0" => Some(KvType::Q8_0),
+            "q4_0" => Some(KvType::Q4_0),
+            _ => None,
+        }
+    }
+
+    /// The name Ollama uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+            KvType::Q4_0 => "q4_0",
         }
     }
 }

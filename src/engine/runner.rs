@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use super::cpu::{Busy, CpuBudget};
 use super::sys::{Batch, Context, ContextSettings, Model, Sampler, SamplerSpec, RANDOM_SEED};
-use super::{DoneReason, Error, Event, GenerateRequest, LoadParams, ModelInfo, Sink};
+use super::{DoneReason, Error, Event, GenerateRequest, KvType, LoadParams, ModelInfo, Sink};
 
 /// A request waiting for, or being processed by, the runner thread.
 enum Command {
@@ -97,6 +97,8 @@ impl Runner {
                     n_seq_max: thread_params.n_parallel,
                     n_threads: i32::try_from(thread_params.n_threads.max(1)).unwrap_or(1),
                     embeddings: thread_params.embeddings,
+                    kv_type: thread_params.kv_type,
+                    flash_attention: thread_params.flash_attention,
                 };
                 let ctx = match Context::new(Arc::clone(&model), &settings) {
                     Ok(c) => c,
@@ -105,7 +107,13 @@ impl Runner {
                         return;
                     }
                 };
-                let info = model_info(&model, &ctx, n_ctx_total, thread_params.n_parallel);
+                let info = model_info(
+                    &model,
+                    &ctx,
+                    n_ctx_total,
+                    thread_params.n_parallel,
+                    thread_params.kv_type,
+                );
                 if ready_tx.send(Ok((Arc::clone(&model), info))).is_err() {
                     return;
                 }
@@ -244,7 +252,13 @@ impl Drop for Runner {
     }
 }
 
-fn model_info(model: &Model, ctx: &Context, n_ctx_total: u32, n_parallel: u32) -> ModelInfo {
+fn model_info(
+    model: &Model,
+    ctx: &Context,
+    n_ctx_total: u32,
+    n_parallel: u32,
+    kv_type: KvType,
+) -> ModelInfo {
     let arch = model.meta("general.architecture");
     let key_len = |what: &str| -> Option<u64> {
         let a = arch.as_deref()?;
@@ -258,8 +272,14 @@ fn model_info(model: &Model, ctx: &Context, n_ctx_total: u32, n_parallel: u32) -
     let v = key_len("value").unwrap_or(head_dim);
     let n_ctx_seq = ctx.n_ctx_seq();
     let cells = u64::from(n_ctx_seq.max(n_ctx_total / n_parallel.max(1))) * u64::from(n_parallel);
-    // F16 K and V for every layer and KV head.
-    let kv_bytes = model.n_layer() * cells * model.n_head_kv() * (k + v) * 2;
+    // K and V for every layer and KV head, in blocks of 32 values: F16 2
+    // bytes each, Q8_0 34 bytes per block, Q4_0 18.
+    let block_bytes = match kv_type {
+        KvType::F16 => 64,
+        KvType::Q8_0 => 34,
+        KvType::Q4_0 => 18,
+    };
+    let kv_bytes = model.n_layer() * cells * model.n_head_kv() * (k + v) * block_bytes / 32;
     ModelInfo {
         n_ctx_train: model.n_ctx_train(),
         n_ctx: n_ctx_seq,

@@ -27,6 +27,61 @@ pub const RANDOM_SEED: u32 = 0xFFFF_FFFF;
 
 static BACKEND: Once = Once::new();
 
+/// Drops the resident pages of the read-only mappings of `path` after a
+/// load. Loading reads the whole GGUF: the metadata (a 262k-token
+/// vocabulary is megabytes of strings, already copied into llama.cpp's
+/// tables) and the tensors llama.cpp repacked into its own buffers (their
+/// file copies are never read again). Left alone, those pages stay in the
+/// process's RSS; dropped, only the weights the next decode reads fault
+/// back in, from the page cache. Linux only; elsewhere a no-op.
+fn release_mapped_pages(path: &Path) {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(target) = std::fs::canonicalize(path) else {
+            return;
+        };
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+            return;
+        };
+        let mut released = 0usize;
+        for line in maps.lines() {
+            // `start-end perms offset dev inode   path`
+            let mut fields = line.splitn(6, ' ');
+            let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let name = fields.nth(3).map(str::trim_start).unwrap_or("");
+            if Path::new(name) != target || perms.contains('w') {
+                continue;
+            }
+            let Some((start, end)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) else {
+                continue;
+            };
+            // SAFETY: the range is a mapping of the model file that is not
+            // writable, so its pages are clean copies of the file: dropping
+            // them loses nothing, and any later access (llama.cpp keeps
+            // pointers into it) faults the same bytes back in from the file.
+            // madvise only changes residency, never the mapping itself.
+            let rc =
+                unsafe { libc::madvise(start as *mut c_void, end - start, libc::MADV_DONTNEED) };
+            if rc == 0 {
+                released += end - start;
+            }
+        }
+        log::debug!(
+            "released {} MiB of mapped pages of {} after load",
+            released >> 20,
+            path.display()
+        );
+    }
+}
+
 thread_local! {
     /// The partial log line being assembled on this thread (llama.cpp emits
     /// lines in pieces, continued with the CONT level).
@@ -163,6 +218,9 @@ impl Model {
         };
         // SAFETY: `vocab` belongs to the live model.
         let n_vocab = unsafe { ffi::llama_vocab_n_tokens(vocab.as_ptr()) };
+        if use_mmap {
+            release_mapped_pages(path);
+        }
         Ok(Model {
             ptr,
             vocab,
@@ -384,6 +442,8 @@ pub struct ContextSettings {
     pub n_seq_max: u32,
     pub n_threads: i32,
     pub embeddings: bool,
+    pub kv_type: super::KvType,
+    pub flash_attention: Option<bool>,
 }
 
 /// A llama.cpp context: KV cache, compute buffers, logits. Not thread-safe;
@@ -409,6 +469,18 @@ impl Context {
         p.n_threads = s.n_threads;
         p.n_threads_batch = s.n_threads;
         p.embeddings = s.embeddings;
+        p.flash_attn_type = match s.flash_attention {
+            None => ffi::LLAMA_FLASH_ATTN_TYPE_AUTO,
+            Some(true) => ffi::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            Some(false) => ffi::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        };
+        let kv = match s.kv_type {
+            super::KvType::F16 => ffi::GGML_TYPE_F16,
+            super::KvType::Q8_0 => ffi::GGML_TYPE_Q8_0,
+            super::KvType::Q4_0 => ffi::GGML_TYPE_Q4_0,
+        };
+        p.type_k = kv;
+        p.type_v = kv;
         // One KV stream per sequence: each slot gets exactly its own n_ctx
         // cells and attention only looks at its own stream.
         p.kv_unified = false;

@@ -42,6 +42,7 @@ fn load(name: &str, n_parallel: u32) -> Option<Runner> {
         n_parallel,
         embeddings: false,
         use_mmap: true,
+        ..LoadParams::default()
     };
     Some(Runner::load(&path, params, Arc::new(CpuBudget::new(2))).expect("load"))
 }
