@@ -192,17 +192,50 @@ fn pull_errors_are_clear() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"], "pull model manifest: file does not exist");
 
-    // The default registry is out of reach from a test box: a clean error, soon.
+    // A registry that cannot be reached: a host name that never resolves
+    // (RFC 2606 reserves `.invalid`), and a port nobody listens on. Both
+    // give a clean error, soon, over https (the default) and plain http.
+    for (model, insecure) in [
+        ("registry.invalid/library/gemma3:270m", false),
+        ("127.0.0.1:1/library/gemma3:270m", false),
+        ("127.0.0.1:1/library/gemma3:270m", true),
+    ] {
+        let started = Instant::now();
+        let (status, body) = b.post(
+            "/api/pull",
+            json!({"model": model, "insecure": insecure, "stream": false}),
+        );
+        assert_eq!(status, 500, "{model}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("pull model manifest: ")),
+            "{body}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(20), "{model}");
+    }
+}
+
+#[test]
+fn https_pull_from_a_plain_http_port_fails_cleanly() {
+    // Without `insecure` the name means https: the TLS handshake meets a
+    // plain-HTTP server, which must end in a clean error, not a hang.
+    let a = source();
+    let b = Server::start();
+    let name = format!("{}/library/gemma3:270m", host(&a));
     let started = Instant::now();
+    let (status, body) = b.post("/api/pull", json!({"model": name, "stream": false}));
+    assert_eq!(status, 500, "{body}");
+    let err = body["error"].as_str().unwrap_or_default();
+    assert!(err.starts_with("pull model manifest: "), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(crate::harness::blob_names(&b.models).is_empty());
+    // The same name with `insecure` works, so the https attempt was real.
     let (status, body) = b.post(
         "/api/pull",
-        json!({"model": "gemma3:270m", "stream": false}),
+        json!({"model": name, "insecure": true, "stream": false}),
     );
-    assert_eq!(status, 500, "{body}");
-    assert!(body["error"]
-        .as_str()
-        .is_some_and(|e| e.starts_with("pull model manifest: ")));
-    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!((status, body), (200, json!({"status": "success"})));
 }
 
 #[test]
