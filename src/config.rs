@@ -40,6 +40,9 @@ pub struct Config {
     /// Serve the registry read endpoints under `/v2/` (`HEARTH_SERVE_REGISTRY`),
     /// so other boxes can pull this box's models.
     pub serve_registry: bool,
+    /// Where the ed25519 key that signs registry token requests lives
+    /// (`$HOME/.ollama`, as Ollama keeps `id_ed25519` there).
+    pub key_dir: PathBuf,
 }
 
 impl Config {
@@ -53,9 +56,10 @@ impl Config {
                 .filter(|v| !v.is_empty())
         };
         let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+        let key_dir = PathBuf::from(home).join(".ollama");
         let models_dir = var("OLLAMA_MODELS")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(home).join(".ollama").join("models"));
+            .unwrap_or_else(|| key_dir.join("models"));
         let bind = parse_host(var("OLLAMA_HOST").as_deref().unwrap_or(""));
         let origins = var("OLLAMA_ORIGINS")
             .map(|v| v.split(',').map(str::to_string).collect())
@@ -107,6 +111,7 @@ impl Config {
             threads: num("HEARTH_THREADS", cores as u64).max(1) as usize,
             noprune: var("OLLAMA_NOPRUNE").is_some_and(|v| parse_bool(&v)),
             serve_registry: var("HEARTH_SERVE_REGISTRY").is_some_and(|v| parse_bool(&v)),
+            key_dir,
             debug_level: match var("OLLAMA_DEBUG") {
                 None => 0,
                 Some(v) => v.parse::<u8>().unwrap_or(u8::from(parse_bool(&v))),

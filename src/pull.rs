@@ -7,14 +7,17 @@
 //! resuming interrupted downloads with `Range`, and progress reporting
 //! through a callback. It leaves HTTP serving and status codes to `api` and
 //! `error.rs`, and every byte on disk to the store (`partial_writer`,
-//! `write_manifest_raw`). Authentication and push are not implemented.
+//! `write_manifest_raw`). A registry that asks for a token gets one through
+//! `crate::auth::Session`.
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::api::types::Progress;
+use crate::auth::{self, Failure, Session};
 use crate::model::{InvalidName, ModelName};
 use crate::store::{self, Digest, Manifest, Store};
 
@@ -44,6 +47,11 @@ pub enum Error {
     /// The manifest could not be fetched or does not parse.
     #[error("pull model manifest: {0}")]
     Manifest(String),
+    /// The registry refused us, or the token exchange failed, while the
+    /// manifest was fetched (Ollama's words: `pull model manifest:
+    /// unauthorized: access denied`).
+    #[error("pull model manifest: {0}")]
+    ManifestAuth(auth::Error),
     /// A blob download failed; what arrived is kept for the next pull.
     #[error("download {digest}: {reason}")]
     Download {
@@ -84,7 +92,7 @@ pub struct Plan {
     name: ModelName,
     /// `<scheme>://<host>/v2/<namespace>/<model>`.
     repo_url: String,
-    agent: ureq::Agent,
+    session: Session,
     /// The manifest exactly as the registry sent it.
     manifest_bytes: Vec<u8>,
     /// Every blob to have, layers first and the config last, as Ollama orders them.
@@ -93,8 +101,9 @@ pub struct Plan {
 
 impl Plan {
     /// Parses the name, fetches the manifest and checks that the missing
-    /// blobs fit the disk budget.
-    pub fn new(store: &Store, raw: &str, insecure: bool) -> Result<Plan, Error> {
+    /// blobs fit the disk budget. `key_dir` holds the key that signs token
+    /// requests, should the registry ask for one.
+    pub fn new(store: &Store, raw: &str, insecure: bool, key_dir: &Path) -> Result<Plan, Error> {
         let raw = raw.trim();
         if raw.starts_with("http://") && !insecure {
             return Err(Error::InsecureProtocol);
@@ -110,7 +119,9 @@ impl Plan {
             .timeout_read(READ_TIMEOUT)
             .user_agent(&format!("hearth/{}", env!("CARGO_PKG_VERSION")))
             .build();
-        let manifest_bytes = fetch_manifest(&agent, &format!("{repo_url}/manifests/{}", name.tag))?;
+        let session = Session::new(agent, key_dir.to_path_buf(), name.host.clone());
+        let manifest_bytes =
+            fetch_manifest(&session, &format!("{repo_url}/manifests/{}", name.tag))?;
         let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| Error::Manifest(format!("invalid manifest: {e}")))?;
         let mut blobs: Vec<(Digest, u64)> = Vec::new();
@@ -136,7 +147,7 @@ impl Plan {
         Ok(Plan {
             name,
             repo_url,
-            agent,
+            session,
             manifest_bytes,
             blobs,
         })
@@ -202,18 +213,17 @@ impl Plan {
         let mut response = None;
         if have < size {
             let url = format!("{}/blobs/{digest}", self.repo_url);
-            let mut req = self.agent.get(&url);
-            if have > 0 {
-                req = req.set("Range", &format!("bytes={have}-"));
-            }
-            let resp = match req.call() {
-                Ok(r) => r,
-                Err(ureq::Error::Status(404, _)) => {
-                    return Err(fail("the registry does not have this blob".into()))
+            let resp = match self.session.call(&|agent| {
+                let req = agent.get(&url);
+                if have > 0 {
+                    req.set("Range", &format!("bytes={have}-"))
+                } else {
+                    req
                 }
-                Err(ureq::Error::Status(code, r)) => {
-                    let body = r.into_string().unwrap_or_default();
-                    return Err(fail(format!("{code}: {}", body.trim())));
+            }) {
+                Ok(r) => r,
+                Err(Failure::Status { code: 404, .. }) => {
+                    return Err(fail("the registry does not have this blob".into()))
                 }
                 Err(e) => return Err(fail(e.to_string())),
             };
@@ -270,18 +280,16 @@ impl Plan {
 }
 
 /// GETs a manifest, with Ollama's messages for a missing one or an error.
-fn fetch_manifest(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>, Error> {
-    let resp = agent
-        .get(url)
-        .set("Accept", store::manifest::MANIFEST_MEDIA_TYPE)
-        .call();
+fn fetch_manifest(session: &Session, url: &str) -> Result<Vec<u8>, Error> {
+    let resp = session.call(&|agent| {
+        agent
+            .get(url)
+            .set("Accept", store::manifest::MANIFEST_MEDIA_TYPE)
+    });
     let resp = match resp {
         Ok(r) => r,
-        Err(ureq::Error::Status(404, _)) => return Err(Error::ManifestNotFound),
-        Err(ureq::Error::Status(code, r)) => {
-            let body = r.into_string().unwrap_or_default();
-            return Err(Error::Manifest(format!("{code}: {}", body.trim())));
-        }
+        Err(Failure::Status { code: 404, .. }) => return Err(Error::ManifestNotFound),
+        Err(Failure::Auth(e)) => return Err(Error::ManifestAuth(e)),
         Err(e) => return Err(Error::Manifest(e.to_string())),
     };
     let mut bytes = Vec::new();

@@ -4,10 +4,17 @@
 //! files. Pulls and pushes run no inference, so these tests do not take the
 //! inference lock.
 
-use std::io::{Read as _, Seek as _, SeekFrom};
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 
 use serde_json::{json, Value};
 
@@ -581,4 +588,235 @@ fn registry_uploads_verify_digests_and_manifests() {
         "MANIFEST_BLOB_UNKNOWN"
     );
     assert_eq!(b.get("/v2/library/t/manifests/latest").0, 404);
+}
+
+/// How the token registry below answers token requests.
+const TOKEN_OK: u8 = 0;
+/// The token endpoint refuses the key.
+const TOKEN_REFUSED: u8 = 1;
+/// The token endpoint issues a token the registry then refuses.
+const TOKEN_USELESS: u8 = 2;
+/// The challenge names a realm on another host.
+const REALM_ELSEWHERE: u8 = 3;
+const GOOD_TOKEN: &str = "tok-7f3a";
+
+/// A registry that wants Ollama's token auth, on a std listener: every
+/// `/v2/` request without `Bearer GOOD_TOKEN` gets a 401 challenge; the
+/// realm `/token` checks the ed25519 signature against `public_line` (the
+/// puller's `id_ed25519.pub`) over `GET,<url>,<base64(hex(sha256("")))>`
+/// and the query Ollama sends, then answers as `mode` says.
+struct TokenRegistry {
+    host: String,
+    mode: Arc<AtomicU8>,
+    token_requests: Arc<AtomicUsize>,
+}
+
+impl TokenRegistry {
+    fn start(files: HashMap<String, Vec<u8>>, public_line: String) -> TokenRegistry {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let host = listener.local_addr().expect("addr").to_string();
+        let mode = Arc::new(AtomicU8::new(TOKEN_OK));
+        let token_requests = Arc::new(AtomicUsize::new(0));
+        let files = Arc::new(files);
+        let (m, t, h) = (Arc::clone(&mode), Arc::clone(&token_requests), host.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (m, t, h, f, p) = (
+                    Arc::clone(&m),
+                    Arc::clone(&t),
+                    h.clone(),
+                    Arc::clone(&files),
+                    public_line.clone(),
+                );
+                std::thread::spawn(move || {
+                    token_registry_answer(conn, &h, &f, &p, m.load(Ordering::SeqCst), &t)
+                });
+            }
+        });
+        TokenRegistry {
+            host,
+            mode,
+            token_requests,
+        }
+    }
+}
+
+fn token_registry_answer(
+    mut conn: TcpStream,
+    host: &str,
+    files: &HashMap<String, Vec<u8>>,
+    public_line: &str,
+    mode: u8,
+    token_requests: &AtomicUsize,
+) {
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let auth = headers.get("authorization").cloned().unwrap_or_default();
+    let respond = |conn: &mut TcpStream, status: &str, extra: &str, body: &[u8]| {
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+            body.len()
+        );
+        let _ = conn.write_all(head.as_bytes());
+        let _ = conn.write_all(body);
+    };
+    if let Some(query) = target.strip_prefix("/token?") {
+        token_requests.fetch_add(1, Ordering::SeqCst);
+        // The signature covers the full URL as sent, and the empty body's hash.
+        let empty = crate::harness::sha256_hex(b"");
+        let data = format!("GET,http://{host}{target},{}", STANDARD.encode(empty));
+        let public = public_line.split_whitespace().nth(1).unwrap_or("?");
+        let signed = auth.split_once(':').is_some_and(|(key, sig)| {
+            let blob = STANDARD.decode(key).unwrap_or_default();
+            let sig = STANDARD.decode(sig).unwrap_or_default();
+            // The wire blob is `string "ssh-ed25519"` then `string <32 bytes>`.
+            key == public
+                && blob.len() == 51
+                && ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &blob[19..])
+                    .verify(data.as_bytes(), &sig)
+                    .is_ok()
+        });
+        let keys: Vec<&str> = query
+            .split('&')
+            .map(|p| p.split('=').next().unwrap_or(""))
+            .collect();
+        let query_ok = keys == ["nonce", "scope", "service", "ts"]
+            && query.contains("&scope=repository%3Alibrary%2Ftiny%3Apull&")
+            && query.contains("&service=test-registry&");
+        if !signed || !query_ok || mode == TOKEN_REFUSED {
+            let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"key not registered"}]}"#;
+            respond(&mut conn, "401 Unauthorized", "", body);
+            return;
+        }
+        let token = if mode == TOKEN_USELESS {
+            "nope"
+        } else {
+            GOOD_TOKEN
+        };
+        let body = format!(r#"{{"token":"{token}"}}"#);
+        respond(&mut conn, "200 OK", "", body.as_bytes());
+        return;
+    }
+    if auth != format!("Bearer {GOOD_TOKEN}") {
+        let realm_host = if mode == REALM_ELSEWHERE {
+            "elsewhere.invalid"
+        } else {
+            host
+        };
+        let challenge = format!(
+            "WWW-Authenticate: Bearer realm=\"http://{realm_host}/token\",service=\"test-registry\",scope=\"repository:library/tiny:pull\"\r\n"
+        );
+        respond(&mut conn, "401 Unauthorized", &challenge, b"{}");
+        return;
+    }
+    match files.get(&target) {
+        Some(body) => respond(&mut conn, "200 OK", "", body),
+        None => respond(&mut conn, "404 Not Found", "", b"{}"),
+    }
+}
+
+/// A one-layer model as registry files: the manifest and its blobs by path.
+fn tiny_model() -> (HashMap<String, Vec<u8>>, Vec<String>) {
+    let layer = b"not really a model, but bytes with a digest".to_vec();
+    let config = br#"{"model_format":"gguf","model_family":"tiny"}"#.to_vec();
+    let digest = |b: &[u8]| format!("sha256:{}", crate::harness::sha256_hex(b));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "digest": digest(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.ollama.image.model",
+                    "digest": digest(&layer), "size": layer.len()}],
+    });
+    let mut files = HashMap::new();
+    let digests = vec![digest(&layer), digest(&config)];
+    files.insert(
+        "/v2/library/tiny/manifests/latest".to_string(),
+        manifest.to_string().into_bytes(),
+    );
+    files.insert(format!("/v2/library/tiny/blobs/{}", digests[0]), layer);
+    files.insert(format!("/v2/library/tiny/blobs/{}", digests[1]), config);
+    (files, digests)
+}
+
+#[test]
+fn pull_fetches_a_signed_token_when_challenged() {
+    let b = Server::start();
+    // `serve` made the key pair in its home at start-up, private key 0600.
+    let key_dir = b.models.parent().expect("home").join(".ollama");
+    let public_line = std::fs::read_to_string(key_dir.join("id_ed25519.pub")).expect("pub key");
+    assert!(public_line.starts_with("ssh-ed25519 AAAA"), "{public_line}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(key_dir.join("id_ed25519"))
+            .expect("private key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (files, digests) = tiny_model();
+    let reg = TokenRegistry::start(files, public_line.trim().to_string());
+    let name = format!("{}/library/tiny", reg.host);
+
+    // The key is refused: a 401 with the token endpoint's words, nothing stored.
+    reg.mode.store(TOKEN_REFUSED, Ordering::SeqCst);
+    let (status, body) = b.post("/api/pull", json!({"model": name, "insecure": true}));
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        body["error"],
+        r#"pull model manifest: 401: {"errors":[{"code":"UNAUTHORIZED","message":"key not registered"}]}"#
+    );
+    // A token the registry does not take: Ollama's words after one retry.
+    reg.mode.store(TOKEN_USELESS, Ordering::SeqCst);
+    let (status, body) = b.post("/api/pull", json!({"model": name, "insecure": true}));
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        body["error"],
+        "pull model manifest: unauthorized: access denied"
+    );
+    // A realm on another host is never asked.
+    reg.mode.store(REALM_ELSEWHERE, Ordering::SeqCst);
+    let before = reg.token_requests.load(Ordering::SeqCst);
+    let (status, body) = b.post("/api/pull", json!({"model": name, "insecure": true}));
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not match original host")),
+        "{body}"
+    );
+    assert_eq!(reg.token_requests.load(Ordering::SeqCst), before);
+    assert!(crate::harness::blob_names(&b.models).is_empty());
+
+    // A signed request gets the token; the manifest and both blobs come
+    // with it, and one token serves the whole pull.
+    reg.mode.store(TOKEN_OK, Ordering::SeqCst);
+    let before = reg.token_requests.load(Ordering::SeqCst);
+    let (status, lines) = b.stream("/api/pull", json!({"model": name, "insecure": true}));
+    assert_eq!(status, 200, "{lines:?}");
+    assert_eq!(
+        lines.last().and_then(|l| l["status"].as_str()),
+        Some("success"),
+        "{lines:?}"
+    );
+    assert_eq!(reg.token_requests.load(Ordering::SeqCst), before + 1);
+    for d in &digests {
+        assert_eq!(sha256_file(&blob_path(&b.models, d)), *d);
+    }
 }
