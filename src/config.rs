@@ -10,6 +10,9 @@ use std::time::Duration;
 /// Ollama's default port.
 pub const DEFAULT_PORT: u16 = 11434;
 
+/// Ollama's smallest download part, 100 MB.
+pub const DEFAULT_PULL_PART_BYTES: u64 = 100_000_000;
+
 /// Everything `hearth serve` needs to know, parsed once at start-up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -43,6 +46,10 @@ pub struct Config {
     /// Where the ed25519 key that signs registry token requests lives
     /// (`$HOME/.ollama`, as Ollama keeps `id_ed25519` there).
     pub key_dir: PathBuf,
+    /// The smallest part of a parted blob download (`HEARTH_PULL_PART_SIZE`,
+    /// default 100 MB, Ollama's minimum); blobs up to this size download
+    /// as one stream. Small values are for tests and flaky links.
+    pub pull_part_bytes: u64,
 }
 
 impl Config {
@@ -112,6 +119,17 @@ impl Config {
             noprune: var("OLLAMA_NOPRUNE").is_some_and(|v| parse_bool(&v)),
             serve_registry: var("HEARTH_SERVE_REGISTRY").is_some_and(|v| parse_bool(&v)),
             key_dir,
+            pull_part_bytes: var("HEARTH_PULL_PART_SIZE")
+                .and_then(|v| {
+                    let parsed = parse_size(&v).filter(|&n| n > 0);
+                    if parsed.is_none() {
+                        log::warn!(
+                            "HEARTH_PULL_PART_SIZE={v:?} is not a size such as 100MB; using 100MB"
+                        );
+                    }
+                    parsed
+                })
+                .unwrap_or(DEFAULT_PULL_PART_BYTES),
             debug_level: match var("OLLAMA_DEBUG") {
                 None => 0,
                 Some(v) => v.parse::<u8>().unwrap_or(u8::from(parse_bool(&v))),
