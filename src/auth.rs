@@ -601,11 +601,12 @@ impl Session {
 
     /// Builds a request with `build`, adds the token, sends it with `send`
     /// (which may be called twice, so it must be able to send its body
-    /// again), and retries once after a 401 with a fresh token.
+    /// again; its error is boxed, as `ureq::Error` is large), and retries
+    /// once after a 401 with a fresh token.
     pub fn send(
         &self,
         build: &dyn Fn(&ureq::Agent) -> ureq::Request,
-        send: &mut dyn FnMut(ureq::Request) -> Result<ureq::Response, ureq::Error>,
+        send: &mut dyn FnMut(ureq::Request) -> Result<ureq::Response, Box<ureq::Error>>,
     ) -> Result<ureq::Response, Failure> {
         let mut retried = false;
         loop {
@@ -614,7 +615,7 @@ impl Session {
             if let Some(t) = &token {
                 req = req.set("Authorization", &format!("Bearer {t}"));
             }
-            match send(req) {
+            match send(req).map_err(|e| *e) {
                 Ok(r) => return Ok(r),
                 Err(ureq::Error::Status(401, r)) if !retried => {
                     let challenge = r.header("WWW-Authenticate").map(str::to_string);
@@ -643,7 +644,7 @@ impl Session {
         &self,
         build: &dyn Fn(&ureq::Agent) -> ureq::Request,
     ) -> Result<ureq::Response, Failure> {
-        self.send(build, &mut |r| r.call())
+        self.send(build, &mut |r| r.call().map_err(Box::new))
     }
 
     /// Makes a token for the challenge's scope current: one this session

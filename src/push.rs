@@ -150,7 +150,7 @@ impl Plan {
         self.session
             .send(
                 &|agent| agent.put(&url).set("Content-Type", MANIFEST_MEDIA_TYPE),
-                &mut |req| req.send_bytes(&self.manifest_bytes),
+                &mut |req| req.send_bytes(&self.manifest_bytes).map_err(Box::new),
             )
             .map_err(|e| fail(e.to_string()))?;
         progress(Progress::status("success"));
@@ -208,12 +208,12 @@ impl Plan {
             .session
             .send(&build, &mut |req| {
                 let reader = Counting {
-                    inner: File::open(&path)?,
+                    inner: File::open(&path).map_err(|e| Box::new(e.into()))?,
                     done: 0,
                     last: Instant::now(),
                     progress: &mut *progress,
                 };
-                req.send(reader)
+                req.send(reader).map_err(Box::new)
             })
             .map_err(|e| fail(format!("upload: {e}")))?;
         let location = self.location(&patched).unwrap_or(location);

@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -600,15 +600,21 @@ const TOKEN_USELESS: u8 = 2;
 const REALM_ELSEWHERE: u8 = 3;
 const GOOD_TOKEN: &str = "tok-7f3a";
 
+/// Files a registry holds, by request path.
+type Files = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+
 /// A registry that wants Ollama's token auth, on a std listener: every
 /// `/v2/` request without `Bearer GOOD_TOKEN` gets a 401 challenge; the
 /// realm `/token` checks the ed25519 signature against `public_line` (the
 /// puller's `id_ed25519.pub`) over `GET,<url>,<base64(hex(sha256("")))>`
-/// and the query Ollama sends, then answers as `mode` says.
+/// and the query Ollama sends, then answers as `mode` says. With a token it
+/// serves `files` and takes uploads (one `PATCH`, then `PUT ?digest=`) and
+/// manifests into them.
 struct TokenRegistry {
     host: String,
     mode: Arc<AtomicU8>,
     token_requests: Arc<AtomicUsize>,
+    files: Files,
 }
 
 impl TokenRegistry {
@@ -617,7 +623,8 @@ impl TokenRegistry {
         let host = listener.local_addr().expect("addr").to_string();
         let mode = Arc::new(AtomicU8::new(TOKEN_OK));
         let token_requests = Arc::new(AtomicUsize::new(0));
-        let files = Arc::new(files);
+        let files: Files = Arc::new(Mutex::new(files));
+        let served = Arc::clone(&files);
         let (m, t, h) = (Arc::clone(&mode), Arc::clone(&token_requests), host.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -626,7 +633,7 @@ impl TokenRegistry {
                     Arc::clone(&m),
                     Arc::clone(&t),
                     h.clone(),
-                    Arc::clone(&files),
+                    Arc::clone(&served),
                     public_line.clone(),
                 );
                 std::thread::spawn(move || {
@@ -638,6 +645,7 @@ impl TokenRegistry {
             host,
             mode,
             token_requests,
+            files,
         }
     }
 }
@@ -645,7 +653,7 @@ impl TokenRegistry {
 fn token_registry_answer(
     mut conn: TcpStream,
     host: &str,
-    files: &HashMap<String, Vec<u8>>,
+    files: &Files,
     public_line: &str,
     mode: u8,
     token_requests: &AtomicUsize,
@@ -655,6 +663,7 @@ fn token_registry_answer(
     if reader.read_line(&mut line).is_err() {
         return;
     }
+    let method = line.split_whitespace().next().unwrap_or("").to_string();
     let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
     let mut headers = HashMap::new();
     loop {
@@ -667,6 +676,15 @@ fn token_registry_answer(
         }
     }
     let auth = headers.get("authorization").cloned().unwrap_or_default();
+    let mut body = vec![
+        0u8;
+        headers
+            .get("content-length")
+            .map_or(0, |l| l.parse().unwrap_or(0))
+    ];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
     let respond = |conn: &mut TcpStream, status: &str, extra: &str, body: &[u8]| {
         let head = format!(
             "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
@@ -724,9 +742,35 @@ fn token_registry_answer(
         respond(&mut conn, "401 Unauthorized", &challenge, b"{}");
         return;
     }
-    match files.get(&target) {
-        Some(body) => respond(&mut conn, "200 OK", "", body),
-        None => respond(&mut conn, "404 Not Found", "", b"{}"),
+    let mut files = files.lock().unwrap_or_else(|e| e.into_inner());
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    match method.as_str() {
+        "GET" | "HEAD" => match files.get(path) {
+            Some(b) if method == "GET" => respond(&mut conn, "200 OK", "", b),
+            Some(_) => respond(&mut conn, "200 OK", "", b""),
+            None => respond(&mut conn, "404 Not Found", "", b"{}"),
+        },
+        "POST" if path.ends_with("/blobs/uploads/") => {
+            let location = format!("Location: {path}session\r\n");
+            respond(&mut conn, "202 Accepted", &location, b"");
+        }
+        "PATCH" => {
+            files.insert(path.to_string(), body);
+            let location = format!("Location: {path}\r\n");
+            respond(&mut conn, "202 Accepted", &location, b"");
+        }
+        "PUT" if path.contains("/manifests/") => {
+            files.insert(path.to_string(), body);
+            respond(&mut conn, "201 Created", "", b"");
+        }
+        "PUT" => {
+            let digest = query.strip_prefix("digest=").unwrap_or_default();
+            let uploaded = files.remove(path).unwrap_or_default();
+            let repo = path.split("/blobs/").next().unwrap_or_default();
+            files.insert(format!("{repo}/blobs/{digest}"), uploaded);
+            respond(&mut conn, "201 Created", "", b"");
+        }
+        _ => respond(&mut conn, "405 Method Not Allowed", "", b""),
     }
 }
 
@@ -755,7 +799,7 @@ fn tiny_model() -> (HashMap<String, Vec<u8>>, Vec<String>) {
 }
 
 #[test]
-fn pull_fetches_a_signed_token_when_challenged() {
+fn pull_and_push_fetch_a_signed_token_when_challenged() {
     let b = Server::start();
     // `serve` made the key pair in its home at start-up, private key 0600.
     let key_dir = b.models.parent().expect("home").join(".ollama");
@@ -819,6 +863,39 @@ fn pull_fetches_a_signed_token_when_challenged() {
     for d in &digests {
         assert_eq!(sha256_file(&blob_path(&b.models, d)), *d);
     }
+
+    // A push to another repository of the same registry: challenged at its
+    // first request, then every blob and the manifest go up with the token.
+    let other = format!("{}/library/other:v1", reg.host);
+    let (status, body) = b.post(
+        "/api/copy",
+        json!({"source": format!("{name}:latest"), "destination": other}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let before = reg.token_requests.load(Ordering::SeqCst);
+    let (status, lines) = b.stream("/api/push", json!({"model": other, "insecure": true}));
+    assert_eq!(status, 200, "{lines:?}");
+    assert_eq!(
+        lines.last().and_then(|l| l["status"].as_str()),
+        Some("success"),
+        "{lines:?}"
+    );
+    assert_eq!(reg.token_requests.load(Ordering::SeqCst), before + 1);
+    let files = reg.files.lock().expect("files");
+    for d in &digests {
+        let pushed = files
+            .get(&format!("/v2/library/other/blobs/{d}"))
+            .unwrap_or_else(|| panic!("{d} not pushed"));
+        assert_eq!(format!("sha256:{}", crate::harness::sha256_hex(pushed)), *d);
+    }
+    let manifest = std::fs::read(
+        b.models
+            .join("manifests")
+            .join(&reg.host)
+            .join("library/other/v1"),
+    )
+    .expect("B's manifest");
+    assert_eq!(files.get("/v2/library/other/manifests/v1"), Some(&manifest));
 }
 
 /// The sidecar of a parted download in B's store, if any.
