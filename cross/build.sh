@@ -19,7 +19,16 @@ fi
 # shellcheck source=/dev/null
 source "$profile"
 target="$HEARTH_RUST_TARGET"
+# Every profile must name the target's C compiler as CC_<target> (and AR_,
+# CFLAGS_ where needed): llama.cpp's cmake build reads them, and so does the
+# cc crate that compiles ring's C and assembly (rustls, for https
+# registries); without them ring would be built by the host's cc and fail
+# to link.
 cc_var="CC_${target//-/_}"
+if [ -z "${!cc_var:-}" ]; then
+  echo "cross/build.sh: $profile does not set $cc_var" >&2
+  exit 2
+fi
 prefix="${!cc_var%gcc}"
 
 # Build dependencies shared with the native build (cmake, libclang, ...).

@@ -12,6 +12,9 @@ use crate::engine::KvType;
 /// Ollama's default port.
 pub const DEFAULT_PORT: u16 = 11434;
 
+/// Ollama's smallest download part, 100 MB.
+pub const DEFAULT_PULL_PART_BYTES: u64 = 100_000_000;
+
 /// Everything `hearth serve` needs to know, parsed once at start-up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -47,6 +50,13 @@ pub struct Config {
     /// Flash attention (`OLLAMA_FLASH_ATTENTION`); unset lets llama.cpp
     /// decide (on for CPUs).
     pub flash_attention: Option<bool>,
+    /// Where the ed25519 key that signs registry token requests lives
+    /// (`$HOME/.ollama`, as Ollama keeps `id_ed25519` there).
+    pub key_dir: PathBuf,
+    /// The smallest part of a parted blob download (`HEARTH_PULL_PART_SIZE`,
+    /// default 100 MB, Ollama's minimum); blobs up to this size download
+    /// as one stream. Small values are for tests and flaky links.
+    pub pull_part_bytes: u64,
 }
 
 impl Config {
@@ -60,9 +70,10 @@ impl Config {
                 .filter(|v| !v.is_empty())
         };
         let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+        let key_dir = PathBuf::from(home).join(".ollama");
         let models_dir = var("OLLAMA_MODELS")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(home).join(".ollama").join("models"));
+            .unwrap_or_else(|| key_dir.join("models"));
         let bind = parse_host(var("OLLAMA_HOST").as_deref().unwrap_or(""));
         let origins = var("OLLAMA_ORIGINS")
             .map(|v| v.split(',').map(str::to_string).collect())
@@ -132,6 +143,18 @@ impl Config {
             threads: num("HEARTH_THREADS", cores as u64).max(1) as usize,
             noprune: var("OLLAMA_NOPRUNE").is_some_and(|v| parse_bool(&v)),
             serve_registry: var("HEARTH_SERVE_REGISTRY").is_some_and(|v| parse_bool(&v)),
+            key_dir,
+            pull_part_bytes: var("HEARTH_PULL_PART_SIZE")
+                .and_then(|v| {
+                    let parsed = parse_size(&v).filter(|&n| n > 0);
+                    if parsed.is_none() {
+                        log::warn!(
+                            "HEARTH_PULL_PART_SIZE={v:?} is not a size such as 100MB; using 100MB"
+                        );
+                    }
+                    parsed
+                })
+                .unwrap_or(DEFAULT_PULL_PART_BYTES),
             debug_level: match var("OLLAMA_DEBUG") {
                 None => 0,
                 Some(v) => v.parse::<u8>().unwrap_or(u8::from(parse_bool(&v))),

@@ -88,6 +88,7 @@ impl ApiError {
             ApiError::Pull(e) => match e {
                 pull::Error::Name(_) | pull::Error::InsecureProtocol => StatusCode::BAD_REQUEST,
                 pull::Error::ManifestNotFound => StatusCode::NOT_FOUND,
+                pull::Error::ManifestAuth(a) if a.is_refusal() => StatusCode::UNAUTHORIZED,
                 pull::Error::Store(s) => store_status(s),
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },

@@ -2,6 +2,7 @@
 //! so that benchmarks and tests can drive the engine and the store directly.
 
 pub mod api;
+pub mod auth;
 pub mod build_info;
 pub mod cli;
 pub mod config;

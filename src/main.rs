@@ -263,6 +263,18 @@ fn serve(config: config::Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
+    // As `ollama serve` does: the key registries may ask a pull to sign
+    // with exists from the first start, so its public key can be shown and
+    // registered before it is needed. A read-only home is no reason not to
+    // serve; a pull that needs the key tries again.
+    match hearth::auth::Key::ensure(&config.key_dir) {
+        Ok(Some(line)) => log::info!(
+            "generated a new key pair in {}; your public key is: {line}",
+            config.key_dir.display()
+        ),
+        Ok(None) => {}
+        Err(e) => log::warn!("no registry key: {e}"),
+    }
     runtime.block_on(async move {
         let bind = config.bind;
         let models = config.models_dir.clone();

@@ -5,18 +5,27 @@
 //! This module owns the registry client side: name and scheme rules, the
 //! HTTP requests (blocking `ureq`, run on a blocking thread by the caller),
 //! resuming interrupted downloads with `Range`, and progress reporting
-//! through a callback. It leaves HTTP serving and status codes to `api` and
+//! through a callback. Blobs up to `Config::pull_part_bytes` download as one
+//! stream appended to the partial file; larger ones are split into parts
+//! (about 16, as Ollama does) that a few threads fetch at once with ranged
+//! GETs, each written at its offset, with per-part progress kept in a
+//! sidecar so a later pull fetches only what is missing. Either way the
+//! whole blob is hashed before it becomes visible. It leaves HTTP serving and status codes to `api` and
 //! `error.rs`, and every byte on disk to the store (`partial_writer`,
-//! `write_manifest_raw`). Authentication and push are not implemented.
+//! `write_manifest_raw`). A registry that asks for a token gets one through
+//! `crate::auth::Session`.
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::api::types::Progress;
+use crate::auth::{self, Failure, Session};
+use crate::config::Config;
 use crate::model::{InvalidName, ModelName};
-use crate::store::{self, Digest, Manifest, Store};
+use crate::store::{self, Digest, Manifest, RangedWriter, Store};
 
 /// Connecting to a registry is quick or not at all; an unreachable one
 /// (the default registry from an offline box) must fail fast.
@@ -28,6 +37,17 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 /// How often a layer's progress line is sent while it downloads.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// A parted blob is cut into about this many parts (Ollama's count), each
+/// at least `Config::pull_part_bytes` and at most ten times that.
+const PARTS_PER_BLOB: u64 = 16;
+/// Parts of one blob downloaded at once. Fewer than Ollama's 16: an edge
+/// box's link and disk gain little past a few streams.
+const PART_WORKERS: usize = 4;
+/// Tries per part (the first and the retries) before the pull gives up;
+/// what arrived is kept for the next pull.
+const PART_ATTEMPTS: u32 = 4;
+/// The wait before the first retry of a part, doubled for each next one.
+const PART_BACKOFF: Duration = Duration::from_millis(500);
 
 /// What can go wrong in a pull.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +64,11 @@ pub enum Error {
     /// The manifest could not be fetched or does not parse.
     #[error("pull model manifest: {0}")]
     Manifest(String),
+    /// The registry refused us, or the token exchange failed, while the
+    /// manifest was fetched (Ollama's words: `pull model manifest:
+    /// unauthorized: access denied`).
+    #[error("pull model manifest: {0}")]
+    ManifestAuth(auth::Error),
     /// A blob download failed; what arrived is kept for the next pull.
     #[error("download {digest}: {reason}")]
     Download {
@@ -84,17 +109,20 @@ pub struct Plan {
     name: ModelName,
     /// `<scheme>://<host>/v2/<namespace>/<model>`.
     repo_url: String,
-    agent: ureq::Agent,
+    session: Session,
     /// The manifest exactly as the registry sent it.
     manifest_bytes: Vec<u8>,
+    /// The smallest part of a parted download; smaller blobs are one stream.
+    part_bytes: u64,
     /// Every blob to have, layers first and the config last, as Ollama orders them.
     blobs: Vec<(Digest, u64)>,
 }
 
 impl Plan {
     /// Parses the name, fetches the manifest and checks that the missing
-    /// blobs fit the disk budget.
-    pub fn new(store: &Store, raw: &str, insecure: bool) -> Result<Plan, Error> {
+    /// blobs fit the disk budget. The config names the key that signs
+    /// token requests, should the registry ask for one, and the part size.
+    pub fn new(store: &Store, raw: &str, insecure: bool, config: &Config) -> Result<Plan, Error> {
         let raw = raw.trim();
         if raw.starts_with("http://") && !insecure {
             return Err(Error::InsecureProtocol);
@@ -110,7 +138,9 @@ impl Plan {
             .timeout_read(READ_TIMEOUT)
             .user_agent(&format!("hearth/{}", env!("CARGO_PKG_VERSION")))
             .build();
-        let manifest_bytes = fetch_manifest(&agent, &format!("{repo_url}/manifests/{}", name.tag))?;
+        let session = Session::new(agent, config.key_dir.clone(), name.host.clone());
+        let manifest_bytes =
+            fetch_manifest(&session, &format!("{repo_url}/manifests/{}", name.tag))?;
         let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| Error::Manifest(format!("invalid manifest: {e}")))?;
         let mut blobs: Vec<(Digest, u64)> = Vec::new();
@@ -136,8 +166,9 @@ impl Plan {
         Ok(Plan {
             name,
             repo_url,
-            agent,
+            session,
             manifest_bytes,
+            part_bytes: config.pull_part_bytes.max(1),
             blobs,
         })
     }
@@ -179,9 +210,29 @@ impl Plan {
         Ok(())
     }
 
+    /// Downloads one blob, in parts when it is large (or an earlier pull
+    /// began it in parts), else as one stream.
+    fn download(
+        &self,
+        store: &Arc<Store>,
+        digest: &Digest,
+        size: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), Error> {
+        if size > self.part_bytes || store.download_progress(digest).is_some() {
+            match self.download_parts(store, digest, size, progress)? {
+                Parted::Done => return Ok(()),
+                Parted::RangesIgnored => {
+                    log::info!("the registry ignores ranges; downloading {digest} as one stream");
+                }
+            }
+        }
+        self.download_stream(store, digest, size, progress)
+    }
+
     /// Downloads one blob into its partial file, resuming from what is
     /// there, and moves it into place once its digest is verified.
-    fn download(
+    fn download_stream(
         &self,
         store: &Arc<Store>,
         digest: &Digest,
@@ -202,18 +253,17 @@ impl Plan {
         let mut response = None;
         if have < size {
             let url = format!("{}/blobs/{digest}", self.repo_url);
-            let mut req = self.agent.get(&url);
-            if have > 0 {
-                req = req.set("Range", &format!("bytes={have}-"));
-            }
-            let resp = match req.call() {
-                Ok(r) => r,
-                Err(ureq::Error::Status(404, _)) => {
-                    return Err(fail("the registry does not have this blob".into()))
+            let resp = match self.session.call(&|agent| {
+                let req = agent.get(&url);
+                if have > 0 {
+                    req.set("Range", &format!("bytes={have}-"))
+                } else {
+                    req
                 }
-                Err(ureq::Error::Status(code, r)) => {
-                    let body = r.into_string().unwrap_or_default();
-                    return Err(fail(format!("{code}: {}", body.trim())));
+            }) {
+                Ok(r) => r,
+                Err(Failure::Status { code: 404, .. }) => {
+                    return Err(fail("the registry does not have this blob".into()))
                 }
                 Err(e) => return Err(fail(e.to_string())),
             };
@@ -269,19 +319,305 @@ impl Plan {
     }
 }
 
+/// How a parted download ended, when it did not fail.
+enum Parted {
+    /// The blob is verified and in place.
+    Done,
+    /// The registry answers ranged GETs with the whole blob; the partial
+    /// file is gone and the blob must come as one stream.
+    RangesIgnored,
+}
+
+/// Why one ranged GET of a part stopped.
+enum PartError {
+    /// Worth another try: a dropped connection, a timeout, a 5xx.
+    Retry(String),
+    /// Not worth another try; the pull fails with this.
+    Fatal(Error),
+    /// The registry sent the whole blob instead of the range.
+    RangesIgnored,
+    /// Another part failed, so this one stopped.
+    Aborted,
+}
+
+/// The sidecar of a parted download: the layout, and how many bytes of
+/// each part are in the partial file. hearth's own format.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PartsRecord {
+    size: u64,
+    part_size: u64,
+    completed: Vec<u64>,
+}
+
+impl PartsRecord {
+    fn part(&self, i: usize) -> (u64, u64) {
+        let start = i as u64 * self.part_size;
+        (start, self.part_size.min(self.size - start))
+    }
+}
+
+impl Plan {
+    /// Downloads a blob in parts, several at once, each written at its
+    /// offset in the sized partial file; resumes what an earlier pull left
+    /// (a sidecar, or a prefix from a one-stream pull); verifies the whole
+    /// file before it becomes the blob.
+    fn download_parts(
+        &self,
+        store: &Arc<Store>,
+        digest: &Digest,
+        size: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Parted, Error> {
+        let fail = |reason: String| Error::Download {
+            digest: digest.to_string(),
+            reason,
+        };
+        let mut have = partial_len(store, digest);
+        if have > size {
+            remove_partial(store, digest)?;
+            have = 0;
+        }
+        let saved: Option<PartsRecord> = store
+            .download_progress(digest)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|r: &PartsRecord| {
+                r.size == size
+                    && r.part_size > 0
+                    && r.completed.len() as u64 == size.div_ceil(r.part_size)
+            });
+        let mut record = match saved {
+            Some(r) => r,
+            None => {
+                // A file without a sidecar is a prefix (a one-stream pull's):
+                // every part is complete as far as the prefix reaches.
+                let part_size = (size / PARTS_PER_BLOB)
+                    .clamp(self.part_bytes, self.part_bytes.saturating_mul(10))
+                    .max(1);
+                let parts = size.div_ceil(part_size) as usize;
+                PartsRecord {
+                    size,
+                    part_size,
+                    completed: vec![u64::MAX; parts],
+                }
+            }
+        };
+        for i in 0..record.completed.len() {
+            let (start, len) = record.part(i);
+            let mut done = record.completed[i].min(len);
+            // A file shorter than the blob was never sized: past its end
+            // nothing is real, whatever a sidecar says.
+            if have < size {
+                done = done.min(have.saturating_sub(start));
+            }
+            record.completed[i] = done;
+        }
+        let encoded = |r: &PartsRecord| serde_json::to_vec(r).unwrap_or_default();
+        let writer = store.ranged_writer(digest.clone(), size, &encoded(&record))?;
+        let done: Vec<AtomicU64> = record
+            .completed
+            .iter()
+            .map(|&c| AtomicU64::new(c))
+            .collect();
+        let todo: Vec<usize> = (0..done.len())
+            .filter(|&i| record.completed[i] < record.part(i).1)
+            .collect();
+        let resumed: u64 = record.completed.iter().sum();
+        if resumed > 0 {
+            log::info!("resuming {digest} in parts with {resumed} of {size} bytes");
+        }
+        progress(resumed);
+
+        let url = format!("{}/blobs/{digest}", self.repo_url);
+        // The workers need the layout while the main thread updates the
+        // record's progress.
+        let layout = PartsRecord {
+            completed: Vec::new(),
+            ..record
+        };
+        let next = AtomicUsize::new(0);
+        let abort = AtomicBool::new(false);
+        let failure: Mutex<Option<PartError>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..PART_WORKERS.min(todo.len()))
+                .map(|_| {
+                    s.spawn(|| loop {
+                        if abort.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let Some(&i) = todo.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        let (start, len) = layout.part(i);
+                        let part = Part {
+                            digest,
+                            url: &url,
+                            writer: &writer,
+                            start,
+                            len,
+                            done: &done[i],
+                            abort: &abort,
+                        };
+                        if let Err(e) = self.fetch_part(&part) {
+                            abort.store(true, Ordering::Relaxed);
+                            let mut f = failure.lock().unwrap_or_else(|e| e.into_inner());
+                            if f.is_none() && !matches!(e, PartError::Aborted) {
+                                *f = Some(e);
+                            }
+                            break;
+                        }
+                    })
+                })
+                .collect();
+            // Progress is saved before it is reported, so every reported
+            // byte is one a later pull resumes after.
+            let mut saved_sum = resumed;
+            loop {
+                let finished = workers.iter().all(|w| w.is_finished());
+                let now: Vec<u64> = done.iter().map(|d| d.load(Ordering::Relaxed)).collect();
+                let sum: u64 = now.iter().sum();
+                if sum != saved_sum {
+                    record.completed = now;
+                    if let Err(e) = writer.save_progress(&encoded(&record)) {
+                        log::warn!("cannot save the progress of {digest}: {e}");
+                    }
+                    saved_sum = sum;
+                    progress(sum);
+                }
+                if finished {
+                    break;
+                }
+                std::thread::sleep(PROGRESS_EVERY);
+            }
+        });
+        match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            None => {}
+            Some(PartError::RangesIgnored) => {
+                writer.discard();
+                return Ok(Parted::RangesIgnored);
+            }
+            Some(PartError::Fatal(e)) => return Err(e),
+            Some(PartError::Retry(reason)) => {
+                return Err(fail(format!("{reason}; pull again to resume")))
+            }
+            Some(PartError::Aborted) => return Err(fail("interrupted".into())),
+        }
+        progress(size);
+        writer.finish()?;
+        Ok(Parted::Done)
+    }
+
+    /// Fetches what is missing of one part, retrying with backoff.
+    fn fetch_part(&self, part: &Part<'_>) -> Result<(), PartError> {
+        let mut attempt = 0;
+        loop {
+            match self.fetch_range(part) {
+                Ok(()) => return Ok(()),
+                Err(PartError::Retry(reason)) => {
+                    attempt += 1;
+                    if attempt >= PART_ATTEMPTS || part.abort.load(Ordering::Relaxed) {
+                        return Err(PartError::Retry(reason));
+                    }
+                    log::info!(
+                        "part at {} of {}: {reason}; trying again",
+                        part.start,
+                        part.url
+                    );
+                    std::thread::sleep(PART_BACKOFF * (1 << (attempt - 1)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One ranged GET for the rest of a part, written at its offset.
+    fn fetch_range(&self, part: &Part<'_>) -> Result<(), PartError> {
+        let have = part.done.load(Ordering::Relaxed);
+        if have >= part.len {
+            return Ok(());
+        }
+        let fatal = |reason: String| {
+            PartError::Fatal(Error::Download {
+                digest: part.digest.to_string(),
+                reason,
+            })
+        };
+        let (from, to) = (part.start + have, part.start + part.len - 1);
+        let resp = match self.session.call(&|agent| {
+            agent
+                .get(part.url)
+                .set("Range", &format!("bytes={from}-{to}"))
+        }) {
+            Ok(r) => r,
+            Err(Failure::Status { code: 404, .. }) => {
+                return Err(fatal("the registry does not have this blob".into()))
+            }
+            Err(e @ Failure::Status { code: 500.., .. }) | Err(e @ Failure::Transport(_)) => {
+                return Err(PartError::Retry(e.to_string()))
+            }
+            Err(e) => return Err(fatal(e.to_string())),
+        };
+        if resp.status() != 206 {
+            return Err(PartError::RangesIgnored);
+        }
+        let range_ok = resp
+            .header("Content-Range")
+            .is_some_and(|r| r.starts_with(&format!("bytes {from}-{to}/")));
+        if !range_ok {
+            return Err(fatal(
+                "the registry answered another range than asked".into(),
+            ));
+        }
+        let mut reader = resp.into_reader().take(to + 1 - from);
+        let mut buf = vec![0u8; 256 << 10];
+        let mut offset = from;
+        loop {
+            if part.abort.load(Ordering::Relaxed) {
+                return Err(PartError::Aborted);
+            }
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => return Err(PartError::Retry(e.to_string())),
+            };
+            part.writer
+                .write_at(offset, &buf[..n])
+                .map_err(|e| PartError::Fatal(e.into()))?;
+            offset += n as u64;
+            part.done.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if offset <= to {
+            return Err(PartError::Retry(format!(
+                "the connection closed after {} of {} bytes of a part",
+                offset - part.start,
+                part.len
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One part's job: where it lies in the blob and where its progress goes.
+struct Part<'a> {
+    digest: &'a Digest,
+    url: &'a str,
+    writer: &'a RangedWriter,
+    start: u64,
+    len: u64,
+    done: &'a AtomicU64,
+    abort: &'a AtomicBool,
+}
+
 /// GETs a manifest, with Ollama's messages for a missing one or an error.
-fn fetch_manifest(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>, Error> {
-    let resp = agent
-        .get(url)
-        .set("Accept", store::manifest::MANIFEST_MEDIA_TYPE)
-        .call();
+fn fetch_manifest(session: &Session, url: &str) -> Result<Vec<u8>, Error> {
+    let resp = session.call(&|agent| {
+        agent
+            .get(url)
+            .set("Accept", store::manifest::MANIFEST_MEDIA_TYPE)
+    });
     let resp = match resp {
         Ok(r) => r,
-        Err(ureq::Error::Status(404, _)) => return Err(Error::ManifestNotFound),
-        Err(ureq::Error::Status(code, r)) => {
-            let body = r.into_string().unwrap_or_default();
-            return Err(Error::Manifest(format!("{code}: {}", body.trim())));
-        }
+        Err(Failure::Status { code: 404, .. }) => return Err(Error::ManifestNotFound),
+        Err(Failure::Auth(e)) => return Err(Error::ManifestAuth(e)),
         Err(e) => return Err(Error::Manifest(e.to_string())),
     };
     let mut bytes = Vec::new();

@@ -7,17 +7,18 @@
 //!
 //! This is the client side only, blocking `ureq` run on a blocking thread by
 //! the caller, as `crate::pull` is. The serving side (the upload endpoints)
-//! is `api::registry`. Authentication (Ollama's ed25519 challenge) and
-//! cross-repository mounts are not implemented: push works against
-//! registries that accept anonymous uploads, such as another hearth with
-//! `HEARTH_SERVE_REGISTRY=1`.
+//! is `api::registry`. A registry that asks for a token gets one through
+//! `crate::auth::Session` (Ollama's ed25519-signed token request).
+//! Cross-repository mounts and chunked uploads are not implemented.
 
 use std::fs::File;
 use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::types::Progress;
+use crate::auth::{Failure, Session};
 use crate::model::{InvalidName, ModelName};
 use crate::store::{self, manifest::MANIFEST_MEDIA_TYPE, Digest, Manifest, Store};
 
@@ -62,14 +63,15 @@ pub struct Plan {
     origin: String,
     /// `<origin>/v2/<namespace>/<model>`.
     repo_url: String,
-    agent: ureq::Agent,
+    session: Session,
     /// The manifest exactly as stored.
     manifest_bytes: Vec<u8>,
 }
 
 impl Plan {
-    /// Parses the name and reads its manifest from the store.
-    pub fn new(store: &Store, raw: &str, insecure: bool) -> Result<Plan, Error> {
+    /// Parses the name and reads its manifest from the store. `key_dir`
+    /// holds the key that signs token requests.
+    pub fn new(store: &Store, raw: &str, insecure: bool, key_dir: &Path) -> Result<Plan, Error> {
         let raw = raw.trim();
         if raw.starts_with("http://") && !insecure {
             return Err(Error::InsecureProtocol);
@@ -88,11 +90,12 @@ impl Plan {
             .redirects(0)
             .user_agent(&format!("hearth/{}", env!("CARGO_PKG_VERSION")))
             .build();
+        let session = Session::new(agent, key_dir.to_path_buf(), name.host.clone());
         Ok(Plan {
             name,
             origin,
             repo_url,
-            agent,
+            session,
             manifest_bytes,
         })
     }
@@ -144,27 +147,25 @@ impl Plan {
             what: "manifest".into(),
             reason,
         };
-        self.agent
-            .put(&url)
-            .set("Content-Type", MANIFEST_MEDIA_TYPE)
-            .send_bytes(&self.manifest_bytes)
-            .map_err(|e| fail(describe(e)))?;
+        self.session
+            .send(
+                &|agent| agent.put(&url).set("Content-Type", MANIFEST_MEDIA_TYPE),
+                &mut |req| req.send_bytes(&self.manifest_bytes).map_err(Box::new),
+            )
+            .map_err(|e| fail(e.to_string()))?;
         progress(Progress::status("success"));
         Ok(())
     }
 
     /// `HEAD` of a blob: whether the registry already has it.
     fn registry_has(&self, digest: &Digest) -> Result<bool, Error> {
-        match self
-            .agent
-            .head(&format!("{}/blobs/{digest}", self.repo_url))
-            .call()
-        {
+        let url = format!("{}/blobs/{digest}", self.repo_url);
+        match self.session.call(&|agent| agent.head(&url)) {
             Ok(r) => Ok(r.status() == 200),
-            Err(ureq::Error::Status(_, _)) => Ok(false),
+            Err(Failure::Status { .. }) => Ok(false),
             Err(e) => Err(Error::Upload {
                 what: digest.to_string(),
-                reason: describe(e),
+                reason: e.to_string(),
             }),
         }
     }
@@ -182,40 +183,46 @@ impl Plan {
             what: digest.to_string(),
             reason,
         };
+        let start_url = format!("{}/blobs/uploads/", self.repo_url);
         let start = self
-            .agent
-            .post(&format!("{}/blobs/uploads/", self.repo_url))
-            .call()
-            .map_err(|e| fail(format!("start upload: {}", describe(e))))?;
+            .session
+            .call(&|agent| agent.post(&start_url))
+            .map_err(|e| fail(format!("start upload: {e}")))?;
         let location = self.location(&start).map_err(fail)?;
 
         let path = store.blob_path(digest);
-        let file = File::open(&path).map_err(|e| fail(format!("open {}: {e}", path.display())))?;
-        let reader = Counting {
-            inner: file,
-            done: 0,
-            last: Instant::now(),
-            progress,
+        let build = |agent: &ureq::Agent| {
+            let req = agent
+                .request("PATCH", &location)
+                .set("Content-Type", "application/octet-stream")
+                // With a length ureq sends the body as is rather than chunked.
+                .set("Content-Length", &size.to_string());
+            if size > 0 {
+                req.set("Content-Range", &format!("0-{}", size - 1))
+            } else {
+                req
+            }
         };
-        let mut req = self
-            .agent
-            .request("PATCH", &location)
-            .set("Content-Type", "application/octet-stream")
-            // With a length ureq sends the body as is rather than chunked.
-            .set("Content-Length", &size.to_string());
-        if size > 0 {
-            req = req.set("Content-Range", &format!("0-{}", size - 1));
-        }
-        let patched = req
-            .send(reader)
-            .map_err(|e| fail(format!("upload: {}", describe(e))))?;
+        // A retry after a 401 sends the file again from its start.
+        let patched = self
+            .session
+            .send(&build, &mut |req| {
+                let reader = Counting {
+                    inner: File::open(&path).map_err(|e| Box::new(e.into()))?,
+                    done: 0,
+                    last: Instant::now(),
+                    progress: &mut *progress,
+                };
+                req.send(reader).map_err(Box::new)
+            })
+            .map_err(|e| fail(format!("upload: {e}")))?;
         let location = self.location(&patched).unwrap_or(location);
 
         let sep = if location.contains('?') { '&' } else { '?' };
-        self.agent
-            .put(&format!("{location}{sep}digest={digest}"))
-            .call()
-            .map_err(|e| fail(format!("commit upload: {}", describe(e))))?;
+        let commit = format!("{location}{sep}digest={digest}");
+        self.session
+            .call(&|agent| agent.put(&commit))
+            .map_err(|e| fail(format!("commit upload: {e}")))?;
         Ok(())
     }
 
@@ -254,17 +261,5 @@ impl Read for Counting<'_> {
             self.last = Instant::now();
         }
         Ok(n)
-    }
-}
-
-/// A ureq error as one line: the status and the registry's body, or the
-/// transport error.
-fn describe(e: ureq::Error) -> String {
-    match e {
-        ureq::Error::Status(code, r) => {
-            let body = r.into_string().unwrap_or_default();
-            format!("{code}: {}", body.trim())
-        }
-        e => e.to_string(),
     }
 }

@@ -79,7 +79,10 @@ impl Server {
         cmd.arg("serve")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+            // A home of its own: `serve` creates `~/.ollama/id_ed25519`
+            // (the registry key) when missing, which must not land in the
+            // real home; the store's parent is the server's temp dir.
+            .env("HOME", models.parent().unwrap_or(models))
             .env("OLLAMA_HOST", "127.0.0.1:0")
             .env("OLLAMA_MODELS", models)
             .stdin(Stdio::null())

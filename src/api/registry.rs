@@ -76,7 +76,8 @@ pub async fn pull(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
     let insecure = req.insecure;
     let plan = {
         let store = Arc::clone(&store);
-        blocking(move || Ok(Plan::new(&store, &raw, insecure)?)).await?
+        let config = state.config.clone();
+        blocking(move || Ok(Plan::new(&store, &raw, insecure, &config)?)).await?
     };
     log::info!("pulling model {}", plan.name());
     super::progress_job(req.stream.unwrap_or(true), "pull", move |progress| {
@@ -105,7 +106,8 @@ pub async fn push(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
     let insecure = req.insecure;
     let plan = {
         let store = Arc::clone(&store);
-        blocking(move || Ok(push::Plan::new(&store, &raw, insecure)?)).await?
+        let key_dir = state.config.key_dir.clone();
+        blocking(move || Ok(push::Plan::new(&store, &raw, insecure, &key_dir)?)).await?
     };
     log::info!("pushing model {}", plan.name().display_short());
     super::progress_job(req.stream.unwrap_or(true), "push", move |progress| {

@@ -12,6 +12,7 @@
 
 mod digest;
 pub mod manifest;
+mod ranged;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -25,6 +26,7 @@ use sha2::{Digest as _, Sha256};
 
 pub use digest::{Digest, InvalidDigest};
 pub use manifest::{Layer, Manifest};
+pub use ranged::RangedWriter;
 
 use crate::model::ModelName;
 
