@@ -231,59 +231,8 @@ impl Plan {
                 detected = g.chat_template().and_then(prompt::autodetect);
                 pins.push(store.pin(vec![digest.clone()]));
                 layers.push(layer(mf::MEDIA_MODEL, &digest, size));
-                if let Some(q) = self.quantize {
-                    self.quantize_model(store, q, &mut layers, &mut config, &mut pins, progress)?;
-                }
-                return self.finish(
-                    store,
-                    progress,
-                    Built {
-                        layers,
-                        config,
-                        params: base_params,
-                        detected,
-                    },
-                    &mut pins,
-                );
-            }
-            progress(Progress::status("parsing GGUF"));
-            let mut models = Vec::new();
-            for (file, digest) in &self.files {
-                let path = store.blob_path(digest);
-                let g = Gguf::open(&path, false).map_err(|e| match e {
-                    gguf::Error::NotGguf => Error::NotGguf,
-                    source => Error::Gguf {
-                        file: file.clone(),
-                        source,
-                    },
-                })?;
-                let media = classify(file, &g);
-                if media == mf::MEDIA_MODEL {
-                    config = config_from_gguf(&g);
-                    detected = g.chat_template().and_then(prompt::autodetect);
-                    if self.quantize.is_some() {
-                        let ft = g.file_type().map(gguf::file_type_name).unwrap_or("unknown");
-                        if !matches!(ft, "F16" | "BF16" | "F32") {
-                            return Err(Error::QuantizeSource);
-                        }
-                    }
-                    models.push(file);
-                }
-                let size = std::fs::metadata(&path).map(|m| m.len()).map_err(|e| {
-                    Error::Store(store::Error::Io {
-                        context: format!("stat {}", path.display()),
-                        source: e,
-                    })
-                })?;
-                progress(Progress::status(format!("using existing layer {digest}")));
-                store.touch_blob(digest);
-                layers.push(layer(media, digest, size));
-            }
-            if models.len() > 1 {
-                return Err(Error::TooManyModels(models.len()));
-            }
-            if models.is_empty() {
-                return Err(Error::NoFiles);
+            } else {
+                self.gguf_layers(store, &mut layers, &mut config, &mut detected, progress)?;
             }
             if let Some(q) = self.quantize {
                 self.quantize_model(store, q, &mut layers, &mut config, &mut pins, progress)?;
@@ -300,6 +249,58 @@ impl Plan {
             },
             &mut pins,
         )
+    }
+
+    /// The layers of uploaded GGUF files: one weights file, adapters and
+    /// projectors, classified by their headers.
+    fn gguf_layers(
+        &self,
+        store: &Arc<Store>,
+        layers: &mut Vec<Layer>,
+        config: &mut ConfigBlob,
+        detected: &mut Option<KnownTemplate>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), Error> {
+        progress(Progress::status("parsing GGUF"));
+        let mut models = Vec::new();
+        for (file, digest) in &self.files {
+            let path = store.blob_path(digest);
+            let g = Gguf::open(&path, false).map_err(|e| match e {
+                gguf::Error::NotGguf => Error::NotGguf,
+                source => Error::Gguf {
+                    file: file.clone(),
+                    source,
+                },
+            })?;
+            let media = classify(file, &g);
+            if media == mf::MEDIA_MODEL {
+                *config = config_from_gguf(&g);
+                *detected = g.chat_template().and_then(prompt::autodetect);
+                if self.quantize.is_some() {
+                    let ft = g.file_type().map(gguf::file_type_name).unwrap_or("unknown");
+                    if !matches!(ft, "F16" | "BF16" | "F32") {
+                        return Err(Error::QuantizeSource);
+                    }
+                }
+                models.push(file);
+            }
+            let size = std::fs::metadata(&path).map(|m| m.len()).map_err(|e| {
+                Error::Store(store::Error::Io {
+                    context: format!("stat {}", path.display()),
+                    source: e,
+                })
+            })?;
+            progress(Progress::status(format!("using existing layer {digest}")));
+            store.touch_blob(digest);
+            layers.push(layer(media, digest, size));
+        }
+        if models.len() > 1 {
+            return Err(Error::TooManyModels(models.len()));
+        }
+        if models.is_empty() {
+            return Err(Error::NoFiles);
+        }
+        Ok(())
     }
 
     /// Adds adapters and the text layers, writes the config and the manifest.

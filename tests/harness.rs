@@ -174,6 +174,19 @@ impl Server {
         (status, parse(&text))
     }
 
+    /// Streams a progress request (create, pull, push) and checks that it
+    /// answered 200 and ended with `success`; returns the lines.
+    pub fn stream_success(&self, path: &str, body: Value) -> Vec<Value> {
+        let (status, lines) = self.stream(path, body);
+        assert_eq!(status, 200, "{lines:?}");
+        assert_eq!(
+            lines.last().and_then(|l| l["status"].as_str()),
+            Some("success"),
+            "{lines:?}"
+        );
+        lines
+    }
+
     /// POST JSON and read an NDJSON stream into its lines.
     pub fn stream(&self, path: &str, body: Value) -> (u16, Vec<Value>) {
         let (status, text) = self.call("POST", path, Some(&body));
@@ -207,7 +220,7 @@ impl Server {
     /// Uploads the Gemma GGUF and creates a model from it with a template.
     pub fn create_gemma(&self, name: &str) -> String {
         let digest = self.upload_file(&gemma());
-        let (status, lines) = self.stream(
+        self.stream_success(
             "/api/create",
             serde_json::json!({
                 "model": name,
@@ -215,12 +228,6 @@ impl Server {
                 "template": GEMMA_TEMPLATE,
                 "parameters": {"stop": ["<end_of_turn>"]},
             }),
-        );
-        assert_eq!(status, 200);
-        assert_eq!(
-            lines.last().and_then(|l| l["status"].as_str()),
-            Some("success"),
-            "{lines:?}"
         );
         digest
     }
@@ -243,14 +250,7 @@ impl Server {
         if let (Some(obj), Some(more)) = (req.as_object_mut(), extra.as_object()) {
             obj.extend(more.clone());
         }
-        let (status, lines) = self.stream("/api/create", req);
-        assert_eq!(status, 200);
-        assert_eq!(
-            lines.last().and_then(|l| l["status"].as_str()),
-            Some("success"),
-            "{lines:?}"
-        );
-        lines
+        self.stream_success("/api/create", req)
     }
 
     /// A server with `gemma3:270m` (Ollama's Gemma 3 template and stop) ready.

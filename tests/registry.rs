@@ -330,13 +330,7 @@ fn interrupted_pull_resumes_from_the_partial_file() {
     std::io::copy(&mut (&mut src).take(half), &mut dst).expect("copy half");
     drop(dst);
 
-    let (status, lines) = b.stream("/api/pull", json!({"model": name, "insecure": true}));
-    assert_eq!(status, 200);
-    assert_eq!(
-        lines.last().and_then(|l| l["status"].as_str()),
-        Some("success"),
-        "{lines:?}"
-    );
+    let lines = b.stream_success("/api/pull", json!({"model": name, "insecure": true}));
     let first = lines
         .iter()
         .find(|l| l["digest"] == model.as_str())
@@ -852,13 +846,7 @@ fn pull_and_push_fetch_a_signed_token_when_challenged() {
     // with it, and one token serves the whole pull.
     reg.mode.store(TOKEN_OK, Ordering::SeqCst);
     let before = reg.token_requests.load(Ordering::SeqCst);
-    let (status, lines) = b.stream("/api/pull", json!({"model": name, "insecure": true}));
-    assert_eq!(status, 200, "{lines:?}");
-    assert_eq!(
-        lines.last().and_then(|l| l["status"].as_str()),
-        Some("success"),
-        "{lines:?}"
-    );
+    b.stream_success("/api/pull", json!({"model": name, "insecure": true}));
     assert_eq!(reg.token_requests.load(Ordering::SeqCst), before + 1);
     for d in &digests {
         assert_eq!(sha256_file(&blob_path(&b.models, d)), *d);
@@ -873,13 +861,7 @@ fn pull_and_push_fetch_a_signed_token_when_challenged() {
     );
     assert_eq!(status, 200, "{body}");
     let before = reg.token_requests.load(Ordering::SeqCst);
-    let (status, lines) = b.stream("/api/push", json!({"model": other, "insecure": true}));
-    assert_eq!(status, 200, "{lines:?}");
-    assert_eq!(
-        lines.last().and_then(|l| l["status"].as_str()),
-        Some("success"),
-        "{lines:?}"
-    );
+    b.stream_success("/api/push", json!({"model": other, "insecure": true}));
     assert_eq!(reg.token_requests.load(Ordering::SeqCst), before + 1);
     let files = reg.files.lock().expect("files");
     for d in &digests {
@@ -963,13 +945,7 @@ fn parted_pull_copies_the_model_byte_for_byte() {
     // as one stream each.
     let b = Server::start_with(&[("HEARTH_PULL_PART_SIZE", "16MB")]);
     let name = format!("{}/library/gemma3:270m", host(&a));
-    let (status, lines) = b.stream("/api/pull", json!({"model": name, "insecure": true}));
-    assert_eq!(status, 200, "{lines:?}");
-    assert_eq!(
-        lines.last().and_then(|l| l["status"].as_str()),
-        Some("success"),
-        "{lines:?}"
-    );
+    let lines = b.stream_success("/api/pull", json!({"model": name, "insecure": true}));
     let a_manifest = manifest_path(&a.models, "registry.ollama.ai");
     assert_eq!(
         std::fs::read(manifest_path(&b.models, host(&a))).expect("B manifest"),
@@ -1015,13 +991,7 @@ fn parted_pull_resumes_only_the_missing_parts() {
     let record = json!({"size": size, "part_size": part, "completed": completed});
     std::fs::write(sidecar(&b.models, &layer), record.to_string()).expect("sidecar");
 
-    let (status, lines) = b.stream("/api/pull", json!({"model": name, "insecure": true}));
-    assert_eq!(status, 200, "{lines:?}");
-    assert_eq!(
-        lines.last().and_then(|l| l["status"].as_str()),
-        Some("success"),
-        "{lines:?}"
-    );
+    let lines = b.stream_success("/api/pull", json!({"model": name, "insecure": true}));
     let done = completions(&lines, &layer);
     assert_eq!(done.first().copied(), Some(10_000_000), "{done:?}");
     assert_eq!(
@@ -1080,13 +1050,7 @@ fn parted_pull_resumes_after_the_server_is_killed() {
     );
 
     let b2 = Server::start_in(&b.models, &env);
-    let (status, lines) = b2.stream("/api/pull", json!({"model": name, "insecure": true}));
-    assert_eq!(status, 200, "{lines:?}");
-    assert_eq!(
-        lines.last().and_then(|l| l["status"].as_str()),
-        Some("success"),
-        "{lines:?}"
-    );
+    let lines = b2.stream_success("/api/pull", json!({"model": name, "insecure": true}));
     assert_eq!(completions(&lines, &model).first().copied(), Some(saved));
     assert_eq!(sha256_file(&blob_path(&b.models, &model)), model);
     assert!(!partial(&b.models, &model).exists());
