@@ -431,6 +431,7 @@ fn plan_tensors(config: &Config, sources: &[SourceFile]) -> Result<Vec<Planned>,
                 info: info.clone(),
                 source_name: name.clone(),
                 permute_heads,
+                shift: 0.0,
             });
         }
     }

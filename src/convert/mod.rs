@@ -22,11 +22,17 @@
 
 mod bert;
 mod bpe;
+mod decoder;
+mod gemma;
 mod gguf_writer;
 mod llama;
+mod phi3;
 mod source;
+mod spm;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_spm;
 mod tokenizer;
 
 use std::collections::HashMap;
@@ -61,6 +67,14 @@ pub enum Arch {
     /// A Qwen3 decoder (Qwen2 without the biases but with per-head q/k
     /// RMS norms), written as llama.cpp's `qwen3` architecture.
     Qwen3,
+    /// Gemma (1), written as llama.cpp's `gemma` architecture.
+    Gemma,
+    /// Gemma 2 (soft-capping, sliding window, sandwich norms), `gemma2`.
+    Gemma2,
+    /// Gemma 3's text model (q/k norms, 5:1 local:global layers), `gemma3`.
+    Gemma3,
+    /// Phi-3 (fused qkv and gate/up projections), `phi3`.
+    Phi3,
 }
 
 impl Arch {
@@ -71,6 +85,10 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Gemma => "gemma",
+            Arch::Gemma2 => "gemma2",
+            Arch::Gemma3 => "gemma3",
+            Arch::Phi3 => "phi3",
         }
     }
 }
@@ -84,7 +102,7 @@ pub enum Error {
     MissingFile(String),
     #[error("bad model config: {0}")]
     BadConfig(String),
-    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) and Llama-family models (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM) can be converted from safetensors")]
+    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) and decoders (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM) can be converted from safetensors")]
     UnsupportedArchitecture(String),
     #[error("bad safetensors file {file}: {reason}")]
     BadSafetensors { file: String, reason: String },
@@ -125,6 +143,10 @@ fn detect_json(config: &Json) -> Result<Arch, Error> {
         Some(name) if llama::ARCHITECTURES.contains(&name) => Ok(Arch::Llama),
         Some("Qwen2ForCausalLM") => Ok(Arch::Qwen2),
         Some("Qwen3ForCausalLM") => Ok(Arch::Qwen3),
+        Some("GemmaForCausalLM") => Ok(Arch::Gemma),
+        Some("Gemma2ForCausalLM") => Ok(Arch::Gemma2),
+        Some("Gemma3ForCausalLM") => Ok(Arch::Gemma3),
+        Some("Phi3ForCausalLM") => Ok(Arch::Phi3),
         Some(name) => Err(Error::UnsupportedArchitecture(name.to_string())),
         // Without `architectures`, the model type alone decides.
         None => match config.get("model_type").and_then(Json::as_str) {
@@ -132,6 +154,10 @@ fn detect_json(config: &Json) -> Result<Arch, Error> {
             Some("llama" | "mistral") => Ok(Arch::Llama),
             Some("qwen2") => Ok(Arch::Qwen2),
             Some("qwen3") => Ok(Arch::Qwen3),
+            Some("gemma") => Ok(Arch::Gemma),
+            Some("gemma2") => Ok(Arch::Gemma2),
+            Some("gemma3_text") => Ok(Arch::Gemma3),
+            Some("phi3") => Ok(Arch::Phi3),
             Some(other) => Err(Error::UnsupportedArchitecture(other.to_string())),
             None => Err(Error::BadConfig(
                 "config.json names neither architectures nor model_type".into(),
@@ -149,6 +175,10 @@ struct Planned {
     /// For query and key weights of Llama: the head count to permute the
     /// rows for (see [`source::permuted_row`]).
     permute_heads: Option<usize>,
+    /// A constant added to every element: 1 for Gemma's RMS norm weights,
+    /// which Hugging Face stores as `w` and applies as `1 + w`, while
+    /// llama.cpp multiplies by the stored weight.
+    shift: f32,
 }
 
 /// Writes the GGUF into `out`, streaming tensor by tensor; returns bytes
@@ -166,6 +196,24 @@ pub fn convert(
         Arch::Bert => {}
         arch @ (Arch::Llama | Arch::Qwen2 | Arch::Qwen3) => {
             return llama::convert(arch, files, &config_json, out, progress)
+        }
+        arch @ (Arch::Gemma | Arch::Gemma2 | Arch::Gemma3) => {
+            let config = gemma::Config::read(arch, &config_json)?;
+            // Gemma's converter always writes add_space_prefix false.
+            let tokenizer = decoder::TokenizerChoice {
+                allow_bpe: false,
+                space_prefix: Some(false),
+            };
+            return decoder::convert(&config, tokenizer, files, &config_json, out, progress);
+        }
+        Arch::Phi3 => {
+            let config = phi3::Config::read(&config_json)?;
+            // Phi-4 ships a byte-level BPE under the same architecture.
+            let tokenizer = decoder::TokenizerChoice {
+                allow_bpe: true,
+                space_prefix: None,
+            };
+            return decoder::convert(&config, tokenizer, files, &config_json, out, progress);
         }
     }
     let config = bert::Config::read(&config_json)?;
@@ -248,7 +296,13 @@ fn write_gguf(
                 n_head,
                 &mut sink,
             )?,
-            None => sources[p.file].stream(&p.source_name, &p.info, p.spec.ggml_type, &mut sink)?,
+            None => sources[p.file].stream(
+                &p.source_name,
+                &p.info,
+                p.spec.ggml_type,
+                p.shift,
+                &mut sink,
+            )?,
         }
         let got = w.written() - start;
         if got != want {
@@ -307,6 +361,7 @@ fn plan_tensors(sources: &[SourceFile]) -> Result<Vec<Planned>, Error> {
                 info: info.clone(),
                 source_name: name.clone(),
                 permute_heads: None,
+                shift: 0.0,
             });
         }
     }
