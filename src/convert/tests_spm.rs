@@ -184,9 +184,10 @@ struct Tiny {
     window: Option<(usize, usize)>,
     attn_cap: Option<f32>,
     final_cap: Option<f32>,
-    /// The range of the random matrices: Gemma and Gemma 2 need larger
-    /// ones, or the √hidden-scaled embedding drowns the layers' output
-    /// (without Gemma 3's post-norms) and every token predicts itself.
+    /// The range of the random matrices. Larger ones make attention sharp
+    /// enough for RoPE to matter, and keep Gemma's √hidden-scaled
+    /// embedding from drowning the layers' output (Gemma 3's post-norms
+    /// do that on their own); otherwise every token predicts itself.
     scale: f32,
 }
 
@@ -216,7 +217,7 @@ fn tiny(family: Family) -> Tiny {
         // is monotonic, so no cap can change greedy tokens; Gemma 2's own.
         attn_cap: (family == Family::Gemma2).then_some(1.0),
         final_cap: (family == Family::Gemma2).then_some(30.0),
-        scale: if matches!(family, Family::Gemma | Family::Gemma2) {
+        scale: if family != Family::Gemma3 {
             0.3
         } else {
             0.1
