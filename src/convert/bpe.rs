@@ -2,7 +2,8 @@
 //! `BPE` model, as Llama 3, Qwen and many Mistral releases ship) into the GGUF
 //! `tokenizer.ggml.*` metadata of llama.cpp's `gpt2` tokenizer, following
 //! `get_vocab_base` and `SpecialVocab` in llama.cpp's converter.
-//! SentencePiece and Unigram tokenizers are refused for now.
+//! SentencePiece vocabularies are `spm.rs`'s job; Unigram and WordPiece
+//! decoder tokenizers are refused for now.
 
 use serde_json::Value as Json;
 
@@ -39,21 +40,6 @@ pub struct Vocab {
     /// (GGUF key, flag) for `add_bos_token` / `add_eos_token`.
     pub flags: Vec<(&'static str, bool)>,
     pub chat_template: Option<String>,
-}
-
-/// Refuses the tokenizers this module cannot convert yet, with a message
-/// that says which kind it is, before any weights are read.
-pub fn check_supported(files: &Files) -> Result<(), Error> {
-    let Some(path) = files.get("tokenizer.json") else {
-        if files.contains_key("tokenizer.model") {
-            return Err(Error::Tokenizer(
-                "SentencePiece tokenizers (tokenizer.model) are not supported yet".into(),
-            ));
-        }
-        return Err(Error::MissingFile("tokenizer.json".into()));
-    };
-    let json = read_json(path, "tokenizer.json")?;
-    model_of(&json).map(|_| ())
 }
 
 /// The `model` object of a tokenizer.json, checked to be byte-level BPE.

@@ -78,18 +78,39 @@ pub fn convert(
     progress("reading tokenizer");
     let mut header = Header::default();
     spec.write_metadata(&mut header, n_vocab);
-    match kind {
-        spm::Kind::SentencePiece => {
-            spm::Vocab::load(files, config_json, n_vocab as usize, tokenizer.space_prefix)?
-                .write_metadata(&mut header)
-        }
-        spm::Kind::ByteLevelBpe => {
-            bpe::Vocab::load(files, config_json, n_vocab as usize)?.write_metadata(&mut header)
-        }
-    }
+    write_vocab(
+        kind,
+        files,
+        config_json,
+        n_vocab,
+        tokenizer.space_prefix,
+        &mut header,
+    )?;
     plan.sort_by_key(|p| tensor_order(&p.spec.name));
     header.tensors = plan.iter().map(|p| p.spec.clone()).collect();
     write_gguf(&header, &plan, &mut sources, out, progress)
+}
+
+/// Reads the tokenizer of `kind`, padded to `n_vocab` entries, and adds
+/// its `tokenizer.*` metadata to `header`.
+pub fn write_vocab(
+    kind: spm::Kind,
+    files: &Files,
+    config_json: &Json,
+    n_vocab: u64,
+    space_prefix: Option<bool>,
+    header: &mut Header,
+) -> Result<(), Error> {
+    match kind {
+        spm::Kind::SentencePiece => {
+            spm::Vocab::load(files, config_json, n_vocab as usize, space_prefix)?
+                .write_metadata(header)
+        }
+        spm::Kind::ByteLevelBpe => {
+            bpe::Vocab::load(files, config_json, n_vocab as usize)?.write_metadata(header)
+        }
+    }
+    Ok(())
 }
 
 /// The element type in an F16 file: matrices F16, norms and other vectors

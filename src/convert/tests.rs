@@ -596,7 +596,7 @@ const QWEN2_REGEX: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\
 
 /// A random two-layer Llama (hidden 64, 4 heads, 2 KV heads) with a tiny
 /// byte-level BPE tokenizer, in `dir`. Returns the files and vocab size.
-fn tiny_llama(dir: &Path) -> (Files, usize) {
+pub(super) fn tiny_llama(dir: &Path) -> (Files, usize) {
     tiny_decoder(dir, Arch::Llama)
 }
 
@@ -795,7 +795,7 @@ fn source_f32(files: &Files, name: &str) -> Vec<f32> {
 /// F16 as in the GGUF and vectors kept F32, so llama.cpp's tokens can be
 /// checked against it: a wrong q/k permutation, a lost bias or norm
 /// changes the attention scores and with them the tokens.
-fn reference_greedy(files: &Files, arch: Arch, prompt: &[i32], n: usize) -> Vec<i32> {
+pub(super) fn reference_greedy(files: &Files, arch: Arch, prompt: &[i32], n: usize) -> Vec<i32> {
     let Dims {
         e,
         f,
@@ -1199,14 +1199,15 @@ fn converts_a_tiny_qwen3_and_generates() {
 }
 
 #[test]
-fn refuses_sentencepiece_and_unigram_tokenizers() {
+fn refuses_unigram_and_broken_sentencepiece_tokenizers() {
     let dir = tempfile::tempdir().unwrap();
     let (mut files, _) = tiny_llama(dir.path());
+    // A tokenizer.model that is not a SentencePiece protobuf.
     let tokenizer = files.remove("tokenizer.json").unwrap();
     files.insert("tokenizer.model".into(), tokenizer.clone());
     let err = run(&files).unwrap_err();
     assert!(
-        matches!(&err, Error::Tokenizer(m) if m.contains("not supported yet")),
+        matches!(&err, Error::Tokenizer(m) if m.contains("tokenizer.model")),
         "{err}"
     );
     std::fs::write(

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::source::{f16_to_f32, f32_to_f16};
-use super::tests::{files_in, generate_greedy, load_decoder, random_f32s, run, write_safetensors};
+use super::tests::{
+    files_in, generate_greedy, load_decoder, random_f32s, run, tiny_llama, write_safetensors,
+};
 use super::*;
 use crate::gguf::{Gguf, Value};
 
@@ -217,11 +219,7 @@ fn tiny(family: Family) -> Tiny {
         // is monotonic, so no cap can change greedy tokens; Gemma 2's own.
         attn_cap: (family == Family::Gemma2).then_some(1.0),
         final_cap: (family == Family::Gemma2).then_some(30.0),
-        scale: if family != Family::Gemma3 {
-            0.3
-        } else {
-            0.1
-        },
+        scale: if family != Family::Gemma3 { 0.3 } else { 0.1 },
     }
 }
 
@@ -782,4 +780,65 @@ fn refuses_a_broken_tokenizer_model() {
     .unwrap();
     let err = run(&files()).unwrap_err();
     assert!(err.to_string().contains("SentencePiece"), "{err}");
+}
+
+/// A tiny Llama with a small SentencePiece `tokenizer.model` (as Llama 2
+/// and Mistral ship): ASCII bytes, the characters and growing prefixes of
+/// "▁hello" and "▁world", and a dummy prefix. Always runs: the vocabulary
+/// is synthetic.
+#[test]
+fn converts_a_tiny_llama_with_a_sentencepiece_tokenizer() {
+    const BYTE: i32 = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, n_vocab) = tiny_llama(dir.path());
+    let mut pieces: Vec<(String, f32, i32)> = vec![
+        ("<unk>".into(), 0.0, 2),
+        ("<s>".into(), 0.0, 3),
+        ("</s>".into(), 0.0, 3),
+    ];
+    pieces.extend((0..128).map(|b| (format!("<0x{b:02X}>"), 0.0, BYTE)));
+    for c in ["\u{2581}", "h", "e", "l", "o", "w", "r", "d"] {
+        pieces.push((c.to_string(), -100.0, 1));
+    }
+    let mut score = -1.0;
+    for word in ["\u{2581}hello", "\u{2581}world"] {
+        let chars: Vec<(usize, char)> = word.char_indices().collect();
+        for &(end, c) in &chars[1..] {
+            pieces.push((word[..end + c.len_utf8()].to_string(), score, 1));
+            score -= 1.0;
+        }
+    }
+    let id = |text: &str| pieces.iter().position(|p| p.0 == text).unwrap() as i32;
+    let (hello, world) = (id("\u{2581}hello"), id("\u{2581}world"));
+    files.remove("tokenizer.json");
+    let path = dir.path().join("tokenizer.model");
+    std::fs::write(&path, spm::encode_model(&pieces, [0, 1, 2, -1], true)).unwrap();
+    files.insert("tokenizer.model".into(), path);
+
+    let out = run(&files).unwrap();
+    let g = Gguf::parse(&out, true).unwrap();
+    let get = |k: &str| g.get(k).unwrap_or_else(|| panic!("no {k}")).clone();
+    assert_eq!(g.architecture(), Some("llama"));
+    assert_eq!(get("tokenizer.ggml.model"), Value::String("llama".into()));
+    assert_eq!(get("tokenizer.ggml.bos_token_id"), Value::U32(1));
+    assert_eq!(get("tokenizer.ggml.eos_token_id"), Value::U32(2));
+    assert_eq!(get("tokenizer.ggml.add_space_prefix"), Value::Bool(true));
+    let tokens = get("tokenizer.ggml.tokens");
+    let tokens = tokens.as_array().unwrap().values.as_ref().unwrap();
+    assert_eq!(tokens.len(), n_vocab);
+    assert_eq!(
+        tokens[n_vocab - 1],
+        Value::String(format!("[PAD{}]", n_vocab - 1))
+    );
+
+    let (_out_dir, runner, warnings) = load_decoder(&out);
+    if let Some(warnings) = warnings {
+        assert!(warnings.is_empty(), "llama.cpp warned: {warnings:?}");
+    }
+    let prompt = runner.tokenize("hello world", true, false).unwrap();
+    assert_eq!(prompt, vec![1, hello, world]);
+    assert_eq!(runner.detokenize(&prompt[1..]), "hello world");
+    let want = super::tests::reference_greedy(&files, Arch::Llama, &prompt, 5);
+    let generated = generate_greedy(&runner, prompt, 5);
+    assert_eq!(generated, want, "llama.cpp vs the reference forward pass");
 }
