@@ -1,10 +1,11 @@
 //! Converts a Hugging Face Safetensors model directory into a GGUF file that
 //! llama.cpp loads. BERT encoders (sentence-transformers embedding models
-//! such as all-MiniLM-L6-v2) and Llama-family decoders (`LlamaForCausalLM`,
-//! `MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`) with
-//! byte-level BPE tokenizers are supported; the
-//! output follows what llama.cpp's `convert_hf_to_gguf.py` writes for them
-//! in its default F16 mode.
+//! such as all-MiniLM-L6-v2) and decoders (`LlamaForCausalLM`,
+//! `MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`,
+//! `GemmaForCausalLM`, `Gemma2ForCausalLM`, `Gemma3ForCausalLM`,
+//! `Phi3ForCausalLM`) with byte-level BPE or SentencePiece tokenizers are
+//! supported; the output follows what llama.cpp's `convert_hf_to_gguf.py`
+//! writes for them in its default F16 mode.
 //!
 //! The conversion streams: the GGUF header is computed from the Safetensors
 //! headers alone, then each tensor is read, converted and written in small
@@ -18,7 +19,13 @@
 //! - `tokenizer.rs`: the WordPiece vocabulary in llama.cpp's spelling.
 //! - `llama.rs`: Llama and Qwen hyperparameters, tensor names and the q/k
 //!   permutation (Llama only; Qwen keeps the Hugging Face layout).
+//! - `decoder.rs`: the steps decoder families share (tensor plan, checks,
+//!   vocabulary choice), driven by a family's `Spec`.
+//! - `gemma.rs`: Gemma 1–3 hyperparameters, names and the +1 on norms.
+//! - `phi3.rs`: Phi-3 hyperparameters and its fused projections.
 //! - `bpe.rs`: byte-level BPE vocabularies (`tokenizer.ggml.model` gpt2).
+//! - `spm.rs`: SentencePiece vocabularies (`tokenizer.ggml.model` llama),
+//!   from `tokenizer.model` or a byte-fallback `tokenizer.json`.
 
 mod bert;
 mod bpe;
