@@ -113,8 +113,17 @@ impl Vocab {
             Some(p) => Some(read_json(p, "tokenizer_config.json")?),
             None => None,
         };
+        // With a tokenizer.model, tokenizer.json (tens of MiB for Gemma)
+        // is not needed: its added tokens are also in tokenizer_config.json,
+        // which is where llama.cpp's converter reads them from.
         let tok_json = match files.get("tokenizer.json") {
-            Some(p) => Some(read_json(p, "tokenizer.json")?),
+            Some(p) if !files.contains_key("tokenizer.model") => {
+                Some(read_json(p, "tokenizer.json")?)
+            }
+            _ => None,
+        };
+        let added_json = match files.get("added_tokens.json") {
+            Some(p) => Some(read_json(p, "added_tokens.json")?),
             None => None,
         };
         let mut v = Vocab {
@@ -143,13 +152,14 @@ impl Vocab {
                 v.read_hf(json, n_vocab)?
             }
         };
-        v.add_added_tokens(tok_json.as_ref(), tok_config.as_ref())?;
-        // Ids the tokenizer leaves out become unused padding entries.
+        // Ids the tokenizer leaves out become unused padding entries, which
+        // added tokens may then fill.
         for i in v.tokens.len()..n_vocab {
             v.tokens.push(format!("[PAD{i}]"));
             v.scores.push(PAD_SCORE);
             v.types.push(UNUSED);
         }
+        v.add_added_tokens(added_json.as_ref(), tok_json.as_ref(), tok_config.as_ref())?;
         v.find_specials(config, tok_config.as_ref(), &facts);
         for (field, key) in [
             ("add_bos_token", "tokenizer.ggml.add_bos_token"),
@@ -308,15 +318,25 @@ impl Vocab {
         })
     }
 
-    /// Applies the added tokens of tokenizer.json and tokenizer_config.json:
-    /// special ones become control tokens, the rest user-defined, spelled as
-    /// their literal content, as llama.cpp's converter does.
+    /// Applies the added tokens of added_tokens.json (Phi-3 ships one),
+    /// tokenizer_config.json and tokenizer.json, later ones winning: special
+    /// ones become control tokens, the rest user-defined, spelled as their
+    /// literal content, as llama.cpp's converter does.
     fn add_added_tokens(
         &mut self,
+        added_json: Option<&Json>,
         tok_json: Option<&Json>,
         tok_config: Option<&Json>,
     ) -> Result<(), Error> {
         let mut added: Vec<(u64, String, bool)> = Vec::new();
+        if let Some(map) = added_json.and_then(Json::as_object) {
+            for (text, id) in map {
+                let id = id
+                    .as_u64()
+                    .ok_or_else(|| Error::Tokenizer(format!("added token {text:?} has no id")))?;
+                added.push((id, text.clone(), false));
+            }
+        }
         if let Some(decoder) = tok_config
             .and_then(|c| c.get("added_tokens_decoder"))
             .and_then(Json::as_object)
@@ -708,6 +728,58 @@ mod tests {
                 .collect();
             let _ = parse_model(&junk);
         }
+    }
+
+    #[test]
+    fn added_tokens_get_their_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Files::new();
+        let mut put = |name: &str, bytes: Vec<u8>| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            files.insert(name.to_string(), path);
+        };
+        put(
+            "tokenizer.model",
+            encode_model(&pieces(), [0, 1, 2, -1], true),
+        );
+        put(
+            "added_tokens.json",
+            br#"{"<|user|>": 6, "<|end|>": 7, "<far>": 99}"#.to_vec(),
+        );
+        put(
+            "tokenizer_config.json",
+            br#"{"bos_token": "<s>", "eos_token": "<|end|>", "add_bos_token": true,
+                 "added_tokens_decoder": {"7": {"content": "<|end|>", "special": true}},
+                 "chat_template": "{{ messages }}"}"#
+                .to_vec(),
+        );
+        let v = Vocab::load(&files, &serde_json::json!({}), 9, None).unwrap();
+        assert_eq!(v.tokens[5], "<tool>");
+        assert_eq!(v.types[5], USER_DEFINED);
+        assert_eq!(
+            (v.tokens[6].as_str(), v.types[6]),
+            ("<|user|>", USER_DEFINED)
+        );
+        assert_eq!((v.tokens[7].as_str(), v.types[7]), ("<|end|>", CONTROL));
+        assert_eq!(v.scores[7], ADDED_SCORE);
+        assert_eq!((v.tokens[8].as_str(), v.types[8]), ("[PAD8]", UNUSED));
+        assert_eq!(
+            v.specials,
+            [
+                ("tokenizer.ggml.bos_token_id", 1),
+                ("tokenizer.ggml.eos_token_id", 7),
+                ("tokenizer.ggml.unknown_token_id", 0)
+            ]
+        );
+        assert_eq!(
+            v.flags,
+            [
+                ("tokenizer.ggml.add_bos_token", true),
+                ("tokenizer.ggml.add_space_prefix", true)
+            ]
+        );
+        assert_eq!(v.chat_template.as_deref(), Some("{{ messages }}"));
     }
 
     #[test]
