@@ -50,6 +50,7 @@ impl Config {
         }
         if let Some(s) = json
             .get("rope_scaling")
+            .filter(|v| !v.is_null())
             .or_else(|| json.get("rope_parameters"))
             .filter(|v| !v.is_null())
         {
@@ -85,10 +86,13 @@ impl Config {
                 )));
             }
         }
-        let rot = json
-            .get("partial_rotary_factor")
-            .and_then(Json::as_f64)
-            .unwrap_or(1.0);
+        // Newer configs move RoPE settings into rope_parameters.
+        let rope_param = |key: &str| {
+            json.get(key)
+                .or_else(|| json.get("rope_parameters")?.get(key))
+                .and_then(Json::as_f64)
+        };
+        let rot = rope_param("partial_rotary_factor").unwrap_or(1.0);
         let rope_dims = (rot * hidden as f64) as u64 / heads;
         if rope_dims == 0 || !rope_dims.is_multiple_of(2) {
             return Err(Error::BadConfig(format!(
@@ -119,10 +123,7 @@ impl Config {
                 .get("rms_norm_eps")
                 .and_then(Json::as_f64)
                 .unwrap_or(1e-5) as f32,
-            rope_theta: json
-                .get("rope_theta")
-                .and_then(Json::as_f64)
-                .unwrap_or(10_000.0) as f32,
+            rope_theta: rope_param("rope_theta").unwrap_or(10_000.0) as f32,
             rope_dims,
             max_positions,
             original_max_positions: json
@@ -278,6 +279,17 @@ mod tests {
     }
 
     #[test]
+    fn reads_rope_parameters() {
+        let mut j = mini();
+        j["rope_scaling"] = json!(null);
+        j["rope_parameters"] =
+            json!({"rope_type": "default", "rope_theta": 250000.0, "partial_rotary_factor": 0.5});
+        let c = Config::read(&j).unwrap();
+        assert_eq!(c.rope_theta, 250000.0);
+        assert_eq!(c.rope_dims, 48);
+    }
+
+    #[test]
     fn refuses_long_context_rope() {
         let mut j = mini();
         j["rope_scaling"] =
@@ -285,6 +297,9 @@ mod tests {
         let err = Config::read(&j).unwrap_err().to_string();
         assert!(err.contains("longrope"), "{err}");
         j["rope_scaling"] = json!({"type": "su", "long_factor": [1.0]});
+        assert!(Config::read(&j).is_err());
+        j["rope_scaling"] = json!(null);
+        j["rope_parameters"] = json!({"rope_type": "longrope", "long_factor": [1.0]});
         assert!(Config::read(&j).is_err());
     }
 }
