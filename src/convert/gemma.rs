@@ -144,11 +144,10 @@ impl Config {
             }
             Arch::Gemma2 => {
                 config.attn_softcap = float("attn_logit_softcapping").filter(|&c| c != 0.0);
-                config.sliding_window = Some(
-                    json.get("sliding_window")
-                        .and_then(Json::as_u64)
-                        .unwrap_or(4096),
-                );
+                config.sliding_window = Some(match json.get("sliding_window") {
+                    Some(v) if !v.is_null() => num(json, "sliding_window")?,
+                    _ => 4096,
+                });
                 check_layer_types(json, layers, 2)?;
             }
             _ => {

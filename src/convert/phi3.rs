@@ -126,14 +126,20 @@ impl Config {
             rope_theta: rope_param("rope_theta").unwrap_or(10_000.0) as f32,
             rope_dims,
             max_positions,
-            original_max_positions: json
-                .get("original_max_position_embeddings")
-                .and_then(Json::as_u64)
-                .unwrap_or(max_positions),
-            sliding_window: json
-                .get("sliding_window")
-                .and_then(Json::as_u64)
-                .unwrap_or(0),
+            original_max_positions: match json.get("original_max_position_embeddings") {
+                Some(v) if !v.is_null() => num(json, "original_max_position_embeddings")?,
+                _ => max_positions,
+            },
+            // 0 (or absent) means none, as in Phi-4's configs.
+            sliding_window: match json.get("sliding_window") {
+                Some(v) if !v.is_null() => v
+                    .as_u64()
+                    .filter(|&n| n <= u64::from(u32::MAX))
+                    .ok_or_else(|| {
+                        Error::BadConfig(format!("sliding_window {v} is not a valid size"))
+                    })?,
+                _ => 0,
+            },
             vocab_size: json.get("vocab_size").and_then(Json::as_u64).unwrap_or(0),
             tied: json
                 .get("tie_word_embeddings")

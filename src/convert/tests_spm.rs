@@ -595,7 +595,13 @@ fn check_family(family: Family, hf_tokenizer: bool) -> Option<Gguf> {
     let t = tiny(family);
     let weights = write_tiny(dir.path(), &t, vocab.tokens.len());
     let files = files_in(dir.path());
+    let started = std::time::Instant::now();
     let out = run(&files).unwrap();
+    eprintln!(
+        "{family:?}: converted into {:.1} MB of GGUF in {:.2} s",
+        out.len() as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
 
     let g = Gguf::parse(&out, true).unwrap();
     let get = |k: &str| g.get(k).unwrap_or_else(|| panic!("no {k}")).clone();
