@@ -26,6 +26,7 @@
 //! - `bpe.rs`: byte-level BPE vocabularies (`tokenizer.ggml.model` gpt2).
 //! - `spm.rs`: SentencePiece vocabularies (`tokenizer.ggml.model` llama),
 //!   from `tokenizer.model` or a byte-fallback `tokenizer.json`.
+//! - `sentencepiece.rs`: the bounded `tokenizer.model` protobuf reader.
 
 mod bert;
 mod bpe;
@@ -34,6 +35,7 @@ mod gemma;
 mod gguf_writer;
 mod llama;
 mod phi3;
+mod sentencepiece;
 mod source;
 mod spm;
 #[cfg(test)]

@@ -85,7 +85,7 @@ fn write_sentencepiece(dir: &Path, vocab: &RealVocab) {
         .map(|((t, s), ty)| (t.clone(), *s, *ty))
         .collect();
     // Gemma's trainer spec: unk 3, bos 2, eos 1, pad 0.
-    let model = spm::encode_model(&pieces, [3, 2, 1, 0], false);
+    let model = sentencepiece::encode_model(&pieces, [3, 2, 1, 0], false);
     std::fs::write(dir.join("tokenizer.model"), model).unwrap();
     write_tokenizer_config(dir);
 }
@@ -754,7 +754,7 @@ fn refuses_a_broken_tokenizer_model() {
     let pieces: Vec<(String, f32, i32)> = (0..n_vocab)
         .map(|i| (format!("t{i}"), -(i as f32), 1))
         .collect();
-    let model = spm::encode_model(&pieces, [3, 2, 1, 0], false);
+    let model = sentencepiece::encode_model(&pieces, [3, 2, 1, 0], false);
     let path = dir.path().join("tokenizer.model");
     let files = || files_in(dir.path());
     std::fs::write(&path, &model).unwrap();
@@ -774,7 +774,11 @@ fn refuses_a_broken_tokenizer_model() {
     let more: Vec<(String, f32, i32)> = (0..n_vocab + 1)
         .map(|i| (format!("t{i}"), 0.0, 1))
         .collect();
-    std::fs::write(&path, spm::encode_model(&more, [3, 2, 1, 0], false)).unwrap();
+    std::fs::write(
+        &path,
+        sentencepiece::encode_model(&more, [3, 2, 1, 0], false),
+    )
+    .unwrap();
     let err = run(&files()).unwrap_err();
     assert!(err.to_string().contains("pieces"), "{err}");
     // Gemma with a byte-level BPE instead of SentencePiece.
@@ -818,7 +822,11 @@ fn converts_a_tiny_llama_with_a_sentencepiece_tokenizer() {
     let (hello, world) = (id("\u{2581}hello"), id("\u{2581}world"));
     files.remove("tokenizer.json");
     let path = dir.path().join("tokenizer.model");
-    std::fs::write(&path, spm::encode_model(&pieces, [0, 1, 2, -1], true)).unwrap();
+    std::fs::write(
+        &path,
+        sentencepiece::encode_model(&pieces, [0, 1, 2, -1], true),
+    )
+    .unwrap();
     files.insert("tokenizer.model".into(), path);
 
     let out = run(&files).unwrap();
