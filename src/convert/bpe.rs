@@ -2,7 +2,8 @@
 //! `BPE` model, as Llama 3, Qwen and many Mistral releases ship) into the GGUF
 //! `tokenizer.ggml.*` metadata of llama.cpp's `gpt2` tokenizer, following
 //! `get_vocab_base` and `SpecialVocab` in llama.cpp's converter.
-//! SentencePiece and Unigram tokenizers are refused for now.
+//! SentencePiece vocabularies are `spm.rs`'s job; Unigram and WordPiece
+//! decoder tokenizers are refused for now.
 
 use serde_json::Value as Json;
 
@@ -41,21 +42,6 @@ pub struct Vocab {
     pub chat_template: Option<String>,
 }
 
-/// Refuses the tokenizers this module cannot convert yet, with a message
-/// that says which kind it is, before any weights are read.
-pub fn check_supported(files: &Files) -> Result<(), Error> {
-    let Some(path) = files.get("tokenizer.json") else {
-        if files.contains_key("tokenizer.model") {
-            return Err(Error::Tokenizer(
-                "SentencePiece tokenizers (tokenizer.model) are not supported yet".into(),
-            ));
-        }
-        return Err(Error::MissingFile("tokenizer.json".into()));
-    };
-    let json = read_json(path, "tokenizer.json")?;
-    model_of(&json).map(|_| ())
-}
-
 /// The `model` object of a tokenizer.json, checked to be byte-level BPE.
 fn model_of(json: &Json) -> Result<&Json, Error> {
     let model = json
@@ -84,8 +70,32 @@ fn model_of(json: &Json) -> Result<&Json, Error> {
     Ok(model)
 }
 
+/// The chat template: `chat_template.jinja` when the model has one, else
+/// the `chat_template` of `tokenizer_config.json` (a string, or a list of
+/// named templates of which the default one is what llama.cpp uses).
+pub(super) fn chat_template(
+    files: &Files,
+    tok_config: Option<&Json>,
+) -> Result<Option<String>, Error> {
+    if let Some(p) = files.get("chat_template.jinja") {
+        return Ok(Some(std::fs::read_to_string(p)?));
+    }
+    Ok(tok_config
+        .and_then(|c| c.get("chat_template"))
+        .and_then(|t| {
+            t.as_str().map(str::to_string).or_else(|| {
+                t.as_array()?
+                    .iter()
+                    .find(|e| e.get("name").and_then(Json::as_str) == Some("default"))?
+                    .get("template")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+        }))
+}
+
 /// The text of a special token entry: a plain string or `{"content": ...}`.
-fn token_text(v: &Json) -> Option<&str> {
+pub(super) fn token_text(v: &Json) -> Option<&str> {
     v.as_str()
         .or_else(|| v.get("content").and_then(Json::as_str))
 }
@@ -239,24 +249,7 @@ impl Vocab {
             }
         }
 
-        let chat_template = match files.get("chat_template.jinja") {
-            Some(p) => Some(std::fs::read_to_string(p)?),
-            None => tok_config
-                .as_ref()
-                .and_then(|c| c.get("chat_template"))
-                .and_then(|t| {
-                    t.as_str().map(str::to_string).or_else(|| {
-                        // A list of named templates: the default one is
-                        // what llama.cpp's chat handling uses.
-                        t.as_array()?
-                            .iter()
-                            .find(|e| e.get("name").and_then(Json::as_str) == Some("default"))?
-                            .get("template")?
-                            .as_str()
-                            .map(str::to_string)
-                    })
-                }),
-        };
+        let chat_template = chat_template(files, tok_config.as_ref())?;
 
         Ok(Vocab {
             tokens,

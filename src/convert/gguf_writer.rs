@@ -55,6 +55,7 @@ pub enum MetaValue {
     String(String),
     StringArray(Vec<String>),
     I32Array(Vec<i32>),
+    F32Array(Vec<f32>),
 }
 
 /// One tensor's entry in the table: its name, its dimensions in ggml order
@@ -223,6 +224,15 @@ fn write_value<W: Write>(w: &mut W, value: &MetaValue) -> io::Result<()> {
             }
             Ok(())
         }
+        MetaValue::F32Array(items) => {
+            w.write_all(&T_ARRAY.to_le_bytes())?;
+            w.write_all(&T_F32.to_le_bytes())?;
+            w.write_all(&(items.len() as u64).to_le_bytes())?;
+            for v in items {
+                w.write_all(&v.to_le_bytes())?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -245,6 +255,7 @@ mod tests {
             MetaValue::StringArray(vec!["a".into(), "▁b".into(), String::new()]),
         );
         h.push("x.ints", MetaValue::I32Array(vec![1, 3, 3]));
+        h.push("x.floats", MetaValue::F32Array(vec![-1000.0, 0.5]));
         h.tensors.push(TensorSpec {
             name: "a".into(),
             dims: vec![3],
@@ -282,6 +293,11 @@ mod tests {
         assert_eq!(
             ints.values.as_deref(),
             Some(&[Value::I32(1), Value::I32(3), Value::I32(3)][..])
+        );
+        let floats = g.get("x.floats").unwrap().as_array().unwrap();
+        assert_eq!(
+            floats.values.as_deref(),
+            Some(&[Value::F32(-1000.0), Value::F32(0.5)][..])
         );
         assert_eq!(g.tensors.len(), 2);
         assert_eq!(g.tensors[0].name, "a");

@@ -3,7 +3,9 @@
 //! or `Qwen3ForCausalLM`: hyperparameters from `config.json`, the mapping of
 //! tensor names and types, and (for Llama only) the row permutation of the
 //! query and key weights, following `LlamaModel`, `Qwen2Model` and
-//! `Qwen3Model` in llama.cpp's `convert_hf_to_gguf.py`.
+//! `Qwen3Model` in llama.cpp's `convert_hf_to_gguf.py`. The vocabulary is
+//! byte-level BPE (`bpe.rs`) or SentencePiece (`spm.rs`, Llama 2 and
+//! Mistral's `tokenizer.model`).
 //!
 //! The three share one code path because Qwen2 is Llama plus optional
 //! q/k/v biases, and Qwen3 is Qwen2 plus per-head q/k RMS norms. Qwen uses
@@ -18,7 +20,7 @@ use serde_json::Value as Json;
 use super::bert::Mapping;
 use super::gguf_writer::{GgmlType, Header, MetaValue, TensorSpec};
 use super::source::SourceFile;
-use super::{bpe, open_sources, tensor_order, write_gguf, Arch, Error, Files, Planned};
+use super::{decoder, open_sources, spm, tensor_order, write_gguf, Arch, Error, Files, Planned};
 
 /// `config.json` architectures written as llama.cpp's `llama`. Mistral's
 /// checkpoints differ from Llama's only in hyperparameters that the `llama`
@@ -360,7 +362,7 @@ pub fn convert(
 ) -> Result<u64, Error> {
     let config = Config::read(arch, config_json)?;
     // Refuse unsupported tokenizers before touching the weights.
-    bpe::check_supported(files)?;
+    let kind = spm::kind(files)?;
     let mut sources = open_sources(files, progress)?;
     let mut plan = plan_tensors(&config, &sources)?;
     let n_vocab = plan
@@ -374,11 +376,12 @@ pub fn convert(
     check_tensors(&config, n_vocab, &plan)?;
 
     progress("reading tokenizer");
-    let vocab = bpe::Vocab::load(files, config_json, n_vocab as usize)?;
 
     let mut header = Header::default();
     config.write_metadata(&mut header, n_vocab);
-    vocab.write_metadata(&mut header);
+    // Like llama.cpp's converter, take add_space_prefix from the
+    // SentencePiece model (Llama 2 and Mistral prepend a space).
+    decoder::write_vocab(kind, files, config_json, n_vocab, None, &mut header)?;
     plan.sort_by_key(|p| tensor_order(&p.spec.name));
     header.tensors = plan.iter().map(|p| p.spec.clone()).collect();
     write_gguf(&header, &plan, &mut sources, out, progress)
@@ -431,6 +434,7 @@ fn plan_tensors(config: &Config, sources: &[SourceFile]) -> Result<Vec<Planned>,
                 info: info.clone(),
                 source_name: name.clone(),
                 permute_heads,
+                shift: 0.0,
             });
         }
     }

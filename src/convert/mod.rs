@@ -1,10 +1,11 @@
 //! Converts a Hugging Face Safetensors model directory into a GGUF file that
 //! llama.cpp loads. BERT encoders (sentence-transformers embedding models
-//! such as all-MiniLM-L6-v2) and Llama-family decoders (`LlamaForCausalLM`,
-//! `MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`) with
-//! byte-level BPE tokenizers are supported; the
-//! output follows what llama.cpp's `convert_hf_to_gguf.py` writes for them
-//! in its default F16 mode.
+//! such as all-MiniLM-L6-v2) and decoders (`LlamaForCausalLM`,
+//! `MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`,
+//! `GemmaForCausalLM`, `Gemma2ForCausalLM`, `Gemma3ForCausalLM`,
+//! `Phi3ForCausalLM`) with byte-level BPE or SentencePiece tokenizers are
+//! supported; the output follows what llama.cpp's `convert_hf_to_gguf.py`
+//! writes for them in its default F16 mode.
 //!
 //! The conversion streams: the GGUF header is computed from the Safetensors
 //! headers alone, then each tensor is read, converted and written in small
@@ -18,15 +19,29 @@
 //! - `tokenizer.rs`: the WordPiece vocabulary in llama.cpp's spelling.
 //! - `llama.rs`: Llama and Qwen hyperparameters, tensor names and the q/k
 //!   permutation (Llama only; Qwen keeps the Hugging Face layout).
+//! - `decoder.rs`: the steps decoder families share (tensor plan, checks,
+//!   vocabulary choice), driven by a family's `Spec`.
+//! - `gemma.rs`: Gemma 1–3 hyperparameters, names and the +1 on norms.
+//! - `phi3.rs`: Phi-3 hyperparameters and its fused projections.
 //! - `bpe.rs`: byte-level BPE vocabularies (`tokenizer.ggml.model` gpt2).
+//! - `spm.rs`: SentencePiece vocabularies (`tokenizer.ggml.model` llama),
+//!   from `tokenizer.model` or a byte-fallback `tokenizer.json`.
+//! - `sentencepiece.rs`: the bounded `tokenizer.model` protobuf reader.
 
 mod bert;
 mod bpe;
+mod decoder;
+mod gemma;
 mod gguf_writer;
 mod llama;
+mod phi3;
+mod sentencepiece;
 mod source;
+mod spm;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_spm;
 mod tokenizer;
 
 use std::collections::HashMap;
@@ -61,6 +76,14 @@ pub enum Arch {
     /// A Qwen3 decoder (Qwen2 without the biases but with per-head q/k
     /// RMS norms), written as llama.cpp's `qwen3` architecture.
     Qwen3,
+    /// Gemma (1), written as llama.cpp's `gemma` architecture.
+    Gemma,
+    /// Gemma 2 (soft-capping, sliding window, sandwich norms), `gemma2`.
+    Gemma2,
+    /// Gemma 3's text model (q/k norms, 5:1 local:global layers), `gemma3`.
+    Gemma3,
+    /// Phi-3 (fused qkv and gate/up projections), `phi3`.
+    Phi3,
 }
 
 impl Arch {
@@ -71,6 +94,10 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Gemma => "gemma",
+            Arch::Gemma2 => "gemma2",
+            Arch::Gemma3 => "gemma3",
+            Arch::Phi3 => "phi3",
         }
     }
 }
@@ -84,7 +111,7 @@ pub enum Error {
     MissingFile(String),
     #[error("bad model config: {0}")]
     BadConfig(String),
-    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) and Llama-family models (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM) can be converted from safetensors")]
+    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) and decoders (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM) can be converted from safetensors")]
     UnsupportedArchitecture(String),
     #[error("bad safetensors file {file}: {reason}")]
     BadSafetensors { file: String, reason: String },
@@ -125,6 +152,10 @@ fn detect_json(config: &Json) -> Result<Arch, Error> {
         Some(name) if llama::ARCHITECTURES.contains(&name) => Ok(Arch::Llama),
         Some("Qwen2ForCausalLM") => Ok(Arch::Qwen2),
         Some("Qwen3ForCausalLM") => Ok(Arch::Qwen3),
+        Some("GemmaForCausalLM") => Ok(Arch::Gemma),
+        Some("Gemma2ForCausalLM") => Ok(Arch::Gemma2),
+        Some("Gemma3ForCausalLM") => Ok(Arch::Gemma3),
+        Some("Phi3ForCausalLM") => Ok(Arch::Phi3),
         Some(name) => Err(Error::UnsupportedArchitecture(name.to_string())),
         // Without `architectures`, the model type alone decides.
         None => match config.get("model_type").and_then(Json::as_str) {
@@ -132,6 +163,10 @@ fn detect_json(config: &Json) -> Result<Arch, Error> {
             Some("llama" | "mistral") => Ok(Arch::Llama),
             Some("qwen2") => Ok(Arch::Qwen2),
             Some("qwen3") => Ok(Arch::Qwen3),
+            Some("gemma") => Ok(Arch::Gemma),
+            Some("gemma2") => Ok(Arch::Gemma2),
+            Some("gemma3_text") => Ok(Arch::Gemma3),
+            Some("phi3") => Ok(Arch::Phi3),
             Some(other) => Err(Error::UnsupportedArchitecture(other.to_string())),
             None => Err(Error::BadConfig(
                 "config.json names neither architectures nor model_type".into(),
@@ -149,6 +184,10 @@ struct Planned {
     /// For query and key weights of Llama: the head count to permute the
     /// rows for (see [`source::permuted_row`]).
     permute_heads: Option<usize>,
+    /// A constant added to every element: 1 for Gemma's RMS norm weights,
+    /// which Hugging Face stores as `w` and applies as `1 + w`, while
+    /// llama.cpp multiplies by the stored weight.
+    shift: f32,
 }
 
 /// Writes the GGUF into `out`, streaming tensor by tensor; returns bytes
@@ -166,6 +205,24 @@ pub fn convert(
         Arch::Bert => {}
         arch @ (Arch::Llama | Arch::Qwen2 | Arch::Qwen3) => {
             return llama::convert(arch, files, &config_json, out, progress)
+        }
+        arch @ (Arch::Gemma | Arch::Gemma2 | Arch::Gemma3) => {
+            let config = gemma::Config::read(arch, &config_json)?;
+            // Gemma's converter always writes add_space_prefix false.
+            let tokenizer = decoder::TokenizerChoice {
+                allow_bpe: false,
+                space_prefix: Some(false),
+            };
+            return decoder::convert(&config, tokenizer, files, &config_json, out, progress);
+        }
+        Arch::Phi3 => {
+            let config = phi3::Config::read(&config_json)?;
+            // Phi-4 ships a byte-level BPE under the same architecture.
+            let tokenizer = decoder::TokenizerChoice {
+                allow_bpe: true,
+                space_prefix: None,
+            };
+            return decoder::convert(&config, tokenizer, files, &config_json, out, progress);
         }
     }
     let config = bert::Config::read(&config_json)?;
@@ -248,7 +305,13 @@ fn write_gguf(
                 n_head,
                 &mut sink,
             )?,
-            None => sources[p.file].stream(&p.source_name, &p.info, p.spec.ggml_type, &mut sink)?,
+            None => sources[p.file].stream(
+                &p.source_name,
+                &p.info,
+                p.spec.ggml_type,
+                p.shift,
+                &mut sink,
+            )?,
         }
         let got = w.written() - start;
         if got != want {
@@ -307,6 +370,7 @@ fn plan_tensors(sources: &[SourceFile]) -> Result<Vec<Planned>, Error> {
                 info: info.clone(),
                 source_name: name.clone(),
                 permute_heads: None,
+                shift: 0.0,
             });
         }
     }

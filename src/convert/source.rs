@@ -85,13 +85,14 @@ impl SourceFile {
         })
     }
 
-    /// Reads tensor `info`, converts it to `target` and hands the converted
-    /// bytes to `sink` one chunk at a time.
+    /// Reads tensor `info`, converts it to `target` (adding `shift` to every
+    /// element) and hands the converted bytes to `sink` one chunk at a time.
     pub fn stream(
         &mut self,
         name: &str,
         info: &TensorInfo,
         target: GgmlType,
+        shift: f32,
         sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<(), Error> {
         let src_size = element_size(info.dtype).ok_or_else(|| Error::BadTensor {
@@ -113,7 +114,7 @@ impl SourceFile {
                 .read_exact(chunk)
                 .map_err(|e| self.io_context(e))?;
             out.clear();
-            convert_chunk(info.dtype, chunk, target, &mut out);
+            convert_chunk(info.dtype, chunk, target, shift, &mut out);
             sink(&out)?;
             done += n;
         }
@@ -167,7 +168,7 @@ impl SourceFile {
                 .read_exact(&mut raw)
                 .map_err(|e| self.io_context(e))?;
             out.clear();
-            convert_chunk(info.dtype, &raw, target, &mut out);
+            convert_chunk(info.dtype, &raw, target, 0.0, &mut out);
             sink(&out)?;
         }
         Ok(())
@@ -207,11 +208,12 @@ fn element_size(dtype: Dtype) -> Option<usize> {
     }
 }
 
-/// Converts a whole number of little-endian source elements into `out`.
-fn convert_chunk(dtype: Dtype, raw: &[u8], target: GgmlType, out: &mut Vec<u8>) {
+/// Converts a whole number of little-endian source elements into `out`,
+/// adding `shift` to each (in F32, before any rounding to F16).
+fn convert_chunk(dtype: Dtype, raw: &[u8], target: GgmlType, shift: f32, out: &mut Vec<u8>) {
     // Same-type copies are the common case for F32 biases and F16 models.
     match (dtype, target) {
-        (Dtype::F32, GgmlType::F32) | (Dtype::F16, GgmlType::F16) => {
+        (Dtype::F32, GgmlType::F32) | (Dtype::F16, GgmlType::F16) if shift == 0.0 => {
             out.extend_from_slice(raw);
             return;
         }
@@ -228,7 +230,7 @@ fn convert_chunk(dtype: Dtype, raw: &[u8], target: GgmlType, out: &mut Vec<u8>) 
                 f64::from_le_bytes(b) as f32
             }
             _ => f32::from_le_bytes([e[0], e[1], e[2], e[3]]),
-        };
+        } + shift;
         match target {
             GgmlType::F32 => out.extend_from_slice(&v.to_le_bytes()),
             GgmlType::F16 => out.extend_from_slice(&f32_to_f16(v).to_le_bytes()),
@@ -343,14 +345,25 @@ mod tests {
     fn converts_bf16_and_f64() {
         let mut out = Vec::new();
         // bf16 0x3f80 is 1.0; f64 -2.5.
-        convert_chunk(Dtype::BF16, &[0x80, 0x3f], GgmlType::F32, &mut out);
+        convert_chunk(Dtype::BF16, &[0x80, 0x3f], GgmlType::F32, 0.0, &mut out);
         convert_chunk(
             Dtype::F64,
             &(-2.5f64).to_le_bytes(),
             GgmlType::F16,
+            0.0,
             &mut out,
         );
         assert_eq!(&out[..4], &1.0f32.to_le_bytes());
         assert_eq!(&out[4..], &f32_to_f16(-2.5).to_le_bytes());
+        // A shift is added before rounding, also on same-type copies.
+        out.clear();
+        convert_chunk(
+            Dtype::F32,
+            &0.25f32.to_le_bytes(),
+            GgmlType::F32,
+            1.0,
+            &mut out,
+        );
+        assert_eq!(out, 1.25f32.to_le_bytes());
     }
 }

@@ -16,7 +16,7 @@ use super::*;
 use crate::gguf::{Gguf, Value};
 
 /// Writes a Safetensors file from (name, dtype, shape, raw bytes).
-fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) {
+pub(super) fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) {
     let mut header = serde_json::Map::new();
     let mut data = Vec::new();
     for (name, dtype, shape, bytes) in tensors {
@@ -152,7 +152,7 @@ fn tiny_model(dir: &Path) -> Files {
 }
 
 /// Every file under `dir`, keyed by its `/`-separated relative path.
-fn files_in(dir: &Path) -> Files {
+pub(super) fn files_in(dir: &Path) -> Files {
     fn walk(root: &Path, dir: &Path, out: &mut Files) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -169,7 +169,7 @@ fn files_in(dir: &Path) -> Files {
     files
 }
 
-fn run(files: &Files) -> Result<Vec<u8>, Error> {
+pub(super) fn run(files: &Files) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     let n = convert(files, &mut out, &mut |_| {})?;
     assert_eq!(n, out.len() as u64);
@@ -298,7 +298,24 @@ fn detects_bert_by_architecture_or_model_type() {
         Some(Arch::Qwen3),
     );
     check(json!({"model_type": "qwen3"}), Some(Arch::Qwen3));
-    check(json!({"architectures": ["Phi3ForCausalLM"]}), None);
+    check(
+        json!({"architectures": ["Phi3ForCausalLM"]}),
+        Some(Arch::Phi3),
+    );
+    check(
+        json!({"architectures": ["Gemma3ForCausalLM"]}),
+        Some(Arch::Gemma3),
+    );
+    check(json!({"model_type": "gemma2"}), Some(Arch::Gemma2));
+    check(
+        json!({"architectures": ["GemmaForCausalLM"]}),
+        Some(Arch::Gemma),
+    );
+    // The multimodal Gemma 3 wrapper nests its text config; not yet.
+    check(
+        json!({"architectures": ["Gemma3ForConditionalGeneration"]}),
+        None,
+    );
     check(json!({}), None);
 }
 
@@ -502,12 +519,14 @@ fn minilm_matches_sentence_transformers() {
 }
 
 #[test]
-fn refuses_phi3_by_name() {
-    let err = detect_json(&json!({"architectures": ["Phi3ForCausalLM"]})).unwrap_err();
-    assert!(
-        matches!(&err, Error::UnsupportedArchitecture(a) if a == "Phi3ForCausalLM"),
-        "{err}"
-    );
+fn refuses_other_phi_and_gemma_variants_by_name() {
+    for name in ["Phi3SmallForCausalLM", "Gemma3ForConditionalGeneration"] {
+        let err = detect_json(&json!({"architectures": [name]})).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnsupportedArchitecture(a) if a == name),
+            "{err}"
+        );
+    }
 }
 
 /// GPT-2's byte-to-unicode table: the character standing for each byte-level
@@ -534,7 +553,7 @@ fn gpt2_byte_chars() -> Vec<char> {
 }
 
 /// Deterministic pseudo-random F32 bytes in [-scale, scale) (xorshift).
-fn random_f32s(n: usize, seed: u64, scale: f32) -> Vec<u8> {
+pub(super) fn random_f32s(n: usize, seed: u64, scale: f32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..n)
         .flat_map(|_| {
@@ -578,7 +597,7 @@ const QWEN2_REGEX: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\
 
 /// A random two-layer Llama (hidden 64, 4 heads, 2 KV heads) with a tiny
 /// byte-level BPE tokenizer, in `dir`. Returns the files and vocab size.
-fn tiny_llama(dir: &Path) -> (Files, usize) {
+pub(super) fn tiny_llama(dir: &Path) -> (Files, usize) {
     tiny_decoder(dir, Arch::Llama)
 }
 
@@ -777,7 +796,7 @@ fn source_f32(files: &Files, name: &str) -> Vec<f32> {
 /// F16 as in the GGUF and vectors kept F32, so llama.cpp's tokens can be
 /// checked against it: a wrong q/k permutation, a lost bias or norm
 /// changes the attention scores and with them the tokens.
-fn reference_greedy(files: &Files, arch: Arch, prompt: &[i32], n: usize) -> Vec<i32> {
+pub(super) fn reference_greedy(files: &Files, arch: Arch, prompt: &[i32], n: usize) -> Vec<i32> {
     let Dims {
         e,
         f,
@@ -940,7 +959,7 @@ fn reference_greedy(files: &Files, arch: Arch, prompt: &[i32], n: usize) -> Vec<
 /// llama.cpp; returns the directory (to keep the file alive), the runner
 /// and llama.cpp's warnings while loading (`None` when another logger is
 /// installed and warnings cannot be collected).
-fn load_decoder(
+pub(super) fn load_decoder(
     out: &[u8],
 ) -> (
     tempfile::TempDir,
@@ -964,16 +983,21 @@ fn load_decoder(
         use_mmap: true,
         ..crate::engine::LoadParams::default()
     };
-    let runner =
-        crate::engine::Runner::load(&path, params, Arc::new(crate::engine::CpuBudget::new(1)))
-            .unwrap();
+    let loaded =
+        crate::engine::Runner::load(&path, params, Arc::new(crate::engine::CpuBudget::new(1)));
     let warnings = std::mem::take(&mut *WARNINGS.0.lock().unwrap());
+    // llama.cpp says why a load failed only in its log.
+    let runner = loaded.unwrap_or_else(|e| panic!("{e}; llama.cpp logged: {warnings:?}"));
     eprintln!("llama.cpp warnings while loading: {warnings:?}");
     (out_dir, runner, logging.then_some(warnings))
 }
 
 /// Greedily generates `n` tokens after `prompt` with llama.cpp.
-fn generate_greedy(runner: &crate::engine::Runner, prompt: Vec<i32>, n: usize) -> Vec<i32> {
+pub(super) fn generate_greedy(
+    runner: &crate::engine::Runner,
+    prompt: Vec<i32>,
+    n: usize,
+) -> Vec<i32> {
     let mut req = crate::engine::GenerateRequest::new(prompt);
     req.num_predict = i32::try_from(n).unwrap();
     req.stop_at_eog = false;
@@ -1177,14 +1201,15 @@ fn converts_a_tiny_qwen3_and_generates() {
 }
 
 #[test]
-fn refuses_sentencepiece_and_unigram_tokenizers() {
+fn refuses_unigram_and_broken_sentencepiece_tokenizers() {
     let dir = tempfile::tempdir().unwrap();
     let (mut files, _) = tiny_llama(dir.path());
+    // A tokenizer.model that is not a SentencePiece protobuf.
     let tokenizer = files.remove("tokenizer.json").unwrap();
     files.insert("tokenizer.model".into(), tokenizer.clone());
     let err = run(&files).unwrap_err();
     assert!(
-        matches!(&err, Error::Tokenizer(m) if m.contains("not supported yet")),
+        matches!(&err, Error::Tokenizer(m) if m.contains("tokenizer.model")),
         "{err}"
     );
     std::fs::write(
