@@ -206,7 +206,13 @@ impl Scheduler {
                 .state()
                 .iter()
                 .any(|l| l.key.path == key.path && l.key != key && l.leases > 0);
-            if busy_other {
+            // Every loaded model busy and no room for one more: wait for
+            // one to finish, as Ollama queues such requests.
+            let full = !busy_other && {
+                self.unload_where(|l| l.key.path == key.path && l.leases == 0);
+                self.make_room(&key)? == Room::Busy
+            };
+            if busy_other || full {
                 drop(_load);
                 let notified = self.changed.notified();
                 tokio::select! {
@@ -215,8 +221,6 @@ impl Scheduler {
                 }
                 continue;
             }
-            self.unload_where(|l| l.key.path == key.path && l.leases == 0);
-            self.make_room(&key)?;
             let params = LoadParams {
                 n_ctx: key.num_ctx,
                 n_batch: key.num_batch,
@@ -299,8 +303,9 @@ impl Scheduler {
         Some(Arc::clone(&l.runner))
     }
 
-    /// Unloads idle models until one more fits the model count and memory.
-    fn make_room(&self, key: &LoadKey) -> Result<(), Error> {
+    /// Unloads idle models until one more fits the model count and memory;
+    /// `Busy` when the count is reached and every loaded model is in use.
+    fn make_room(&self, key: &LoadKey) -> Result<Room, Error> {
         let needed = estimate_bytes(key, self.settings.num_parallel);
         loop {
             let (count, idle) = {
@@ -315,16 +320,14 @@ impl Scheduler {
             let available = available_memory().unwrap_or(u64::MAX);
             let fits = count < self.settings.max_loaded && needed <= available;
             if fits {
-                return Ok(());
+                return Ok(Room::Ready);
             }
             let Some(victim) = pick_victim(&idle) else {
                 if needed > available {
                     return Err(Error::NoMemory { needed, available });
                 }
-                // Every loaded model is busy; load anyway rather than deadlock
-                // (Ollama would queue; the next idle tick brings the count back).
-                log::warn!("all {count} loaded models are busy; loading one more");
-                return Ok(());
+                log::debug!("all {count} loaded models are busy; waiting for one");
+                return Ok(Room::Busy);
             };
             log::info!("unloading idle model {} to make room", victim.display());
             self.unload_where(|l| l.key.path == victim && l.leases == 0);
@@ -426,6 +429,15 @@ impl Scheduler {
         });
         out
     }
+}
+
+/// Whether another model can be loaded now.
+#[derive(Debug, PartialEq, Eq)]
+enum Room {
+    /// It fits (idle models were unloaded if needed).
+    Ready,
+    /// The model count is reached and every loaded model is in use.
+    Busy,
 }
 
 /// Gives back a queue place when a request fails before it gets a lease.

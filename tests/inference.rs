@@ -289,6 +289,39 @@ fn concurrency_and_queue_limit() {
     );
 }
 
+/// With `OLLAMA_MAX_LOADED_MODELS=1` and the one loaded model busy, a
+/// request for another model waits for it (as Ollama queues) instead of
+/// loading a second model beside it.
+#[test]
+fn a_full_house_queues_other_models() {
+    let _lock = inference_lock();
+    let s = Server::with_gemma(&[("OLLAMA_MAX_LOADED_MODELS", "1")]);
+    s.create_linked("smollm2:135m", &smollm(), json!({}));
+    let resp = ureq::post(&s.url("/api/generate"))
+        .send_string(&json!({"model": "gemma3:270m", "prompt": "Write a long essay about rivers.", "options": {"num_predict": 40}}).to_string())
+        .expect("stream");
+    let mut lines = BufReader::new(resp.into_reader()).lines();
+    let first = lines.next().expect("a chunk").expect("read");
+    assert!(first.contains("\"done\":false"), "{first}");
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| {
+            s.post("/api/generate", json!({"model": "smollm2:135m", "prompt": "Hi", "stream": false, "options": {"num_predict": 3}}))
+        });
+        // While Gemma streams, SmolLM2 is not loaded beside it.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(ps_names(&s), ["gemma3:270m"]);
+        assert!(!other.is_finished(), "the second model did not wait");
+        let rest: Vec<String> = lines.by_ref().map_while(Result::ok).collect();
+        assert!(
+            rest.last().is_some_and(|l| l.contains("\"done\":true")),
+            "{rest:?}"
+        );
+        let (status, v) = other.join().expect("thread");
+        assert_eq!(status, 200, "{v}");
+    });
+    assert_eq!(ps_names(&s), ["smollm2:135m"]);
+}
+
 #[test]
 fn client_disconnect_frees_the_slot() {
     let _lock = inference_lock();
