@@ -84,6 +84,19 @@ def generate():
     assert r.response and r.context, r
 
 
+def logprobs():
+    parts = list(client.generate(model="gemma3:270m", prompt="The sky is", stream=True, logprobs=True,
+                                 top_logprobs=2, options={"num_predict": 4, "temperature": 0}))
+    lps = [lp for p in parts for lp in (p.logprobs or [])]
+    assert len(lps) == 4, parts
+    assert all(len(lp.top_logprobs) == 2 and lp.logprob <= 0 for lp in lps), lps
+    chunks = list(oai.chat.completions.create(model="gemma3:270m", messages=[{"role": "user", "content": "Hi"}],
+                                              max_tokens=3, stream=True, logprobs=True, top_logprobs=1))
+    content = [lp for c in chunks if c.choices and c.choices[0].logprobs
+               for lp in (c.choices[0].logprobs.content or [])]
+    assert len(content) == 3, chunks
+
+
 def ps():
     models = client.ps().models
     assert models and models[0].model == "gemma3:270m", models
@@ -144,7 +157,7 @@ def delete():
 for name, fn in [("create with blobs", create), ("list and show", listing), ("chat", chat),
                  ("chat stream", chat_stream), ("generate", generate), ("ps", ps),
                  ("structured output", structured), ("errors", errors), ("openai chat", openai_chat),
-                 ("openai stream", openai_stream), ("openai models", openai_models),
+                 ("openai stream", openai_stream), ("logprobs", logprobs), ("openai models", openai_models),
                  ("openai errors", openai_errors), ("copy and delete", delete)]:
     check(name, fn)
 
