@@ -89,7 +89,7 @@ enum Command {
         /// Accepted for Ollama compatibility; hearth never wraps words.
         #[arg(long = "nowordwrap")]
         no_word_wrap: bool,
-        /// Accepted for Ollama compatibility; pulling is not supported yet.
+        /// Pull the model over plain http if it is not here yet.
         #[arg(long)]
         insecure: bool,
     },
@@ -228,7 +228,7 @@ fn client_verb(command: Command) -> anyhow::Result<()> {
             think,
             hide_thinking,
             no_word_wrap: _,
-            insecure: _,
+            insecure,
         } => cli::run::run(
             &client,
             &model,
@@ -239,6 +239,7 @@ fn client_verb(command: Command) -> anyhow::Result<()> {
                 verbose,
                 think,
                 hide_thinking,
+                insecure,
             },
         ),
         Command::Stop { model } => cli::stop(&client, &model),

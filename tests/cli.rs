@@ -274,9 +274,11 @@ fn modelfile_errors_fail_before_sending() {
 #[test]
 fn unknown_models_and_failing_verbs() {
     let s = Server::start();
+    // A model that is not here is pulled first, as Ollama does; the default
+    // registry is out of reach from a test box, so that fails cleanly.
     assert!(hearth(&s, &["run", "nope", "hi"])
         .err()
-        .starts_with("model \"nope\" not found"));
+        .starts_with("pull model manifest: "));
     assert_eq!(
         hearth(&s, &["stop", "nope"]).err(),
         "couldn't find model \"nope\" to stop"
@@ -304,4 +306,34 @@ fn no_server_is_one_error_line() {
     // Port 1 is privileged and nothing listens there in a test sandbox.
     let out = hearth_at("127.0.0.1:1", None, &["list"], None);
     assert!(out.err().starts_with("could not connect"), "{}", out.stderr);
+}
+
+/// `hearth run` of a model this box lacks pulls it first (here from another
+/// box serving its registry), then answers.
+#[test]
+fn run_pulls_a_missing_model() {
+    let _lock = inference_lock();
+    let a = Server::start_with(&[("HEARTH_SERVE_REGISTRY", "1")]);
+    a.create_linked(
+        "gemma3:270m",
+        &gemma(),
+        serde_json::json!({"template": GEMMA_TEMPLATE, "parameters": {"stop": ["<end_of_turn>"], "num_predict": 6}}),
+    );
+    let b = Server::start();
+    let name = format!("{}/library/gemma3:270m", host(&a));
+    let out = hearth(&b, &["run", "--insecure", &name, "Say hi."]);
+    let text = out.ok();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"pulling manifest"), "{text}");
+    let done = lines
+        .iter()
+        .position(|l| *l == "success")
+        .unwrap_or_else(|| panic!("no success line: {text}"));
+    let answer = lines[done + 1..].join("\n");
+    assert!(!answer.trim().is_empty(), "{text}");
+    assert_eq!(
+        rows(hearth(&b, &["ls"]).ok()).len(),
+        2,
+        "a header and the pulled model"
+    );
 }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod create;
 pub mod format;
 pub mod modelfile;
+mod progress;
 pub mod pull;
 pub mod run;
 pub mod show;

@@ -1,12 +1,13 @@
 //! `hearth pull [--insecure] NAME` and `hearth push [--insecure] NAME`: ask
-//! the server to pull or push a model and print its progress as plain
-//! status lines (one per step, and one per layer when it starts and when it
-//! completes). The transfer itself is the server's; this file only asks and
+//! the server to pull or push a model and print its progress: bars on a
+//! terminal, else plain status lines (one per step, and one per layer when
+//! it starts and when it completes). The transfer itself is the server's; this file only asks and
 //! prints.
 
 use serde_json::{json, Value};
 
 use super::format::human_bytes;
+use super::progress::Progress;
 use super::{out, Client};
 
 /// Streams `POST /api/pull` and prints each new status.
@@ -22,6 +23,16 @@ pub fn push(client: &Client, model: &str, insecure: bool) -> anyhow::Result<()> 
 /// Pull and push report progress in the same shape, so one printer serves both.
 fn transfer(client: &Client, path: &str, model: &str, insecure: bool) -> anyhow::Result<()> {
     let req = json!({ "model": model, "insecure": insecure, "stream": true });
+    let mut bars = Progress::new();
+    if bars.terminal {
+        // A bar per layer (sizes, rate), a spinner per step.
+        let result = client.stream(path, &req, |line: &Value| {
+            bars.line(line);
+            Ok(())
+        });
+        bars.finish();
+        return result;
+    }
     let mut last_status = String::new();
     let mut layer_done = false;
     client.stream(path, &req, |line: &Value| {

@@ -4,8 +4,11 @@
 //! history file): the shell's own line discipline is enough for an edge box.
 
 use std::io::{BufRead, IsTerminal as _, Read as _, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::client::{status_of, Client};
@@ -24,11 +27,15 @@ pub struct RunOptions {
     pub think: bool,
     /// `--hidethinking`: do not print the thinking.
     pub hide_thinking: bool,
+    /// `--insecure`: a missing model is pulled over plain http.
+    pub insecure: bool,
 }
 
 /// The state of a conversation.
 struct Session {
     model: String,
+    /// The model takes images: file paths in a prompt are sent as images.
+    vision: bool,
     opts: RunOptions,
     options: Map<String, Value>,
     messages: Vec<Value>,
@@ -43,9 +50,11 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let info = match show::fetch(client, model, false) {
         Ok(info) => info,
-        Err(e) if status_of(&e) == Some(404) => anyhow::bail!(
-            "model \"{model}\" not found (hearth cannot pull models yet; create it with 'hearth create')"
-        ),
+        // As Ollama: a model that is not here is pulled first.
+        Err(e) if status_of(&e) == Some(404) => {
+            super::pull::pull(client, model, opts.insecure)?;
+            show::fetch(client, model, false)?
+        }
         Err(e) => return Err(e),
     };
     let mut parts = prompt.to_vec();
@@ -66,8 +75,12 @@ pub fn run(
     let embedding = info["capabilities"]
         .as_array()
         .is_some_and(|c| c.iter().any(|c| c == "embedding"));
+    let vision = info["capabilities"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c == "vision"));
     let mut session = Session {
         model: model.to_string(),
+        vision,
         opts,
         options: Map::new(),
         messages: Vec::new(),
@@ -79,9 +92,8 @@ pub fn run(
         return embed(client, &session, &text);
     }
     if piped || !prompt.is_empty() {
-        session
-            .messages
-            .push(json!({"role": "user", "content": text}));
+        let message = session.user_message(&text)?;
+        session.messages.push(message);
         session.chat(client)?;
         return super::out("\n");
     }
@@ -109,6 +121,28 @@ fn keep_alive_value(k: &str) -> Value {
 }
 
 impl Session {
+    /// A user turn; for a vision model, image files named in the text are
+    /// read and sent as images (and taken out of the text), as Ollama's CLI
+    /// does.
+    fn user_message(&self, text: &str) -> anyhow::Result<Value> {
+        if !self.vision {
+            return Ok(json!({"role": "user", "content": text}));
+        }
+        let (rest, paths) = image_paths(text);
+        let mut images = Vec::new();
+        for path in &paths {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("read the image {}", path.display()))?;
+            eprintln!("Added image '{}'", path.display());
+            images.push(Value::String(STANDARD.encode(bytes)));
+        }
+        let mut message = json!({"role": "user", "content": rest});
+        if !images.is_empty() {
+            message["images"] = Value::Array(images);
+        }
+        Ok(message)
+    }
+
     fn request(&self, messages: &[Value]) -> Value {
         let mut req = json!({"model": self.model, "messages": messages, "stream": true});
         if !self.options.is_empty() {
@@ -209,8 +243,14 @@ impl Session {
                     }
                 }
             }
-            let text = strip_quotes(input);
-            self.messages.push(json!({"role": "user", "content": text}));
+            let message = match self.user_message(&strip_quotes(input)) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    continue;
+                }
+            };
+            self.messages.push(message);
             if let Err(e) = self.chat(client) {
                 // The failed turn is dropped so the next prompt starts clean.
                 self.messages.pop();
@@ -323,6 +363,35 @@ impl Session {
 }
 
 /// Strips the `"""` that delimit a multi-line block.
+/// The image files a prompt names (words starting with `/`, `./` or `~/`,
+/// optionally quoted, ending in .png, .jpg, .jpeg or .webp, that exist), and
+/// the prompt without them.
+fn image_paths(text: &str) -> (String, Vec<PathBuf>) {
+    let mut paths = Vec::new();
+    let mut kept = Vec::new();
+    for word in text.split(' ') {
+        let bare = word
+            .trim_end_matches(['?', '!', ',', ';', ':'])
+            .trim_matches(['\'', '"']);
+        let lower = bare.to_ascii_lowercase();
+        let image = [".png", ".jpg", ".jpeg", ".webp"]
+            .iter()
+            .any(|e| lower.ends_with(e));
+        let pathlike = bare.starts_with('/') || bare.starts_with("./") || bare.starts_with("~/");
+        let path = match bare.strip_prefix("~/") {
+            Some(rest) => std::env::var_os("HOME")
+                .map_or_else(|| PathBuf::from(bare), |h| Path::new(&h).join(rest)),
+            None => PathBuf::from(bare),
+        };
+        if image && pathlike && path.is_file() {
+            paths.push(path);
+        } else {
+            kept.push(word);
+        }
+    }
+    (kept.join(" ").trim().to_string(), paths)
+}
+
 fn strip_quotes(s: &str) -> String {
     let s = s.strip_prefix("\"\"\"").unwrap_or(s);
     let s = s.strip_suffix("\"\"\"").unwrap_or(s);
@@ -375,3 +444,22 @@ Model information:
 
 Use \"\"\" to begin a multi-line message.
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_image_paths_that_exist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let png = dir.path().join("cat.PNG");
+        std::fs::write(&png, b"not really a png").expect("write");
+        let text = format!("What is in '{}'? And /no/such.png too", png.display());
+        let (rest, paths) = image_paths(&text);
+        assert_eq!(paths, vec![png]);
+        assert_eq!(rest, "What is in And /no/such.png too");
+        let (rest, paths) = image_paths("just words.png here");
+        assert!(paths.is_empty());
+        assert_eq!(rest, "just words.png here");
+    }
+}
