@@ -188,6 +188,10 @@ struct Planned {
     /// which Hugging Face stores as `w` and applies as `1 + w`, while
     /// llama.cpp multiplies by the stored weight.
     shift: f32,
+    /// Values the converter computed rather than read (Llama 3.1's
+    /// `rope_freqs`), written as F32; `file`, `info` and the fields above
+    /// are then unused.
+    computed: Option<Vec<f32>>,
 }
 
 /// Writes the GGUF into `out`, streaming tensor by tensor; returns bytes
@@ -297,15 +301,19 @@ fn write_gguf(
         let want = p.spec.byte_size().unwrap_or(0);
         let start = w.written();
         let mut sink = |bytes: &[u8]| w.write_all(bytes);
-        match p.permute_heads {
-            Some(n_head) => sources[p.file].stream_permuted(
+        match (&p.computed, p.permute_heads) {
+            (Some(values), _) => {
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                sink(&bytes)?;
+            }
+            (None, Some(n_head)) => sources[p.file].stream_permuted(
                 &p.source_name,
                 &p.info,
                 p.spec.ggml_type,
                 n_head,
                 &mut sink,
             )?,
-            None => sources[p.file].stream(
+            (None, None) => sources[p.file].stream(
                 &p.source_name,
                 &p.info,
                 p.spec.ggml_type,
@@ -371,6 +379,7 @@ fn plan_tensors(sources: &[SourceFile]) -> Result<Vec<Planned>, Error> {
                 source_name: name.clone(),
                 permute_heads: None,
                 shift: 0.0,
+                computed: None,
             });
         }
     }
