@@ -311,11 +311,12 @@ fn detects_bert_by_architecture_or_model_type() {
         json!({"architectures": ["GemmaForCausalLM"]}),
         Some(Arch::Gemma),
     );
-    // The multimodal Gemma 3 wrapper nests its text config; not yet.
+    // The multimodal Gemma 3 wrapper, converted as its text model.
     check(
         json!({"architectures": ["Gemma3ForConditionalGeneration"]}),
-        None,
+        Some(Arch::Gemma3),
     );
+    check(json!({"model_type": "gemma3"}), Some(Arch::Gemma3));
     check(json!({}), None);
 }
 
@@ -520,7 +521,11 @@ fn minilm_matches_sentence_transformers() {
 
 #[test]
 fn refuses_other_phi_and_gemma_variants_by_name() {
-    for name in ["Phi3SmallForCausalLM", "Gemma3ForConditionalGeneration"] {
+    for name in [
+        "Phi3SmallForCausalLM",
+        "Gemma3nForConditionalGeneration",
+        "Mistral3ForConditionalGeneration",
+    ] {
         let err = detect_json(&json!({"architectures": [name]})).unwrap_err();
         assert!(
             matches!(&err, Error::UnsupportedArchitecture(a) if a == name),
