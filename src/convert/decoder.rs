@@ -171,6 +171,7 @@ fn plan_tensors(spec: &dyn Spec, sources: &[SourceFile]) -> Result<Vec<Planned>,
                 source_name: name.clone(),
                 permute_heads: None,
                 shift,
+                computed: None,
             });
         }
     }

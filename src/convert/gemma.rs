@@ -11,6 +11,14 @@
 //! RoPE base for its sliding-window layers and one global layer in six.
 //! All three use NEOX RoPE on the Hugging Face layout, so nothing is
 //! permuted, and llama.cpp scales the embeddings by √hidden itself.
+//!
+//! Gemma 3 4B, 12B and 27B ship as `Gemma3ForConditionalGeneration`: the
+//! text hyperparameters nest under `text_config`, with Hugging Face's
+//! `Gemma3TextConfig` defaults for the keys left out (see
+//! [`multimodal_config`]), and the text weights sit under
+//! `language_model.model.*` (`model.language_model.*` in newer saves) next
+//! to the SigLIP vision tower and the projector. Only the text model is
+//! converted; the vision tensors are dropped.
 
 use serde_json::Value as Json;
 
@@ -48,6 +56,107 @@ pub struct Config {
     /// Whether `lm_head.weight` is dropped; Gemma and Gemma 2 always tie
     /// it to the embeddings in llama.cpp.
     pub tied: bool,
+    /// Gemma 3 from a multimodal checkpoint: tensor names carry the
+    /// language model's prefix, and vision tensors are dropped.
+    pub multimodal: bool,
+}
+
+/// `Gemma3TextConfig`'s defaults for what a multimodal checkpoint's
+/// `text_config` may leave out (Gemma 3 4B states only its sizes, layer
+/// count, window and RoPE scaling). llama.cpp's converter defaults the
+/// same keys to the same values; the sizes and layer count stay required.
+const GEMMA3_TEXT_DEFAULTS: [(&str, f64); 10] = [
+    ("num_attention_heads", 8.0),
+    ("num_key_value_heads", 4.0),
+    ("head_dim", 256.0),
+    ("max_position_embeddings", 131_072.0),
+    ("rms_norm_eps", 1e-6),
+    ("rope_theta", 1_000_000.0),
+    ("rope_local_base_freq", 10_000.0),
+    ("query_pre_attn_scalar", 256.0),
+    ("sliding_window", 4096.0),
+    ("sliding_window_pattern", 6.0),
+];
+
+/// For a multimodal Gemma 3 config (`Gemma3ForConditionalGeneration`, or
+/// model type `gemma3` without architectures): the text model's config as
+/// a `Gemma3ForCausalLM` would have it, the top level overlaid with
+/// `text_config` (as llama.cpp's converter merges them, so that token ids
+/// and the name stay reachable) and the defaults above filled in. `None`
+/// for any other config.
+pub fn multimodal_config(json: &Json) -> Result<Option<Json>, Error> {
+    let named = json
+        .get("architectures")
+        .and_then(Json::as_array)
+        .and_then(|a| a.first())
+        .and_then(Json::as_str);
+    let multimodal = match named {
+        Some(name) => name == "Gemma3ForConditionalGeneration",
+        None => json.get("model_type").and_then(Json::as_str) == Some("gemma3"),
+    };
+    if !multimodal {
+        return Ok(None);
+    }
+    let Json::Object(mut merged) = json.clone() else {
+        return Err(Error::BadConfig("config.json is not an object".into()));
+    };
+    let text = match merged.remove("text_config") {
+        Some(Json::Object(text)) => text,
+        _ => {
+            return Err(Error::BadConfig(
+                "Gemma3ForConditionalGeneration without a text_config object".into(),
+            ))
+        }
+    };
+    merged.remove("vision_config");
+    for (key, value) in text {
+        if !value.is_null() {
+            merged.insert(key, value);
+        }
+    }
+    for (key, default) in GEMMA3_TEXT_DEFAULTS {
+        if merged.get(key).is_none_or(Json::is_null) {
+            let value = if default.fract() == 0.0 && default >= 1.0 {
+                Json::from(default as u64)
+            } else {
+                Json::from(default)
+            };
+            merged.insert(key.to_string(), value);
+        }
+    }
+    Ok(Some(Json::Object(merged)))
+}
+
+/// Where a tensor of a multimodal Gemma 3 checkpoint belongs.
+#[derive(Debug, PartialEq)]
+enum MultimodalPart {
+    /// The language model's tensor, under its `Gemma3ForCausalLM` name.
+    Text(String),
+    /// The vision tower or the projector, not converted.
+    Vision,
+}
+
+fn multimodal_part(name: &str) -> Option<MultimodalPart> {
+    let vision = [
+        "vision_tower.",
+        "multi_modal_projector.",
+        "model.vision_tower.",
+        "model.multi_modal_projector.",
+    ];
+    if vision.iter().any(|p| name.starts_with(p)) {
+        return Some(MultimodalPart::Vision);
+    }
+    let text = if let Some(rest) = name.strip_prefix("language_model.") {
+        // language_model.model.* and language_model.lm_head.weight.
+        rest.to_string()
+    } else if let Some(rest) = name.strip_prefix("model.language_model.") {
+        format!("model.{rest}")
+    } else if name == "lm_head.weight" {
+        name.to_string()
+    } else {
+        return None;
+    };
+    Some(MultimodalPart::Text(text))
 }
 
 impl Config {
@@ -131,6 +240,7 @@ impl Config {
                     .get("tie_word_embeddings")
                     .and_then(Json::as_bool)
                     .unwrap_or(true),
+            multimodal: false,
         };
         match arch {
             Arch::Gemma => {
@@ -288,6 +398,18 @@ impl Spec for Config {
     }
 
     fn map_name(&self, name: &str) -> Option<Mapping> {
+        let text_name;
+        let name = if self.multimodal {
+            match multimodal_part(name)? {
+                MultimodalPart::Vision => return Some(Mapping::Drop),
+                MultimodalPart::Text(n) => {
+                    text_name = n;
+                    text_name.as_str()
+                }
+            }
+        } else {
+            name
+        };
         let keep = |s: &str| Some(Mapping::Keep(s.to_string()));
         match name {
             "model.embed_tokens.weight" => return keep("token_embd.weight"),
@@ -444,6 +566,71 @@ mod tests {
                "max_position_embeddings": 32768, "query_pre_attn_scalar": 256,
                "sliding_window": 512, "rope_theta": 1_000_000.0,
                "rope_local_base_freq": 10_000.0, "vocab_size": 262_144})
+    }
+
+    /// The text part of Gemma 3 4B's config.json, as published.
+    #[test]
+    fn reads_gemma3_4b_multimodal_config() {
+        let json = json!({
+            "architectures": ["Gemma3ForConditionalGeneration"],
+            "boi_token_index": 255_999, "eos_token_id": [1, 106],
+            "image_token_index": 262_144, "model_type": "gemma3",
+            "text_config": {"hidden_size": 2560, "intermediate_size": 10240,
+                            "model_type": "gemma3_text", "num_hidden_layers": 34,
+                            "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                            "sliding_window": 1024},
+            "vision_config": {"hidden_size": 1152, "image_size": 896}
+        });
+        assert_eq!(multimodal_config(&gemma3()).unwrap(), None);
+        let text = multimodal_config(&json).unwrap().unwrap();
+        assert!(text.get("vision_config").is_none());
+        let mut c = Config::read(Arch::Gemma3, &text).unwrap();
+        assert_eq!((c.hidden, c.layers, c.heads, c.heads_kv), (2560, 34, 8, 4));
+        assert_eq!((c.head_dim, c.max_positions), (256, 131_072));
+        assert_eq!(c.rope_theta, 1_000_000.0);
+        assert_eq!(c.rope_local, Some(10_000.0));
+        assert_eq!(c.rope_linear, Some(8.0));
+        assert_eq!(c.sliding_window, Some(1024));
+        assert_eq!(c.swa_pattern, None);
+        assert!(c.tied);
+        c.multimodal = true;
+        let keep = |s: &str| Some(Mapping::Keep(s.to_string()));
+        for (name, want) in [
+            (
+                "language_model.model.layers.3.self_attn.q_norm.weight",
+                keep("blk.3.attn_q_norm.weight"),
+            ),
+            (
+                "model.language_model.embed_tokens.weight",
+                keep("token_embd.weight"),
+            ),
+            ("language_model.lm_head.weight", Some(Mapping::Drop)),
+            (
+                "vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight",
+                Some(Mapping::Drop),
+            ),
+            (
+                "model.multi_modal_projector.mm_input_projection_weight",
+                Some(Mapping::Drop),
+            ),
+            ("model.layers.0.self_attn.q_proj.weight", None),
+            ("audio_tower.x.weight", None),
+        ] {
+            assert_eq!(c.map_name(name), want, "{name}");
+        }
+        // The 27B states its own query scale and head size.
+        let mut big = json.clone();
+        big["text_config"]["head_dim"] = json!(128);
+        big["text_config"]["num_attention_heads"] = json!(32);
+        big["text_config"]["num_hidden_layers"] = json!(62);
+        big["text_config"]["hidden_size"] = json!(5376);
+        big["text_config"]["query_pre_attn_scalar"] = json!(168);
+        let text = multimodal_config(&big).unwrap().unwrap();
+        assert!(Config::read(Arch::Gemma3, &text).is_ok());
+        // Without text_config there is nothing to convert.
+        let err = multimodal_config(&json!({"architectures": ["Gemma3ForConditionalGeneration"]}))
+            .unwrap_err();
+        assert!(err.to_string().contains("text_config"), "{err}");
     }
 
     #[test]

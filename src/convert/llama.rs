@@ -11,6 +11,11 @@
 //! q/k/v biases, and Qwen3 is Qwen2 plus per-head q/k RMS norms. Qwen uses
 //! NEOX-style RoPE (rotate-half on the Hugging Face layout), which llama.cpp
 //! selects from the architecture name, so its q/k rows are not permuted.
+//!
+//! RoPE scaling: `linear` becomes `rope.scaling.*` metadata; Llama 3.1's
+//! `llama3` becomes a computed `rope_freqs.weight` tensor of frequency
+//! divisors (see [`llama3_factors`]); others (yarn, dynamic, longrope) are
+//! refused by name.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -43,8 +48,10 @@ pub struct Config {
     pub explicit_head_dim: bool,
     pub eps: f32,
     pub rope_theta: f32,
-    /// A linear RoPE scaling factor, the only scaling supported so far.
+    /// A linear RoPE scaling factor.
     pub rope_linear: Option<f32>,
+    /// Llama 3.1's per-frequency RoPE divisors (`rope_freqs.weight`).
+    pub rope_freqs: Option<Vec<f32>>,
     pub max_positions: u64,
     pub vocab_size: u64,
     pub tied: bool,
@@ -87,26 +94,6 @@ impl Config {
                 "use_sliding_window is not supported (llama.cpp's qwen attends globally)".into(),
             ));
         }
-        let rope_linear = match json.get("rope_scaling").filter(|v| !v.is_null()) {
-            None => None,
-            Some(s) => {
-                let kind = s
-                    .get("rope_type")
-                    .or_else(|| s.get("type"))
-                    .and_then(Json::as_str)
-                    .unwrap_or("");
-                let factor = s.get("factor").and_then(Json::as_f64);
-                match (kind, factor) {
-                    ("default", _) => None,
-                    ("linear", Some(f)) => Some(f as f32),
-                    _ => {
-                        return Err(Error::BadConfig(format!(
-                            "rope_scaling {s} is not supported yet (only linear)"
-                        )))
-                    }
-                }
-            }
-        };
         let hidden = num("hidden_size")?;
         let heads = num("num_attention_heads")?;
         let explicit_head_dim = json.get("head_dim").is_some_and(|v| !v.is_null());
@@ -119,6 +106,40 @@ impl Config {
                 )));
             }
             hidden / heads
+        };
+        // Newer configs nest the RoPE base and scaling in rope_parameters.
+        let params = json.get("rope_parameters").filter(|v| v.is_object());
+        let rope_theta = json
+            .get("rope_theta")
+            .or_else(|| params?.get("rope_theta"))
+            .and_then(Json::as_f64)
+            .unwrap_or(10_000.0);
+        let scaling = json.get("rope_scaling").filter(|v| !v.is_null()).or(params);
+        let (rope_linear, rope_freqs) = match scaling {
+            None => (None, None),
+            Some(s) => {
+                let kind = s
+                    .get("rope_type")
+                    .or_else(|| s.get("type"))
+                    .and_then(Json::as_str)
+                    .unwrap_or("default");
+                let factor = s.get("factor").and_then(Json::as_f64);
+                match (kind, factor) {
+                    ("default", _) => (None, None),
+                    ("linear", Some(f)) => (Some(f as f32), None),
+                    // llama.cpp's qwen graphs take no frequency factors.
+                    ("llama3", _) if arch == Arch::Llama => (
+                        None,
+                        Some(llama3_factors(s, json, head_dim, rope_theta)?),
+                    ),
+                    _ => {
+                        return Err(Error::BadConfig(format!(
+                            "RoPE scaling {kind:?} is not supported for {} (only linear, and llama3 on Llama): {s}",
+                            arch.name()
+                        )))
+                    }
+                }
+            }
         };
         let config = Config {
             arch,
@@ -137,11 +158,9 @@ impl Config {
                 .get("rms_norm_eps")
                 .and_then(Json::as_f64)
                 .unwrap_or(1e-6) as f32,
-            rope_theta: json
-                .get("rope_theta")
-                .and_then(Json::as_f64)
-                .unwrap_or(10_000.0) as f32,
+            rope_theta: rope_theta as f32,
             rope_linear,
+            rope_freqs,
             max_positions: num("max_position_embeddings")?,
             vocab_size: json.get("vocab_size").and_then(Json::as_u64).unwrap_or(0),
             tied: on("tie_word_embeddings"),
@@ -217,6 +236,50 @@ impl Config {
         h.push("general.file_type", MetaValue::U32(1));
         h.push("general.quantization_version", MetaValue::U32(2));
     }
+}
+
+/// Llama 3.1's RoPE scaling as llama.cpp takes it: one divisor per pair of
+/// rotary dimensions, which llama.cpp applies to the frequencies
+/// `theta^(-2i/head_dim)`. Wavelengths shorter than
+/// `original_max_position_embeddings / high_freq_factor` keep their
+/// frequency (1), those longer than `… / low_freq_factor` are slowed by
+/// `factor`, and the band between blends the two smoothly, as in Hugging
+/// Face's `_compute_llama3_parameters` and llama.cpp's converter (whose
+/// defaults, 8, 1, 4 and 8192, fill missing fields). The original context
+/// length is read from `rope_scaling` as Hugging Face does (llama.cpp's
+/// converter reads the top level, where Llama 3.1 configs do not set it,
+/// so both use 8192 for them).
+fn llama3_factors(s: &Json, json: &Json, head_dim: u64, theta: f64) -> Result<Vec<f32>, Error> {
+    let get = |key: &str, default: f64| s.get(key).and_then(Json::as_f64).unwrap_or(default);
+    let factor = get("factor", 8.0);
+    let low = get("low_freq_factor", 1.0);
+    let high = get("high_freq_factor", 4.0);
+    let old_context = s
+        .get("original_max_position_embeddings")
+        .or_else(|| json.get("original_max_position_embeddings"))
+        .and_then(Json::as_f64)
+        .unwrap_or(8192.0);
+    if !(factor >= 1.0 && low > 0.0 && high > low && old_context > 0.0 && theta > 1.0) {
+        return Err(Error::BadConfig(format!(
+            "llama3 RoPE scaling needs factor >= 1, 0 < low_freq_factor < high_freq_factor and a positive original_max_position_embeddings: {s}"
+        )));
+    }
+    let (low_wavelen, high_wavelen) = (old_context / low, old_context / high);
+    Ok((0..head_dim / 2)
+        .map(|i| {
+            let freq = theta.powf(-((2 * i) as f64) / head_dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let divisor = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old_context / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            divisor as f32
+        })
+        .collect())
 }
 
 /// A display name: the last part of `_name_or_path`, else `fallback`.
@@ -316,6 +379,7 @@ pub fn expected_shape(config: &Config, n_vocab: u64, gguf_name: &str) -> Option<
         "attn_output.weight" => vec![q, e],
         "ffn_gate.weight" | "ffn_up.weight" => vec![e, f],
         "ffn_down.weight" => vec![f, e],
+        "rope_freqs.weight" => vec![config.head_dim / 2],
         _ => return None,
     })
 }
@@ -373,6 +437,9 @@ pub fn convert(
             name: "token_embd.weight".into(),
             reason: "missing (model.embed_tokens.weight)".into(),
         })?;
+    if let Some(factors) = &config.rope_freqs {
+        plan.push(rope_freqs_tensor(factors));
+    }
     check_tensors(&config, n_vocab, &plan)?;
 
     progress("reading tokenizer");
@@ -385,6 +452,29 @@ pub fn convert(
     plan.sort_by_key(|p| tensor_order(&p.spec.name));
     header.tensors = plan.iter().map(|p| p.spec.clone()).collect();
     write_gguf(&header, &plan, &mut sources, out, progress)
+}
+
+/// The computed `rope_freqs.weight` entry (F32, one value per rotary pair),
+/// which llama.cpp's `llama` reads as the frequency divisors of every layer.
+fn rope_freqs_tensor(factors: &[f32]) -> Planned {
+    let n = factors.len();
+    Planned {
+        spec: TensorSpec {
+            name: "rope_freqs.weight".into(),
+            dims: vec![n as u64],
+            ggml_type: GgmlType::F32,
+        },
+        file: 0,
+        info: safetensors::tensor::TensorInfo {
+            dtype: safetensors::Dtype::F32,
+            shape: vec![n],
+            data_offsets: (0, 0),
+        },
+        source_name: "rope_scaling (llama3)".into(),
+        permute_heads: None,
+        shift: 0.0,
+        computed: Some(factors.to_vec()),
+    }
 }
 
 /// Maps every source tensor to its output entry, refusing names llama.cpp's
@@ -435,6 +525,7 @@ fn plan_tensors(config: &Config, sources: &[SourceFile]) -> Result<Vec<Planned>,
                 source_name: name.clone(),
                 permute_heads,
                 shift: 0.0,
+                computed: None,
             });
         }
     }

@@ -2,10 +2,11 @@
 //! llama.cpp loads. BERT encoders (sentence-transformers embedding models
 //! such as all-MiniLM-L6-v2) and decoders (`LlamaForCausalLM`,
 //! `MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`,
-//! `GemmaForCausalLM`, `Gemma2ForCausalLM`, `Gemma3ForCausalLM`,
-//! `Phi3ForCausalLM`) with byte-level BPE or SentencePiece tokenizers are
-//! supported; the output follows what llama.cpp's `convert_hf_to_gguf.py`
-//! writes for them in its default F16 mode.
+//! `GemmaForCausalLM`, `Gemma2ForCausalLM`, `Gemma3ForCausalLM`, the text
+//! model of `Gemma3ForConditionalGeneration`, `Phi3ForCausalLM`) with
+//! byte-level BPE or SentencePiece tokenizers are supported; the output
+//! follows what llama.cpp's `convert_hf_to_gguf.py` writes for them in its
+//! default F16 mode.
 //!
 //! The conversion streams: the GGUF header is computed from the Safetensors
 //! headers alone, then each tensor is read, converted and written in small
@@ -21,7 +22,8 @@
 //!   permutation (Llama only; Qwen keeps the Hugging Face layout).
 //! - `decoder.rs`: the steps decoder families share (tensor plan, checks,
 //!   vocabulary choice), driven by a family's `Spec`.
-//! - `gemma.rs`: Gemma 1–3 hyperparameters, names and the +1 on norms.
+//! - `gemma.rs`: Gemma 1–3 hyperparameters, names and the +1 on norms,
+//!   and Gemma 3's multimodal layout (text model only).
 //! - `phi3.rs`: Phi-3 hyperparameters and its fused projections.
 //! - `bpe.rs`: byte-level BPE vocabularies (`tokenizer.ggml.model` gpt2).
 //! - `spm.rs`: SentencePiece vocabularies (`tokenizer.ggml.model` llama),
@@ -111,7 +113,7 @@ pub enum Error {
     MissingFile(String),
     #[error("bad model config: {0}")]
     BadConfig(String),
-    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) and decoders (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM) can be converted from safetensors")]
+    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) and decoders (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration's text model, Phi3ForCausalLM) can be converted from safetensors")]
     UnsupportedArchitecture(String),
     #[error("bad safetensors file {file}: {reason}")]
     BadSafetensors { file: String, reason: String },
@@ -154,7 +156,8 @@ fn detect_json(config: &Json) -> Result<Arch, Error> {
         Some("Qwen3ForCausalLM") => Ok(Arch::Qwen3),
         Some("GemmaForCausalLM") => Ok(Arch::Gemma),
         Some("Gemma2ForCausalLM") => Ok(Arch::Gemma2),
-        Some("Gemma3ForCausalLM") => Ok(Arch::Gemma3),
+        // The multimodal wrapper is converted as its text model.
+        Some("Gemma3ForCausalLM" | "Gemma3ForConditionalGeneration") => Ok(Arch::Gemma3),
         Some("Phi3ForCausalLM") => Ok(Arch::Phi3),
         Some(name) => Err(Error::UnsupportedArchitecture(name.to_string())),
         // Without `architectures`, the model type alone decides.
@@ -165,7 +168,7 @@ fn detect_json(config: &Json) -> Result<Arch, Error> {
             Some("qwen3") => Ok(Arch::Qwen3),
             Some("gemma") => Ok(Arch::Gemma),
             Some("gemma2") => Ok(Arch::Gemma2),
-            Some("gemma3_text") => Ok(Arch::Gemma3),
+            Some("gemma3_text" | "gemma3") => Ok(Arch::Gemma3),
             Some("phi3") => Ok(Arch::Phi3),
             Some(other) => Err(Error::UnsupportedArchitecture(other.to_string())),
             None => Err(Error::BadConfig(
@@ -188,6 +191,10 @@ struct Planned {
     /// which Hugging Face stores as `w` and applies as `1 + w`, while
     /// llama.cpp multiplies by the stored weight.
     shift: f32,
+    /// Values the converter computed rather than read (Llama 3.1's
+    /// `rope_freqs`), written as F32; `file`, `info` and the fields above
+    /// are then unused.
+    computed: Option<Vec<f32>>,
 }
 
 /// Writes the GGUF into `out`, streaming tensor by tensor; returns bytes
@@ -207,6 +214,19 @@ pub fn convert(
             return llama::convert(arch, files, &config_json, out, progress)
         }
         arch @ (Arch::Gemma | Arch::Gemma2 | Arch::Gemma3) => {
+            // Gemma 3's multimodal checkpoints: the text model only.
+            if let Some(text_json) = gemma::multimodal_config(&config_json)? {
+                let mut config = gemma::Config::read(arch, &text_json)?;
+                config.multimodal = true;
+                let note = "Gemma3ForConditionalGeneration: converting the text model only; the vision tower and projector are left out";
+                log::info!("{note}");
+                progress(note);
+                let tokenizer = decoder::TokenizerChoice {
+                    allow_bpe: false,
+                    space_prefix: Some(false),
+                };
+                return decoder::convert(&config, tokenizer, files, &text_json, out, progress);
+            }
             let config = gemma::Config::read(arch, &config_json)?;
             // Gemma's converter always writes add_space_prefix false.
             let tokenizer = decoder::TokenizerChoice {
@@ -297,15 +317,19 @@ fn write_gguf(
         let want = p.spec.byte_size().unwrap_or(0);
         let start = w.written();
         let mut sink = |bytes: &[u8]| w.write_all(bytes);
-        match p.permute_heads {
-            Some(n_head) => sources[p.file].stream_permuted(
+        match (&p.computed, p.permute_heads) {
+            (Some(values), _) => {
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                sink(&bytes)?;
+            }
+            (None, Some(n_head)) => sources[p.file].stream_permuted(
                 &p.source_name,
                 &p.info,
                 p.spec.ggml_type,
                 n_head,
                 &mut sink,
             )?,
-            None => sources[p.file].stream(
+            (None, None) => sources[p.file].stream(
                 &p.source_name,
                 &p.info,
                 p.spec.ggml_type,
@@ -371,6 +395,7 @@ fn plan_tensors(sources: &[SourceFile]) -> Result<Vec<Planned>, Error> {
                 source_name: name.clone(),
                 permute_heads: None,
                 shift: 0.0,
+                computed: None,
             });
         }
     }

@@ -311,11 +311,12 @@ fn detects_bert_by_architecture_or_model_type() {
         json!({"architectures": ["GemmaForCausalLM"]}),
         Some(Arch::Gemma),
     );
-    // The multimodal Gemma 3 wrapper nests its text config; not yet.
+    // The multimodal Gemma 3 wrapper, converted as its text model.
     check(
         json!({"architectures": ["Gemma3ForConditionalGeneration"]}),
-        None,
+        Some(Arch::Gemma3),
     );
+    check(json!({"model_type": "gemma3"}), Some(Arch::Gemma3));
     check(json!({}), None);
 }
 
@@ -520,7 +521,11 @@ fn minilm_matches_sentence_transformers() {
 
 #[test]
 fn refuses_other_phi_and_gemma_variants_by_name() {
-    for name in ["Phi3SmallForCausalLM", "Gemma3ForConditionalGeneration"] {
+    for name in [
+        "Phi3SmallForCausalLM",
+        "Gemma3nForConditionalGeneration",
+        "Mistral3ForConditionalGeneration",
+    ] {
         let err = detect_json(&json!({"architectures": [name]})).unwrap_err();
         assert!(
             matches!(&err, Error::UnsupportedArchitecture(a) if a == name),
@@ -797,6 +802,19 @@ fn source_f32(files: &Files, name: &str) -> Vec<f32> {
 /// checked against it: a wrong q/k permutation, a lost bias or norm
 /// changes the attention scores and with them the tokens.
 pub(super) fn reference_greedy(files: &Files, arch: Arch, prompt: &[i32], n: usize) -> Vec<i32> {
+    reference_greedy_scaled(files, arch, prompt, n, &[])
+}
+
+/// [`reference_greedy`] with each RoPE frequency `i` divided by
+/// `divisors[i]` (missing ones are 1), as llama.cpp applies
+/// `rope_freqs.weight`; a linear scaling factor `f` is `f` for all.
+fn reference_greedy_scaled(
+    files: &Files,
+    arch: Arch,
+    prompt: &[i32],
+    n: usize,
+    divisors: &[f32],
+) -> Vec<i32> {
     let Dims {
         e,
         f,
@@ -841,7 +859,8 @@ pub(super) fn reference_greedy(files: &Files, arch: Arch, prompt: &[i32], n: usi
     let rope = |v: &mut [f32], pos: usize| {
         for head in v.chunks_mut(hd) {
             for i in 0..hd / 2 {
-                let freq = 10000f32.powf(-((2 * i) as f32) / hd as f32);
+                let freq = 10000f32.powf(-((2 * i) as f32) / hd as f32)
+                    / divisors.get(i).copied().unwrap_or(1.0);
                 let (sin, cos) = (pos as f32 * freq).sin_cos();
                 let (a, b) = (head[i], head[i + hd / 2]);
                 head[i] = a * cos - b * sin;
@@ -1095,6 +1114,188 @@ fn converts_a_tiny_llama_and_generates() {
     let generated = generate_greedy(&runner, tokens, 5);
     assert_eq!(generated.len(), 5);
     assert_eq!(generated, want, "llama.cpp vs the reference forward pass");
+}
+
+/// Reads an F32 tensor of a converted GGUF.
+fn gguf_f32(out: &[u8], g: &Gguf, name: &str) -> Vec<f32> {
+    let t = g.tensors.iter().find(|t| t.name == name).unwrap();
+    assert_eq!(t.ggml_type, 0, "{name} is not F32");
+    let data_start = out.len() as u64
+        - g.tensors
+            .iter()
+            .map(|t| {
+                gguf_writer::align(t.offset + t.elements() * if t.ggml_type == 1 { 2 } else { 4 })
+            })
+            .max()
+            .unwrap();
+    let at = (data_start + t.offset) as usize;
+    out[at..at + 4 * t.elements() as usize]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Sets `rope_scaling` in a tiny decoder's config.json.
+fn set_rope_scaling(files: &Files, scaling: serde_json::Value) {
+    let path = &files["config.json"];
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    config["rope_scaling"] = scaling;
+    std::fs::write(path, config.to_string()).unwrap();
+}
+
+/// Rewrites a tiny decoder's `model.safetensors` with the query and key
+/// weights multiplied by `by`, which sharpens attention enough for RoPE
+/// scaling to change the tokens (the plain tiny model attends almost
+/// uniformly).
+fn sharpen_attention(files: &Files, by: f32) {
+    let bytes = std::fs::read(&files["model.safetensors"]).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = header
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .map(|(name, info)| {
+            let shape = info["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let scale = if name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight") {
+                by
+            } else {
+                1.0
+            };
+            let data = source_f32(files, name)
+                .into_iter()
+                .flat_map(|v| (v * scale).to_le_bytes())
+                .collect();
+            (name.clone(), shape, data)
+        })
+        .collect();
+    let refs: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, d)| (n.as_str(), "F32", s.clone(), d.clone()))
+        .collect();
+    write_safetensors(&files["model.safetensors"], &refs);
+}
+
+/// A prompt of 40 tokens, long enough for RoPE scaling to change the
+/// attention of the tiny models (ids below 256 are byte tokens).
+fn long_prompt() -> Vec<i32> {
+    (0..40).map(|i| (i * 37 + 11) % 250).collect()
+}
+
+#[test]
+fn converts_llama3_rope_scaling_to_rope_freqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, _) = tiny_llama(dir.path());
+    sharpen_attention(&files, 4.0);
+    // An original context of 64 puts the boundaries of the scaled band at
+    // wavelengths 16 and 64, inside the tiny model's range (6.3 to 19869
+    // for head size 16 and base 10000), so all three cases occur.
+    set_rope_scaling(
+        &files,
+        json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+    );
+    let out = run(&files).unwrap();
+    let g = Gguf::parse(&out, true).unwrap();
+    // No scaling type is written: the tensor carries it.
+    assert!(g.get("llama.rope.scaling.type").is_none());
+    assert_eq!(g.tensors.len(), 3 + 2 * 9 + 1);
+    let factors = gguf_f32(&out, &g, "rope_freqs.weight");
+    // Wavelength 2π·10000^(i/8): 6.3 keeps its frequency; 19.9 and 62.8
+    // are blended with smooth = (64/λ − 1)/3; the rest are divided by 8.
+    let blend = |wavelen: f64| {
+        let smooth = (64.0 / wavelen - 1.0) / 3.0;
+        (1.0 / ((1.0 - smooth) / 8.0 + smooth)) as f32
+    };
+    let pi2 = 2.0 * std::f64::consts::PI;
+    let want = [
+        1.0,
+        blend(pi2 * 10f64.sqrt()),
+        blend(pi2 * 10.0),
+        8.0,
+        8.0,
+        8.0,
+        8.0,
+        8.0,
+    ];
+    for (got, want) in factors.iter().zip(want) {
+        assert!((got - want).abs() < 1e-4, "{factors:?} vs {want:?}");
+    }
+    assert_eq!(factors.len(), 8);
+
+    let prompt = long_prompt();
+    let want = reference_greedy_scaled(&files, Arch::Llama, &prompt, 5, &factors);
+    // The test only means something if the scaling changes the tokens.
+    assert_ne!(
+        want,
+        reference_greedy(&files, Arch::Llama, &prompt, 5),
+        "the llama3 scaling does not change the tiny model's tokens"
+    );
+    let (_out_dir, runner, warnings) = load_decoder(&out);
+    if let Some(warnings) = warnings {
+        assert!(warnings.is_empty(), "llama.cpp warned: {warnings:?}");
+    }
+    let generated = generate_greedy(&runner, prompt, 5);
+    assert_eq!(generated, want, "llama.cpp vs the reference forward pass");
+}
+
+#[test]
+fn converts_linear_rope_scaling_for_llama() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, _) = tiny_llama(dir.path());
+    sharpen_attention(&files, 4.0);
+    set_rope_scaling(&files, json!({"type": "linear", "factor": 4.0}));
+    let out = run(&files).unwrap();
+    let g = Gguf::parse(&out, true).unwrap();
+    assert_eq!(
+        g.get("llama.rope.scaling.type"),
+        Some(&Value::String("linear".into()))
+    );
+    assert_eq!(g.get("llama.rope.scaling.factor"), Some(&Value::F32(4.0)));
+    assert!(!g.tensors.iter().any(|t| t.name == "rope_freqs.weight"));
+    // Linear scaling divides every frequency by the factor.
+    let prompt = long_prompt();
+    let want = reference_greedy_scaled(&files, Arch::Llama, &prompt, 5, &[4.0; 8]);
+    assert_ne!(want, reference_greedy(&files, Arch::Llama, &prompt, 5));
+    let (_out_dir, runner, _warnings) = load_decoder(&out);
+    assert_eq!(generate_greedy(&runner, prompt, 5), want);
+}
+
+#[test]
+fn refuses_other_rope_scalings_by_name() {
+    for (arch, scaling) in [
+        (Arch::Llama, json!({"rope_type": "yarn", "factor": 4.0})),
+        (Arch::Llama, json!({"type": "dynamic", "factor": 2.0})),
+        (Arch::Qwen2, json!({"rope_type": "llama3", "factor": 8.0})),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, _) = tiny_decoder(dir.path(), arch);
+        set_rope_scaling(&files, scaling.clone());
+        let err = run(&files).unwrap_err().to_string();
+        let kind = scaling
+            .get("rope_type")
+            .or_else(|| scaling.get("type"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap();
+        assert!(err.contains(&format!("{kind:?} is not supported")), "{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (files, _) = tiny_llama(dir.path());
+    set_rope_scaling(
+        &files,
+        json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
+               "high_freq_factor": 4.0}),
+    );
+    assert!(run(&files)
+        .unwrap_err()
+        .to_string()
+        .contains("low_freq_factor"));
 }
 
 /// Converts a tiny Qwen2 or Qwen3, checks the metadata and tensors that

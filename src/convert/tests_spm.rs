@@ -191,6 +191,23 @@ struct Tiny {
     /// embedding from drowning the layers' output (Gemma 3's post-norms
     /// do that on their own); otherwise every token predicts itself.
     scale: f32,
+    /// How the checkpoint is laid out.
+    layout: Layout,
+}
+
+/// Checkpoint layouts of Gemma 3.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Layout {
+    /// `Gemma3ForCausalLM`: a flat config, `model.*` tensors.
+    CausalLm,
+    /// `Gemma3ForConditionalGeneration` as Google published Gemma 3 4B to
+    /// 27B: `text_config` leaving out what has defaults, tensors under
+    /// `language_model.model.*` next to `vision_tower.*` and
+    /// `multi_modal_projector.*`.
+    Multimodal,
+    /// The same as newer `transformers` save it: `model.language_model.*`,
+    /// `model.vision_tower.*`, `model.multi_modal_projector.*`.
+    MultimodalNew,
 }
 
 fn tiny(family: Family) -> Tiny {
@@ -220,6 +237,7 @@ fn tiny(family: Family) -> Tiny {
         attn_cap: (family == Family::Gemma2).then_some(1.0),
         final_cap: (family == Family::Gemma2).then_some(30.0),
         scale: if family != Family::Gemma3 { 0.3 } else { 0.1 },
+        layout: Layout::CausalLm,
     }
 }
 
@@ -274,7 +292,15 @@ fn write_tiny(dir: &Path, t: &Tiny, n_vocab: usize) -> HashMap<String, Vec<f32>>
     if let Some(cap) = t.final_cap {
         config["final_logit_softcapping"] = json!(cap);
     }
+    if t.layout != Layout::CausalLm {
+        config = multimodal_config(config);
+    }
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let hf_name = |name: &str| match t.layout {
+        Layout::CausalLm => name.to_string(),
+        Layout::Multimodal => format!("language_model.{name}"),
+        Layout::MultimodalNew => name.replacen("model.", "model.language_model.", 1),
+    };
 
     let mut shapes: Vec<(String, Vec<usize>)> = vec![("model.norm.weight".into(), vec![e])];
     for i in 0..t.layers {
@@ -316,7 +342,7 @@ fn write_tiny(dir: &Path, t: &Tiny, n_vocab: usize) -> HashMap<String, Vec<f32>>
         embed.iter().map(|&h| f16_to_f32(h)).collect(),
     );
     raw.push((
-        "model.embed_tokens.weight".into(),
+        hf_name("model.embed_tokens.weight"),
         "F16",
         vec![n_vocab, e],
         embed.iter().flat_map(|h| h.to_le_bytes()).collect(),
@@ -350,11 +376,41 @@ fn write_tiny(dir: &Path, t: &Tiny, n_vocab: usize) -> HashMap<String, Vec<f32>>
         };
         gguf_view.insert(name.clone(), view);
         raw.push((
-            name.clone(),
+            hf_name(name),
             "F32",
             shape.clone(),
             values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ));
+    }
+    if t.layout != Layout::CausalLm {
+        // A token vision tower and projector, which the conversion drops
+        // (the patch embedding has four dimensions, which the text path
+        // would refuse).
+        let prefix = if t.layout == Layout::MultimodalNew {
+            "model."
+        } else {
+            ""
+        };
+        for (name, shape) in [
+            (
+                "vision_tower.vision_model.embeddings.patch_embedding.weight",
+                vec![8, 3, 2, 2],
+            ),
+            ("vision_tower.vision_model.post_layernorm.weight", vec![8]),
+            (
+                "multi_modal_projector.mm_input_projection_weight",
+                vec![8, e],
+            ),
+            ("multi_modal_projector.mm_soft_emb_norm.weight", vec![8]),
+        ] {
+            let n: usize = shape.iter().product();
+            raw.push((
+                format!("{prefix}{name}"),
+                "F32",
+                shape,
+                random_f32s(n, 99, 0.1),
+            ));
+        }
     }
     let refs: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = raw
         .iter()
@@ -362,6 +418,42 @@ fn write_tiny(dir: &Path, t: &Tiny, n_vocab: usize) -> HashMap<String, Vec<f32>>
         .collect();
     write_safetensors(&dir.join("model.safetensors"), &refs);
     gguf_view
+}
+
+/// Nests a tiny Gemma 3's flat config the way Gemma 3 4B's `config.json`
+/// does: the text model under `text_config`, without the keys whose
+/// `Gemma3TextConfig` defaults apply (the tiny model's eps and RoPE base
+/// are the defaults; its context length becomes 131072), token ids and
+/// the name at the top level with a vision config beside.
+fn multimodal_config(flat: serde_json::Value) -> serde_json::Value {
+    let mut text = flat.as_object().unwrap().clone();
+    for key in [
+        "_name_or_path",
+        "architectures",
+        "rms_norm_eps",
+        "rope_theta",
+        "max_position_embeddings",
+        "vocab_size",
+        "hidden_activation",
+        "tie_word_embeddings",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+    ] {
+        text.remove(key);
+    }
+    text.insert("model_type".into(), json!("gemma3_text"));
+    json!({
+        "_name_or_path": "test/tiny-gemma3-mm",
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "model_type": "gemma3",
+        "text_config": text,
+        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 8,
+                          "num_hidden_layers": 1, "patch_size": 2, "image_size": 4},
+        "boi_token_index": 255_999, "eoi_token_index": 256_000,
+        "image_token_index": 262_144, "mm_tokens_per_image": 4,
+        "bos_token_id": 2, "eos_token_id": [1, 106], "pad_token_id": 0
+    })
 }
 
 /// y = W x for a row-major W of `rows` rows.
@@ -585,6 +677,12 @@ fn original_ids(path: &Path) -> Vec<Vec<i32>> {
 /// no warnings from llama.cpp, the tokenizer against the original GGUF's,
 /// and the greedy tokens against the reference. Returns the GGUF.
 fn check_family(family: Family, hf_tokenizer: bool) -> Option<Gguf> {
+    check_tiny(tiny(family), hf_tokenizer)
+}
+
+/// [`check_family`] for a given tiny model.
+fn check_tiny(t: Tiny, hf_tokenizer: bool) -> Option<Gguf> {
+    let family = t.family;
     let original = gemma_gguf()?;
     let vocab = real_vocab(&original);
     let dir = tempfile::tempdir().unwrap();
@@ -593,7 +691,6 @@ fn check_family(family: Family, hf_tokenizer: bool) -> Option<Gguf> {
     } else {
         write_sentencepiece(dir.path(), &vocab);
     }
-    let t = tiny(family);
     let weights = write_tiny(dir.path(), &t, vocab.tokens.len());
     let files = files_in(dir.path());
     let started = std::time::Instant::now();
@@ -686,6 +783,88 @@ fn converts_a_tiny_gemma3_and_generates() {
     assert_eq!(t("blk.1.attn_q_norm.weight").shape, vec![32]);
     assert_eq!(t("blk.1.post_ffw_norm.weight").ggml_type, 0);
     assert_eq!(t("blk.0.attn_q.weight").shape, vec![64, 128]);
+}
+
+/// Gemma 3 in the multimodal layout of Gemma 3 4B–27B converts to the
+/// same text model: nested config with defaults, prefixed names, vision
+/// tensors dropped; loads without warning and generates the reference's
+/// tokens.
+#[test]
+fn converts_a_tiny_multimodal_gemma3_text_model() {
+    let mut t = tiny(Family::Gemma3);
+    t.layout = Layout::Multimodal;
+    let Some(g) = check_tiny(t, false) else {
+        return;
+    };
+    assert_eq!(g.architecture(), Some("gemma3"));
+    let get = |k: &str| g.get(k).unwrap_or_else(|| panic!("no {k}")).clone();
+    assert_eq!(get("general.name"), Value::String("tiny-gemma3-mm".into()));
+    // Stated in text_config.
+    assert_eq!(get("gemma3.attention.key_length"), Value::U32(32));
+    assert_eq!(get("gemma3.attention.head_count"), Value::U32(4));
+    assert_eq!(get("gemma3.attention.sliding_window"), Value::U32(4));
+    assert_eq!(get("gemma3.rope.freq_base_swa"), Value::F32(20_000.0));
+    // Gemma3TextConfig's defaults.
+    assert_eq!(get("gemma3.context_length"), Value::U32(131_072));
+    assert_eq!(get("gemma3.rope.freq_base"), Value::F32(1_000_000.0));
+    assert_eq!(
+        get("gemma3.attention.layer_norm_rms_epsilon"),
+        Value::F32(1e-6)
+    );
+    // The text model only.
+    assert_eq!(g.tensors.len(), 2 + 2 * 13);
+    assert!(g.tensors.iter().all(|t| t.name.starts_with("blk.")
+        || t.name == "token_embd.weight"
+        || t.name == "output_norm.weight"));
+}
+
+/// Both multimodal layouts give the same GGUF.
+#[test]
+fn multimodal_gemma3_layouts_convert_alike() {
+    let dir = |layout| {
+        let dir = tempfile::tempdir().unwrap();
+        // A small made-up vocabulary: the tokenizer is not under test.
+        let n_vocab = 300;
+        let pieces: Vec<(String, f32, i32)> = (0..n_vocab)
+            .map(|i| (format!("t{i}"), -(i as f32), 1))
+            .collect();
+        let model = sentencepiece::encode_model(&pieces, [3, 2, 1, 0], false);
+        std::fs::write(dir.path().join("tokenizer.model"), model).unwrap();
+        let mut t = tiny(Family::Gemma3);
+        t.layout = layout;
+        write_tiny(dir.path(), &t, n_vocab);
+        dir
+    };
+    let (old, new) = (dir(Layout::Multimodal), dir(Layout::MultimodalNew));
+    let files = files_in(old.path());
+    assert_eq!(detect(&files).unwrap(), Arch::Gemma3);
+    let mut notes = Vec::new();
+    let mut out = Vec::new();
+    convert(&files, &mut out, &mut |s| notes.push(s.to_string())).unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("vision tower and projector are left out")),
+        "{notes:?}"
+    );
+    assert_eq!(out, run(&files_in(new.path())).unwrap());
+    // A stray tensor outside the known prefixes is still refused.
+    let mut flat = tiny(Family::Gemma3);
+    flat.layout = Layout::CausalLm;
+    let mixed = tempfile::tempdir().unwrap();
+    write_tiny(mixed.path(), &flat, 300);
+    std::fs::copy(
+        old.path().join("config.json"),
+        mixed.path().join("config.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        old.path().join("tokenizer.model"),
+        mixed.path().join("tokenizer.model"),
+    )
+    .unwrap();
+    let err = run(&files_in(mixed.path())).unwrap_err().to_string();
+    assert!(err.contains("not a tensor of a gemma3 model"), "{err}");
 }
 
 #[test]
