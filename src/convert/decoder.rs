@@ -12,7 +12,9 @@ use serde_json::Value as Json;
 use super::bert::Mapping;
 use super::gguf_writer::{GgmlType, Header, TensorSpec};
 use super::source::SourceFile;
-use super::{bpe, open_sources, spm, tensor_order, write_gguf, Error, Files, Planned};
+use super::{
+    bpe, check_plan, open_sources, spm, tensor_order, write_gguf, Error, Expected, Files, Planned,
+};
 
 /// What a decoder family tells the shared steps.
 pub trait Spec {
@@ -73,7 +75,16 @@ pub fn convert(
             name: "token_embd.weight".into(),
             reason: "missing (model.embed_tokens.weight)".into(),
         })?;
-    check_tensors(spec, n_vocab, &plan)?;
+    check_plan(
+        &Expected {
+            required: spec.required(),
+            layers: spec.layers(),
+            vocab_size: spec.vocab_size(),
+            shape: &|name| spec.expected_shape(n_vocab, name),
+        },
+        n_vocab,
+        &plan,
+    )?;
 
     progress("reading tokenizer");
     let mut header = Header::default();
@@ -176,52 +187,6 @@ fn plan_tensors(spec: &dyn Spec, sources: &[SourceFile]) -> Result<Vec<Planned>,
         }
     }
     Ok(plan)
-}
-
-/// Checks presence, layer numbers and shapes against the config.
-fn check_tensors(spec: &dyn Spec, n_vocab: u64, plan: &[Planned]) -> Result<(), Error> {
-    let names: HashMap<&str, &Planned> = plan.iter().map(|p| (p.spec.name.as_str(), p)).collect();
-    for name in spec.required() {
-        if !names.contains_key(name.as_str()) {
-            return Err(Error::BadTensor {
-                name,
-                reason: "missing from the safetensors files".into(),
-            });
-        }
-    }
-    for p in plan {
-        if let Some(layer) = p.spec.name.strip_prefix("blk.") {
-            let n: u64 = layer
-                .split('.')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(u64::MAX);
-            if n >= spec.layers() {
-                return Err(Error::BadTensor {
-                    name: p.source_name.clone(),
-                    reason: format!("layer {n} is beyond num_hidden_layers {}", spec.layers()),
-                });
-            }
-        }
-        if let Some(want) = spec.expected_shape(n_vocab, &p.spec.name) {
-            if want != p.spec.dims {
-                return Err(Error::BadTensor {
-                    name: p.source_name.clone(),
-                    reason: format!(
-                        "has ggml shape {:?}, the config implies {want:?}",
-                        p.spec.dims
-                    ),
-                });
-            }
-        }
-    }
-    if spec.vocab_size() != 0 && spec.vocab_size() != n_vocab {
-        return Err(Error::BadConfig(format!(
-            "vocab_size is {} but the embedding matrix has {n_vocab} rows",
-            spec.vocab_size()
-        )));
-    }
-    Ok(())
 }
 
 /// The part of a tensor name after `blk.N.`, or the whole name.

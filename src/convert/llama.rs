@@ -25,7 +25,10 @@ use serde_json::Value as Json;
 use super::bert::Mapping;
 use super::gguf_writer::{GgmlType, Header, MetaValue, TensorSpec};
 use super::source::SourceFile;
-use super::{decoder, open_sources, spm, tensor_order, write_gguf, Arch, Error, Files, Planned};
+use super::{
+    check_plan, decoder, open_sources, spm, tensor_order, write_gguf, Arch, Error, Expected, Files,
+    Planned,
+};
 
 /// `config.json` architectures written as llama.cpp's `llama`. Mistral's
 /// checkpoints differ from Llama's only in hyperparameters that the `llama`
@@ -440,7 +443,16 @@ pub fn convert(
     if let Some(factors) = &config.rope_freqs {
         plan.push(rope_freqs_tensor(factors));
     }
-    check_tensors(&config, n_vocab, &plan)?;
+    check_plan(
+        &Expected {
+            required: required(&config),
+            layers: config.layers,
+            vocab_size: config.vocab_size,
+            shape: &|name| expected_shape(&config, n_vocab, name),
+        },
+        n_vocab,
+        &plan,
+    )?;
 
     progress("reading tokenizer");
 
@@ -530,52 +542,6 @@ fn plan_tensors(config: &Config, sources: &[SourceFile]) -> Result<Vec<Planned>,
         }
     }
     Ok(plan)
-}
-
-/// Checks presence, layer numbers and shapes against the config.
-fn check_tensors(config: &Config, n_vocab: u64, plan: &[Planned]) -> Result<(), Error> {
-    let names: HashMap<&str, &Planned> = plan.iter().map(|p| (p.spec.name.as_str(), p)).collect();
-    for name in required(config) {
-        if !names.contains_key(name.as_str()) {
-            return Err(Error::BadTensor {
-                name,
-                reason: "missing from the safetensors files".into(),
-            });
-        }
-    }
-    for p in plan {
-        if let Some(layer) = p.spec.name.strip_prefix("blk.") {
-            let n: u64 = layer
-                .split('.')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(u64::MAX);
-            if n >= config.layers {
-                return Err(Error::BadTensor {
-                    name: p.source_name.clone(),
-                    reason: format!("layer {n} is beyond num_hidden_layers {}", config.layers),
-                });
-            }
-        }
-        if let Some(want) = expected_shape(config, n_vocab, &p.spec.name) {
-            if want != p.spec.dims {
-                return Err(Error::BadTensor {
-                    name: p.source_name.clone(),
-                    reason: format!(
-                        "has ggml shape {:?}, the config implies {want:?}",
-                        p.spec.dims
-                    ),
-                });
-            }
-        }
-    }
-    if config.vocab_size != 0 && config.vocab_size != n_vocab {
-        return Err(Error::BadConfig(format!(
-            "vocab_size is {} but the embedding matrix has {n_vocab} rows",
-            config.vocab_size
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

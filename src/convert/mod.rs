@@ -258,7 +258,16 @@ pub fn convert(
             name: "token_embd.weight".into(),
             reason: "missing (embeddings.word_embeddings.weight)".into(),
         })?;
-    check_tensors(&config, n_vocab, &plan)?;
+    check_plan(
+        &Expected {
+            required: bert::required(&config),
+            layers: config.layers,
+            vocab_size: config.vocab_size,
+            shape: &|name| bert::expected_shape(&config, n_vocab, name),
+        },
+        n_vocab,
+        &plan,
+    )?;
 
     progress("reading tokenizer");
     let vocab = tokenizer::Vocab::load(files, n_vocab as usize)?;
@@ -402,15 +411,26 @@ fn plan_tensors(sources: &[SourceFile]) -> Result<Vec<Planned>, Error> {
     Ok(plan)
 }
 
-/// Checks presence and shapes against the config, so that a mismatched
-/// checkpoint fails here with a clear message rather than at load time.
-fn check_tensors(config: &bert::Config, n_vocab: u64, plan: &[Planned]) -> Result<(), Error> {
-    let by_name: HashMap<&str, &Planned> = plan.iter().map(|p| (p.spec.name.as_str(), p)).collect();
-    for name in bert::required(config) {
-        if !by_name.contains_key(name.as_str()) {
+/// What a tensor plan must match: the tensors the config requires, its
+/// layer count and vocabulary size, and the shape it implies per tensor.
+struct Expected<'a> {
+    required: Vec<String>,
+    layers: u64,
+    /// 0 when the config does not say.
+    vocab_size: u64,
+    shape: &'a dyn Fn(&str) -> Option<Vec<u64>>,
+}
+
+/// Checks presence, layer numbers and shapes against the config, so that a
+/// mismatched checkpoint fails here with a clear message rather than at
+/// load time.
+fn check_plan(expected: &Expected<'_>, n_vocab: u64, plan: &[Planned]) -> Result<(), Error> {
+    let names: HashMap<&str, &Planned> = plan.iter().map(|p| (p.spec.name.as_str(), p)).collect();
+    for name in &expected.required {
+        if !names.contains_key(name.as_str()) {
             return Err(Error::BadTensor {
-                name,
-                reason: "missing from the safetensors file".into(),
+                name: name.clone(),
+                reason: "missing from the safetensors files".into(),
             });
         }
     }
@@ -421,14 +441,14 @@ fn check_tensors(config: &bert::Config, n_vocab: u64, plan: &[Planned]) -> Resul
                 .next()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(u64::MAX);
-            if n >= config.layers {
+            if n >= expected.layers {
                 return Err(Error::BadTensor {
                     name: p.source_name.clone(),
-                    reason: format!("layer {n} is beyond num_hidden_layers {}", config.layers),
+                    reason: format!("layer {n} is beyond num_hidden_layers {}", expected.layers),
                 });
             }
         }
-        if let Some(want) = bert::expected_shape(config, n_vocab, &p.spec.name) {
+        if let Some(want) = (expected.shape)(&p.spec.name) {
             if want != p.spec.dims {
                 return Err(Error::BadTensor {
                     name: p.source_name.clone(),
@@ -440,10 +460,10 @@ fn check_tensors(config: &bert::Config, n_vocab: u64, plan: &[Planned]) -> Resul
             }
         }
     }
-    if config.vocab_size != 0 && config.vocab_size != n_vocab {
+    if expected.vocab_size != 0 && expected.vocab_size != n_vocab {
         return Err(Error::BadConfig(format!(
             "vocab_size is {} but the embedding matrix has {n_vocab} rows",
-            config.vocab_size
+            expected.vocab_size
         )));
     }
     Ok(())
