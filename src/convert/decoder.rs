@@ -13,7 +13,8 @@ use super::bert::Mapping;
 use super::gguf_writer::{GgmlType, Header, TensorSpec};
 use super::source::SourceFile;
 use super::{
-    bpe, check_plan, open_sources, spm, tensor_order, write_gguf, Error, Expected, Files, Planned,
+    bpe, check_plan, gguf_dims, open_sources, spm, tensor_order, write_gguf, Error, Expected,
+    Files, Planned,
 };
 
 /// What a decoder family tells the shared steps.
@@ -155,20 +156,7 @@ fn plan_tensors(spec: &dyn Spec, sources: &[SourceFile]) -> Result<Vec<Planned>,
                     })
                 }
             };
-            if let Some(other) = seen.insert(gguf_name.clone(), name.clone()) {
-                return Err(Error::BadTensor {
-                    name: name.clone(),
-                    reason: format!("maps to {gguf_name}, as {other} does"),
-                });
-            }
-            if info.shape.is_empty() || info.shape.len() > 2 {
-                return Err(Error::BadTensor {
-                    name: name.clone(),
-                    reason: format!("has {} dimensions; 1 or 2 expected", info.shape.len()),
-                });
-            }
-            // GGUF lists dimensions fastest-varying first.
-            let dims: Vec<u64> = info.shape.iter().rev().map(|&d| d as u64).collect();
+            let dims = gguf_dims(name, &gguf_name, &info.shape, 2, &mut seen)?;
             let ggml_type = target_type(&gguf_name, dims.len());
             let shift = spec.shift(&gguf_name);
             plan.push(Planned {

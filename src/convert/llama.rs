@@ -26,8 +26,8 @@ use super::bert::Mapping;
 use super::gguf_writer::{GgmlType, Header, MetaValue, TensorSpec};
 use super::source::SourceFile;
 use super::{
-    check_plan, decoder, open_sources, spm, tensor_order, write_gguf, Arch, Error, Expected, Files,
-    Planned,
+    check_plan, decoder, gguf_dims, open_sources, spm, tensor_order, write_gguf, Arch, Error,
+    Expected, Files, Planned,
 };
 
 /// `config.json` architectures written as llama.cpp's `llama`. Mistral's
@@ -510,20 +510,7 @@ fn plan_tensors(config: &Config, sources: &[SourceFile]) -> Result<Vec<Planned>,
                     })
                 }
             };
-            if let Some(other) = seen.insert(gguf_name.clone(), name.clone()) {
-                return Err(Error::BadTensor {
-                    name: name.clone(),
-                    reason: format!("maps to {gguf_name}, as {other} does"),
-                });
-            }
-            if info.shape.is_empty() || info.shape.len() > 2 {
-                return Err(Error::BadTensor {
-                    name: name.clone(),
-                    reason: format!("has {} dimensions; 1 or 2 expected", info.shape.len()),
-                });
-            }
-            // GGUF lists dimensions fastest-varying first.
-            let dims: Vec<u64> = info.shape.iter().rev().map(|&d| d as u64).collect();
+            let dims = gguf_dims(name, &gguf_name, &info.shape, 2, &mut seen)?;
             let ggml_type = target_type(&gguf_name, dims.len());
             let permute_heads = permute_heads(config, &gguf_name);
             plan.push(Planned {

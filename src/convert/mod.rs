@@ -359,6 +359,35 @@ fn write_gguf(
     Ok(w.written())
 }
 
+/// Checks a source tensor about to be written as `gguf_name` (no other
+/// tensor maps there; 1 to `max_dims` dimensions) and returns its GGUF
+/// dimensions: fastest-varying first, the reverse of PyTorch's row-major
+/// shape.
+fn gguf_dims(
+    name: &str,
+    gguf_name: &str,
+    shape: &[usize],
+    max_dims: usize,
+    seen: &mut HashMap<String, String>,
+) -> Result<Vec<u64>, Error> {
+    if let Some(other) = seen.insert(gguf_name.to_string(), name.to_string()) {
+        return Err(Error::BadTensor {
+            name: name.to_string(),
+            reason: format!("maps to {gguf_name}, as {other} does"),
+        });
+    }
+    if shape.is_empty() || shape.len() > max_dims {
+        return Err(Error::BadTensor {
+            name: name.to_string(),
+            reason: format!(
+                "has {} dimensions; 1 to {max_dims} are supported",
+                shape.len()
+            ),
+        });
+    }
+    Ok(shape.iter().rev().map(|&d| d as u64).collect())
+}
+
 /// Maps every source tensor to its output entry, dropping the ones llama.cpp
 /// does not use and refusing names it does not know (they would signal a
 /// variant of BERT that llama.cpp would compute differently).
@@ -377,21 +406,7 @@ fn plan_tensors(sources: &[SourceFile]) -> Result<Vec<Planned>, Error> {
                     })
                 }
             };
-            if let Some(other) = seen.insert(gguf_name.clone(), name.clone()) {
-                return Err(Error::BadTensor {
-                    name: name.clone(),
-                    reason: format!("maps to {gguf_name}, as {other} does"),
-                });
-            }
-            if info.shape.is_empty() || info.shape.len() > 4 {
-                return Err(Error::BadTensor {
-                    name: name.clone(),
-                    reason: format!("has {} dimensions; 1 to 4 are supported", info.shape.len()),
-                });
-            }
-            // GGUF lists dimensions fastest-varying first, the reverse of
-            // PyTorch's row-major shape.
-            let dims: Vec<u64> = info.shape.iter().rev().map(|&d| d as u64).collect();
+            let dims = gguf_dims(name, &gguf_name, &info.shape, 4, &mut seen)?;
             let ggml_type = bert::target_type(&gguf_name, dims.len());
             plan.push(Planned {
                 spec: TensorSpec {
