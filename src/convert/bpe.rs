@@ -278,15 +278,31 @@ impl Vocab {
             "tokenizer.ggml.merges",
             MetaValue::StringArray(self.merges.clone()),
         );
-        for (key, id) in &self.specials {
-            h.push(key, MetaValue::U32(*id));
-        }
-        for (key, b) in &self.flags {
-            h.push(key, MetaValue::Bool(*b));
-        }
-        if let Some(t) = &self.chat_template {
-            h.push("tokenizer.chat_template", MetaValue::String(t.clone()));
-        }
+        push_specials(
+            h,
+            &self.specials,
+            &self.flags,
+            self.chat_template.as_deref(),
+        );
+    }
+}
+
+/// The `tokenizer.*` entries both vocabulary kinds share: special token
+/// ids, add-BOS/EOS style flags and the chat template.
+pub(super) fn push_specials(
+    h: &mut Header,
+    specials: &[(&'static str, u32)],
+    flags: &[(&'static str, bool)],
+    chat_template: Option<&str>,
+) {
+    for (key, id) in specials {
+        h.push(key, MetaValue::U32(*id));
+    }
+    for (key, b) in flags {
+        h.push(key, MetaValue::Bool(*b));
+    }
+    if let Some(t) = chat_template {
+        h.push("tokenizer.chat_template", MetaValue::String(t.to_string()));
     }
 }
 

@@ -425,15 +425,12 @@ impl Vocab {
             "tokenizer.ggml.token_type",
             MetaValue::I32Array(self.types.clone()),
         );
-        for (key, id) in &self.specials {
-            h.push(key, MetaValue::U32(*id));
-        }
-        for (key, b) in &self.flags {
-            h.push(key, MetaValue::Bool(*b));
-        }
-        if let Some(t) = &self.chat_template {
-            h.push("tokenizer.chat_template", MetaValue::String(t.clone()));
-        }
+        bpe::push_specials(
+            h,
+            &self.specials,
+            &self.flags,
+            self.chat_template.as_deref(),
+        );
     }
 }
 
