@@ -41,6 +41,7 @@ fn main() {
             n_parallel: 1,
             embeddings: false,
             use_mmap: true,
+            projector: None,
         },
         Arc::new(CpuBudget::new(threads)),
     )

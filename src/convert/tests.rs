@@ -460,6 +460,7 @@ fn minilm_matches_sentence_transformers() {
         n_batch: 512,
         n_threads: 1,
         use_mmap: true,
+        projector: None,
     };
     let runner = crate::engine::Runner::load(
         &out_path,
@@ -961,6 +962,7 @@ fn load_decoder(
         n_parallel: 1,
         embeddings: false,
         use_mmap: true,
+        projector: None,
     };
     let runner =
         crate::engine::Runner::load(&path, params, Arc::new(crate::engine::CpuBudget::new(1)))

@@ -42,6 +42,7 @@ fn load(name: &str, n_parallel: u32) -> Option<Runner> {
         n_parallel,
         embeddings: false,
         use_mmap: true,
+        projector: None,
     };
     Some(Runner::load(&path, params, Arc::new(CpuBudget::new(2))).expect("load"))
 }
@@ -58,6 +59,7 @@ fn greedy(prompt: Vec<i32>, n: i32) -> GenerateRequest {
         num_keep: 0,
         shift: false,
         logprobs: None,
+        media: None,
     }
 }
 
