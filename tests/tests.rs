@@ -14,3 +14,4 @@ mod server;
 mod store_budget;
 mod structured;
 mod tools;
+mod vision;
