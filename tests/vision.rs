@@ -88,6 +88,11 @@ fn gguf(kv: &[(&str, Meta)], tensors: &[(String, Vec<u64>, Vec<f32>)]) -> Vec<u8
 /// transformer block, post-norm, then Gemma 3's soft-embedding norm and
 /// input projection. Keys and tensor names are llama.cpp's `clip.cpp`.
 fn tiny_projector() -> Vec<u8> {
+    projector_for(TEXT_WIDTH)
+}
+
+/// The test projector with its output width set to `text_width`.
+fn projector_for(text_width: u64) -> Vec<u8> {
     let (width, ff, patch, image) = (32u64, 64u64, 8u64, 64u64);
     let patches = (image / patch) * (image / patch);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -145,8 +150,8 @@ fn tiny_projector() -> Vec<u8> {
     t.push(("mm.soft_emb_norm.weight".into(), vec![width], ones(width)));
     t.push((
         "mm.input_projection.weight".into(),
-        vec![TEXT_WIDTH, width],
-        random(TEXT_WIDTH * width),
+        vec![text_width, width],
+        random(text_width * width),
     ));
     let kv = [
         ("general.architecture", Meta::Str("clip")),
@@ -157,7 +162,7 @@ fn tiny_projector() -> Vec<u8> {
         ("clip.vision.embedding_length", Meta::U32(width as u32)),
         ("clip.vision.feed_forward_length", Meta::U32(ff as u32)),
         ("clip.vision.block_count", Meta::U32(1)),
-        ("clip.vision.projection_dim", Meta::U32(TEXT_WIDTH as u32)),
+        ("clip.vision.projection_dim", Meta::U32(text_width as u32)),
         ("clip.vision.attention.head_count", Meta::U32(2)),
         ("clip.vision.attention.layer_norm_epsilon", Meta::F32(1e-6)),
         ("clip.vision.image_size", Meta::U32(image as u32)),
@@ -262,14 +267,19 @@ fn checkerboard() -> String {
 /// the plain `gemma3:270m`.
 fn vision_server() -> Server {
     let s = Server::with_gemma(&[]);
-    let projector = tiny_projector();
-    let (status, body, digest) = s.upload_bytes(&projector);
+    create_with_projector(&s, "vision:tiny", &tiny_projector());
+    s
+}
+
+/// Creates `name` from Gemma 3 270M and the given projector GGUF.
+fn create_with_projector(s: &Server, name: &str, projector: &[u8]) {
+    let (status, body, digest) = s.upload_bytes(projector);
     assert!(status == 201 || status == 200, "{status}: {body}");
     let weights = s.link_blob(&crate::harness::gemma());
     let (status, lines) = s.stream(
         "/api/create",
         json!({
-            "model": "vision:tiny",
+            "model": name,
             "files": {"model.gguf": weights, "mmproj.gguf": digest},
             "template": crate::harness::GEMMA_TEMPLATE,
             "parameters": {"stop": ["<end_of_turn>"]},
@@ -281,7 +291,6 @@ fn vision_server() -> Server {
         Some("success"),
         "{lines:?}"
     );
-    s
 }
 
 fn count(v: &Value) -> u64 {
@@ -438,4 +447,28 @@ fn bad_images_are_refused() {
     assert!(v["error"]
         .as_str()
         .is_some_and(|e| e.contains("does not support vision")));
+}
+
+#[test]
+fn a_projector_that_does_not_load_costs_only_the_images() {
+    let _lock = inference_lock();
+    let s = Server::with_gemma(&[]);
+    // Projects to SmolLM2's width, not Gemma's: mtmd refuses it at load.
+    create_with_projector(&s, "vision:wrong", &projector_for(576));
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "vision:wrong", "prompt": "hi", "stream": false, "options": {"num_predict": 2}}),
+    );
+    assert_eq!(status, 200, "text still works: {v}");
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "vision:wrong", "prompt": "hi", "images": [gradient()], "stream": false}),
+    );
+    assert_eq!(status, 500, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no vision projector")),
+        "{v}"
+    );
 }

@@ -128,8 +128,10 @@ fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<M
         .map_err(|e| ApiError::Internal(format!("template of {raw}: {e}")))?;
     let caps = capabilities(gguf.as_ref(), Some(&template_src), m);
     let config: ConfigBlob = read_json_blob(store, &m.config).unwrap_or_default();
+    // A build without the vision feature treats the model as text-only.
     let projector = m
         .layer(mf::MEDIA_PROJECTOR)
+        .filter(|_| crate::engine::VISION)
         .and_then(|l| Digest::parse(&l.digest).ok())
         .map(|d| store.blob_path(&d));
     Ok(Model {

@@ -24,6 +24,9 @@ pub use bench::{bench_decode, bench_request, BenchResult};
 pub use cpu::{CpuBudget, Policy};
 pub use runner::{MediaPrompt, PromptPart, Runner};
 
+/// Whether this build has the vision path (cargo feature `vision`).
+pub const VISION: bool = cfg!(feature = "vision");
+
 /// Target types for [`quantize`], with llama.cpp's `llama_ftype` numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Quant {
@@ -121,8 +124,6 @@ pub enum Error {
     RunnerGone,
     #[error("quantization failed: {0}")]
     Quantize(String),
-    #[error("failed to load the projector {path}: {reason}")]
-    ProjectorFailed { path: PathBuf, reason: String },
     #[error("this model has no vision projector loaded")]
     NoVision,
     #[error("image {index} could not be decoded as an image")]

@@ -165,22 +165,22 @@ impl Runner {
                         return;
                     }
                 };
-                let mtmd = match &thread_params.projector {
-                    None => None,
-                    Some(p) => {
-                        let threads = i32::try_from(thread_params.n_threads.max(1)).unwrap_or(1);
-                        match Mtmd::load(p, Arc::clone(&model), threads) {
-                            Ok(m) => Some(Arc::new(m)),
-                            Err(reason) => {
-                                let _ = ready_tx.send(Err(Error::ProjectorFailed {
-                                    path: p.clone(),
-                                    reason,
-                                }));
-                                return;
-                            }
+                // A projector that does not load (a type this llama.cpp does
+                // not know, a width that does not match) costs the images,
+                // not the model: text requests still work.
+                let mtmd = thread_params.projector.as_ref().and_then(|p| {
+                    let threads = i32::try_from(thread_params.n_threads.max(1)).unwrap_or(1);
+                    match Mtmd::load(p, Arc::clone(&model), threads) {
+                        Ok(m) => Some(Arc::new(m)),
+                        Err(reason) => {
+                            log::warn!(
+                                "vision projector {} not loaded, images will be refused: {reason}",
+                                p.display()
+                            );
+                            None
                         }
                     }
-                };
+                });
                 let mut info = model_info(&model, &ctx, n_ctx_total, thread_params.n_parallel);
                 if let Some(p) = thread_params.projector.as_ref().filter(|_| mtmd.is_some()) {
                     info.vision = true;
