@@ -28,9 +28,14 @@ pub fn decode(list: &[String]) -> Result<Vec<Vec<u8>>, ApiError> {
         .collect()
 }
 
+/// The most pixels an image may have: decoded to RGB before it is scaled
+/// down, a 64-megapixel image already takes 192 MiB, and a small PNG or GIF
+/// can claim far more.
+const MAX_PIXELS: u64 = 64 << 20;
+
 /// Whether the bytes start like a PNG, JPEG, GIF or BMP file (what
-/// llama.cpp decodes without external tools). WebP needs ffmpeg there, and
-/// hearth starts no child processes.
+/// llama.cpp decodes without external tools), of a size we are willing to
+/// decode. WebP needs ffmpeg there, and hearth starts no child processes.
 fn check_format(bytes: &[u8]) -> Result<(), String> {
     const KNOWN: &[&[u8]] = &[
         b"\x89PNG\r\n\x1a\n",
@@ -40,12 +45,58 @@ fn check_format(bytes: &[u8]) -> Result<(), String> {
         b"BM",
     ];
     if KNOWN.iter().any(|m| bytes.starts_with(m)) {
+        if let Some((w, h)) = dimensions(bytes) {
+            if u64::from(w) * u64::from(h) > MAX_PIXELS {
+                return Err(format!(
+                    "image of {w}x{h} pixels is larger than the limit of {MAX_PIXELS} pixels"
+                ));
+            }
+        }
         return Ok(());
     }
     if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
         return Err("WebP images are not supported; send PNG, JPEG, GIF or BMP".into());
     }
     Err("image data is not a PNG, JPEG, GIF or BMP image".into())
+}
+
+/// Width and height from an image file's header, when it can be read
+/// there (the decoder has the last word on everything else).
+fn dimensions(b: &[u8]) -> Option<(u32, u32)> {
+    let be32 = |at: usize| Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?));
+    let le16 = |at: usize| {
+        Some(u32::from(u16::from_le_bytes(
+            b.get(at..at + 2)?.try_into().ok()?,
+        )))
+    };
+    let le32 = |at: usize| {
+        let v = i32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?);
+        Some(v.unsigned_abs())
+    };
+    match b.first()? {
+        0x89 => Some((be32(16)?, be32(20)?)),
+        b'G' => Some((le16(6)?, le16(8)?)),
+        b'B' => Some((le32(18)?, le32(22)?)),
+        0xff => {
+            // JPEG: walk the marker segments to the first start-of-frame.
+            let mut at = 2;
+            loop {
+                while *b.get(at)? == 0xff && *b.get(at + 1)? == 0xff {
+                    at += 1;
+                }
+                let marker = *b.get(at + 1)?;
+                let len = usize::from(u16::from_be_bytes(b.get(at + 2..at + 4)?.try_into().ok()?));
+                let sof = (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc);
+                if sof {
+                    let h = u16::from_be_bytes(b.get(at + 5..at + 7)?.try_into().ok()?);
+                    let w = u16::from_be_bytes(b.get(at + 7..at + 9)?.try_into().ok()?);
+                    return Some((u32::from(w), u32::from(h)));
+                }
+                at += 2 + len;
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Standard base64 with `=` padding. `Err` carries the offset of the first
@@ -216,6 +267,26 @@ mod tests {
         check_b64("a*k=", Err(1));
         check_b64("a===", Err(1));
         check_b64("aA==aGk=", Err(4));
+    }
+
+    #[test]
+    fn sizes() {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        png.extend(20000u32.to_be_bytes());
+        png.extend(20000u32.to_be_bytes());
+        assert_eq!(dimensions(&png), Some((20000, 20000)));
+        assert!(check_format(&png).is_err_and(|e| e.contains("20000x20000")));
+        let gif = b"GIF89a\x10\x00\x20\x00";
+        assert_eq!(dimensions(gif), Some((16, 32)));
+        let mut bmp = b"BM".to_vec();
+        bmp.resize(18, 0);
+        bmp.extend(640i32.to_le_bytes());
+        bmp.extend((-480i32).to_le_bytes());
+        assert_eq!(dimensions(&bmp), Some((640, 480)));
+        // SOI, an APP0 segment of 4 bytes, then SOF0: 8 bits, 300 high, 200 wide.
+        let jpeg = b"\xff\xd8\xff\xe0\x00\x04ab\xff\xc0\x00\x11\x08\x01\x2c\x00\xc8";
+        assert_eq!(dimensions(jpeg), Some((200, 300)));
+        assert_eq!(dimensions(b"\xff\xd8\xff"), None);
     }
 
     #[test]
