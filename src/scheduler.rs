@@ -57,6 +57,8 @@ pub struct LoadKey {
     /// Sequences for an embedding load (0 = one); generative loads use
     /// `OLLAMA_NUM_PARALLEL`.
     pub embed_seqs: u32,
+    /// The vision projector loaded with the weights, if any.
+    pub projector: Option<PathBuf>,
 }
 
 /// How long a model stays loaded after its last request: `None` is forever.
@@ -238,6 +240,7 @@ impl Scheduler {
                 use_mmap: key.use_mmap,
                 kv_type: self.settings.kv_type,
                 flash_attention: self.settings.flash_attention,
+                projector: key.projector.clone(),
             };
             let cpu = Arc::clone(&self.cpu);
             let path = key.path.clone();
@@ -473,7 +476,8 @@ fn pick_victim(idle: &[(Instant, PathBuf)]) -> Option<PathBuf> {
 
 /// Weights plus a rough KV-cache estimate, for the memory check.
 fn estimate_bytes(key: &LoadKey, parallel: u32) -> u64 {
-    let weights = std::fs::metadata(&key.path).map(|m| m.len()).unwrap_or(0);
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let weights = size(&key.path) + key.projector.as_deref().map_or(0, size);
     // With mmap the weights are page cache that the kernel can drop, but a
     // model that does not fit in memory pages itself to death; count them.
     // KV: ~64 KiB per token of context is generous for small models.
@@ -531,6 +535,7 @@ mod tests {
             use_mmap: true,
             embeddings: false,
             embed_seqs: 0,
+            projector: None,
         };
         assert_eq!(estimate_bytes(&key, 1), 0, "missing file: nothing to count");
     }

@@ -14,3 +14,6 @@ mod server;
 mod store_budget;
 mod structured;
 mod tools;
+// Without the feature, images are refused like on any text-only model.
+#[cfg(feature = "vision")]
+mod vision;

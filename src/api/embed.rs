@@ -76,6 +76,8 @@ async fn lease(
     let opts = merged_options(state, model, options)?;
     let mut key = load_key(model, &opts);
     key.embeddings = true;
+    // Embeddings never look at images.
+    key.projector = None;
     // Encoder models with their own pooling keep no KV cache, so several
     // sequences cost nothing but let one decode embed several inputs.
     if model.caps.contains(&"embedding") {

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::body::{self, Body};
+use super::media;
 use super::models::details;
 use super::resolve::{load_key, merged_options, parse_keep_alive, resolve, Model};
 use super::shape::{split_answer, Calls, Piece, Shaper};
@@ -189,7 +190,7 @@ async fn admit(
     options: &Option<serde_json::Map<String, Value>>,
     keep_alive: crate::scheduler::KeepAlive,
 ) -> Result<(Option<String>, Options, Instant, Lease), ApiError> {
-    if has_images {
+    if has_images && model.projector.is_none() {
         return Err(ApiError::BadRequest(format!(
             "{} does not support vision",
             model.name
@@ -237,7 +238,9 @@ pub(super) async fn prepare_generate(
             model.name
         )));
     }
-    let has_images = req.images.as_ref().is_some_and(|i| !i.is_empty());
+    // Bad base64 or a non-image is a 400 before anything is loaded.
+    let images = media::decode(req.images.as_deref().unwrap_or_default())?;
+    let has_images = !images.is_empty();
     let (grammar, opts, started, lease) = admit(
         state,
         &model,
@@ -251,8 +254,9 @@ pub(super) async fn prepare_generate(
         return Ok(Prepared::Reply("load"));
     }
 
+    let user_text = media::tag_prompt(&req.prompt, images.len(), req.raw);
     let text = if req.raw {
-        req.prompt.clone()
+        user_text.clone()
     } else {
         let template = match &req.template {
             Some(t) => Template::parse(t)
@@ -272,14 +276,14 @@ pub(super) async fn prepare_generate(
         }
         messages.push(Message {
             role: "user".into(),
-            content: req.prompt.clone(),
+            content: user_text.clone(),
             ..Message::default()
         });
         let suffix = req
             .suffix
             .as_deref()
             .filter(|s| !s.is_empty())
-            .map(|s| (req.prompt.as_str(), s));
+            .map(|s| (user_text.as_str(), s));
         prompt::render(
             &template,
             &Input {
@@ -296,11 +300,25 @@ pub(super) async fn prepare_generate(
         _ => Vec::new(),
     };
     let fresh = tokens.is_empty();
-    tokens.extend(
-        runner
-            .tokenize(&text, fresh, true)
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
-    );
+    let mut media_prompt = None;
+    if images.is_empty() {
+        tokens.extend(
+            runner
+                .tokenize(&text, fresh, true)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+    } else {
+        // With images the whole prompt goes through the projector's
+        // tokenizer; earlier `context` tokens are prepended as text.
+        let full = if fresh {
+            text.clone()
+        } else {
+            runner.detokenize(&tokens) + &text
+        };
+        let m = tokenize_media(&runner, full, images, fresh).await?;
+        tokens = m.text_tokens();
+        media_prompt = Some(m);
+    }
     let kind = Kind::Generate {
         context: (!req.raw).then(|| tokens.clone()),
     };
@@ -315,6 +333,7 @@ pub(super) async fn prepare_generate(
         started,
         tools: false,
         think: think.then(|| opens_thinking(&text)),
+        media: media_prompt,
         logprobs: req
             .logprobs
             .unwrap_or(false)
@@ -356,10 +375,8 @@ pub(super) async fn prepare_chat(
             model.name
         )));
     }
-    let has_images = req
-        .messages
-        .iter()
-        .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty()));
+    // Bad base64 or a non-image is a 400 before anything is loaded.
+    let has_images = !media::tag(&req.messages)?.1.is_empty();
     let (grammar, opts, started, lease) = admit(
         state,
         &model,
@@ -395,30 +412,42 @@ pub(super) async fn prepare_chat(
     let limit = runner.info().n_ctx as usize;
     // Drop the oldest non-system messages until the prompt fits (the last
     // message always stays), as Ollama does with `truncate`.
+    // Images count with all their tokens (the projector's tokenizer knows
+    // how many), and the `[img-N]` tags are renumbered for the messages
+    // that remain.
     let mut rendered;
-    let tokens = loop {
+    let (tokens, media_prompt) = loop {
+        let (tagged, images) = media::tag(&messages)?;
         let text = prompt::render(
             &model.template,
             &Input {
-                messages: &messages,
+                messages: &tagged,
                 tools,
                 suffix: None,
             },
         )
         .map_err(|e| ApiError::BadRequest(format!("template error: {e}")))?;
-        let tokens = runner
-            .tokenize(&text, true, true)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (tokens, media_prompt, len) = if images.is_empty() {
+            let tokens = runner
+                .tokenize(&text, true, true)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let len = tokens.len();
+            (tokens, None, len)
+        } else {
+            let m = tokenize_media(&runner, text.clone(), images, true).await?;
+            let len = m.n_pos();
+            (m.text_tokens(), Some(m), len)
+        };
         rendered = text;
         let droppable = messages
             .iter()
             .position(|m| m.role != "system")
             .filter(|&i| i + 1 < messages.len());
         match droppable {
-            Some(i) if tokens.len() >= limit && req.truncate.unwrap_or(true) => {
+            Some(i) if len >= limit && req.truncate.unwrap_or(true) => {
                 messages.remove(i);
             }
-            _ => break tokens,
+            _ => break (tokens, media_prompt),
         }
     };
     let job = Job {
@@ -432,6 +461,7 @@ pub(super) async fn prepare_chat(
         started,
         tools: tools.is_some(),
         think: think.then(|| opens_thinking(&rendered)),
+        media: media_prompt,
         logprobs: req
             .logprobs
             .unwrap_or(false)
@@ -460,6 +490,37 @@ pub(super) struct Job {
     /// Reasoning is split from the answer; `Some(true)` when the prompt
     /// already opened the thinking tag.
     pub(super) think: Option<bool>,
+    /// The prompt with its images, when it has any (`tokens` then holds
+    /// only its text tokens).
+    media: Option<engine::MediaPrompt>,
+}
+
+/// Tokenizes a rendered prompt with its images on a blocking thread:
+/// decoding and resizing a large photo takes long enough to stall an async
+/// worker.
+async fn tokenize_media(
+    runner: &Arc<engine::Runner>,
+    text: String,
+    images: Vec<Vec<u8>>,
+    add_special: bool,
+) -> Result<engine::MediaPrompt, ApiError> {
+    let runner = Arc::clone(runner);
+    blocking(move || {
+        runner
+            .tokenize_media(&media::split(&text, &images), add_special)
+            .map_err(media_error)
+    })
+    .await
+}
+
+/// Engine errors from tokenizing a prompt with images, as HTTP errors.
+fn media_error(e: engine::Error) -> ApiError {
+    match e {
+        engine::Error::BadImage { .. } | engine::Error::MediaTokenize(_) => {
+            ApiError::BadRequest(e.to_string())
+        }
+        other => ApiError::Internal(other.to_string()),
+    }
 }
 
 /// Whether a rendered prompt ends inside an opened `<think>` tag.
@@ -513,9 +574,11 @@ pub(super) fn logprobs_json(runner: &engine::Runner, lps: &[TokenLp], top: usize
 }
 
 impl Job {
-    /// Prompt length in tokens.
+    /// Prompt length in tokens (image tokens included).
     pub(super) fn tokens_len(&self) -> usize {
-        self.tokens.len()
+        self.media
+            .as_ref()
+            .map_or(self.tokens.len(), engine::MediaPrompt::n_tokens)
     }
 }
 
@@ -542,6 +605,7 @@ pub(super) fn start(job: &Job, lease: &Lease) -> Result<mpsc::UnboundedReceiver<
         num_keep: o.num_keep,
         shift: job.shift,
         logprobs: job.logprobs,
+        media: job.media.clone(),
     };
     let (etx, erx) = mpsc::unbounded_channel::<Event>();
     lease

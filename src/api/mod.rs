@@ -9,6 +9,7 @@ pub mod body;
 mod cors;
 mod embed;
 pub mod inference;
+mod media;
 mod models;
 mod openai;
 mod registry;

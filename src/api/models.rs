@@ -191,6 +191,17 @@ fn show_value(store: &Store, entry: &store::Entry, req: &ShowRequest) -> Result<
         .map(|g| g.model_info(req.verbose))
         .unwrap_or_default();
     out.insert("model_info".into(), Value::Object(info));
+    // Ollama shows the first projector's metadata, like `model_info`.
+    let projector = m
+        .layer(mf::MEDIA_PROJECTOR)
+        .and_then(|l| Digest::parse(&l.digest).ok())
+        .and_then(|d| Gguf::open(&store.blob_path(&d), req.verbose).ok());
+    if let Some(p) = &projector {
+        out.insert(
+            "projector_info".into(),
+            Value::Object(p.model_info(req.verbose)),
+        );
+    }
     if req.verbose {
         if let Some(g) = &gguf {
             let tensors: Vec<Value> = g
@@ -226,6 +237,17 @@ fn modelfile(
         .map(|d| store.blob_path(&d).display().to_string())
         .unwrap_or_else(|| entry.name.display_short());
     s.push_str(&format!("FROM {from}\n"));
+    // Projectors are further FROM lines, as in Ollama's Modelfile.
+    for l in entry
+        .manifest
+        .layers
+        .iter()
+        .filter(|l| l.media_type == mf::MEDIA_PROJECTOR)
+    {
+        if let Ok(d) = Digest::parse(&l.digest) {
+            s.push_str(&format!("FROM {}\n", store.blob_path(&d).display()));
+        }
+    }
     for l in entry
         .manifest
         .layers

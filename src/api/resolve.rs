@@ -66,6 +66,8 @@ pub struct Model {
     pub caps: Vec<&'static str>,
     /// Training context length.
     pub ctx_train: Option<u64>,
+    /// The first projector layer (a clip GGUF), for images.
+    pub projector: Option<std::path::PathBuf>,
 }
 
 /// Resolved models by name and manifest digest. Reading a GGUF header walks its whole
@@ -126,6 +128,12 @@ fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<M
         .map_err(|e| ApiError::Internal(format!("template of {raw}: {e}")))?;
     let caps = capabilities(gguf.as_ref(), Some(&template_src), m);
     let config: ConfigBlob = read_json_blob(store, &m.config).unwrap_or_default();
+    // A build without the vision feature treats the model as text-only.
+    let projector = m
+        .layer(mf::MEDIA_PROJECTOR)
+        .filter(|_| crate::engine::VISION)
+        .and_then(|l| Digest::parse(&l.digest).ok())
+        .map(|d| store.blob_path(&d));
     Ok(Model {
         name: entry.name.clone(),
         digest: entry.digest.clone(),
@@ -146,6 +154,7 @@ fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<M
         ctx_train: config
             .context_length
             .or_else(|| gguf.as_ref().and_then(Gguf::context_length)),
+        projector,
     })
 }
 
@@ -162,6 +171,11 @@ pub fn merged_options(
         o.apply(r)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
+    if model.projector.is_some() {
+        // Ollama's floor for vision models: an image alone takes hundreds
+        // of tokens.
+        o.num_ctx = o.num_ctx.max(2048);
+    }
     if let Some(train) = model.ctx_train {
         o.num_ctx = o.num_ctx.min(u32::try_from(train).unwrap_or(u32::MAX));
     }
@@ -177,5 +191,6 @@ pub fn load_key(model: &Model, o: &Options) -> LoadKey {
         use_mmap: o.use_mmap.unwrap_or(true),
         embeddings: false,
         embed_seqs: 0,
+        projector: model.projector.clone(),
     }
 }

@@ -60,6 +60,7 @@ pub fn bench_request(runner: &Runner, prompt_tokens: usize, gen_tokens: usize) -
         num_keep: 0,
         shift: true,
         logprobs: None,
+        media: None,
     }
 }
 

@@ -22,7 +22,10 @@ use std::time::Duration;
 
 pub use bench::{bench_decode, bench_request, BenchResult};
 pub use cpu::{CpuBudget, Policy};
-pub use runner::Runner;
+pub use runner::{MediaPrompt, PromptPart, Runner};
+
+/// Whether this build has the vision path (cargo feature `vision`).
+pub const VISION: bool = cfg!(feature = "vision");
 
 /// Target types for [`quantize`], with llama.cpp's `llama_ftype` numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +135,14 @@ pub enum Error {
     RunnerGone,
     #[error("quantization failed: {0}")]
     Quantize(String),
+    #[error("this model has no vision projector loaded")]
+    NoVision,
+    #[error("image {index} could not be decoded as an image")]
+    BadImage { index: usize },
+    #[error("failed to tokenize the prompt with its images: {0}")]
+    MediaTokenize(String),
+    #[error("evaluating the prompt with its images failed with code {code}")]
+    MediaEval { code: i32 },
 }
 
 /// How to load a model and size its context.
@@ -153,6 +164,9 @@ pub struct LoadParams {
     pub kv_type: KvType,
     /// Flash attention: `None` lets llama.cpp decide (on where supported).
     pub flash_attention: Option<bool>,
+    /// A multimodal projector (clip GGUF) to load with the model, for
+    /// prompts with images.
+    pub projector: Option<PathBuf>,
 }
 
 impl Default for LoadParams {
@@ -166,6 +180,7 @@ impl Default for LoadParams {
             use_mmap: true,
             kv_type: KvType::F16,
             flash_attention: None,
+            projector: None,
         }
     }
 }
@@ -219,6 +234,8 @@ pub struct ModelInfo {
     pub add_bos: bool,
     /// `general.architecture` from the GGUF header.
     pub architecture: Option<String>,
+    /// A vision projector is loaded: prompts may carry images.
+    pub vision: bool,
 }
 
 /// Sampling settings; defaults match Ollama's.
@@ -276,6 +293,11 @@ pub struct GenerateRequest {
     /// Report each sampled token's log probability and this many most
     /// likely alternatives (`None` = no log probabilities).
     pub logprobs: Option<usize>,
+    /// A prompt with images (from [`Runner::tokenize_media`]). When set it
+    /// is what gets evaluated, and `prompt` holds only its text tokens (for
+    /// the repetition penalties). Such a prompt is never truncated, shifted
+    /// or served from another request's KV cache.
+    pub media: Option<MediaPrompt>,
 }
 
 /// Log probability of a sampled token under the model's distribution (before
@@ -299,6 +321,7 @@ impl GenerateRequest {
             num_keep: 0,
             shift: true,
             logprobs: None,
+            media: None,
         }
     }
 }

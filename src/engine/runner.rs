@@ -13,6 +13,15 @@
 //! a new request takes the free slot sharing the longest prefix with its
 //! prompt and only evaluates the rest.
 //!
+//! A prompt with images (`GenerateRequest::media`) is tokenized on the
+//! caller's thread by mtmd (`Runner::tokenize_media`); when its slot is
+//! admitted, the runner thread evaluates it in one go with mtmd's helper
+//! (text decoded, images encoded by the projector and their embeddings
+//! decoded), blocking the other slots for that time, and then samples as
+//! usual. Its slot's cache records `-1` for image positions, so a later text
+//! prompt reuses at most the text before the first image, and a later image
+//! prompt reuses nothing.
+//!
 //! Stop strings, templates and UTF-8 assembly are the caller's business.
 
 use std::collections::VecDeque;
@@ -23,7 +32,10 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::cpu::{Busy, CpuBudget};
-use super::sys::{Batch, Context, ContextSettings, Model, Sampler, SamplerSpec, RANDOM_SEED};
+use super::sys::{
+    Batch, Chunks, Context, ContextSettings, MediaPart, Model, Mtmd, Sampler, SamplerSpec,
+    RANDOM_SEED,
+};
 use super::{DoneReason, Error, Event, GenerateRequest, KvType, LoadParams, ModelInfo, Sink};
 
 /// A request waiting for, or being processed by, the runner thread.
@@ -40,10 +52,57 @@ struct Pending {
     sink: Sink,
 }
 
+/// One piece of a prompt with images, in order.
+#[derive(Debug, Clone, Copy)]
+pub enum PromptPart<'a> {
+    /// Text (special tokens are parsed).
+    Text(&'a str),
+    /// The bytes of an image file (PNG, JPEG, GIF, BMP).
+    Image(&'a [u8]),
+}
+
+/// A prompt tokenized with its images by the model's projector. Cheap to
+/// clone; hand it to [`GenerateRequest::media`].
+#[derive(Clone)]
+pub struct MediaPrompt {
+    chunks: Arc<Chunks>,
+    /// Per KV position: the text token, or -1 for image positions.
+    layout: Arc<Vec<i32>>,
+    n_tokens: usize,
+}
+
+impl std::fmt::Debug for MediaPrompt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaPrompt")
+            .field("n_tokens", &self.n_tokens)
+            .field("n_pos", &self.layout.len())
+            .finish()
+    }
+}
+
+impl MediaPrompt {
+    /// Tokens evaluated for this prompt, image embeddings included.
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+
+    /// KV positions the prompt occupies.
+    pub fn n_pos(&self) -> usize {
+        self.layout.len()
+    }
+
+    /// The text tokens, in order, without the images.
+    pub fn text_tokens(&self) -> Vec<i32> {
+        self.layout.iter().copied().filter(|&t| t >= 0).collect()
+    }
+}
+
 /// A loaded model with its runner thread. `Send + Sync`; share it via `Arc`.
 pub struct Runner {
     tx: mpsc::Sender<Command>,
     model: Arc<Model>,
+    /// The projector, when the model was loaded with one.
+    mtmd: Option<Arc<Mtmd>>,
     info: ModelInfo,
     embeddings: bool,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -69,7 +128,8 @@ impl Runner {
             .checked_mul(params.n_parallel)
             .ok_or_else(|| Error::InvalidParams("n_ctx * n_parallel overflows".into()))?;
         let (tx, rx) = mpsc::channel::<Command>();
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(Arc<Model>, ModelInfo), Error>>();
+        type Ready = (Arc<Model>, Option<Arc<Mtmd>>, ModelInfo);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, Error>>();
         let path_buf = path.to_path_buf();
         let thread_params = params.clone();
         let name = format!(
@@ -107,25 +167,47 @@ impl Runner {
                         return;
                     }
                 };
-                let info = model_info(
+                // A projector that does not load (a type this llama.cpp does
+                // not know, a width that does not match) costs the images,
+                // not the model: text requests still work.
+                let mtmd = thread_params.projector.as_ref().and_then(|p| {
+                    let threads = i32::try_from(thread_params.n_threads.max(1)).unwrap_or(1);
+                    match Mtmd::load(p, Arc::clone(&model), threads) {
+                        Ok(m) => Some(Arc::new(m)),
+                        Err(reason) => {
+                            log::warn!(
+                                "vision projector {} not loaded, images will be refused: {reason}",
+                                p.display()
+                            );
+                            None
+                        }
+                    }
+                });
+                let mut info = model_info(
                     &model,
                     &ctx,
                     n_ctx_total,
                     thread_params.n_parallel,
                     thread_params.kv_type,
                 );
-                if ready_tx.send(Ok((Arc::clone(&model), info))).is_err() {
+                if let Some(p) = thread_params.projector.as_ref().filter(|_| mtmd.is_some()) {
+                    info.vision = true;
+                    info.size_bytes += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                }
+                let ready = (Arc::clone(&model), mtmd.clone(), info);
+                if ready_tx.send(Ok(ready)).is_err() {
                     return;
                 }
-                let mut worker = Worker::new(ctx, &thread_params, &cpu);
+                let mut worker = Worker::new(ctx, mtmd, &thread_params, &cpu);
                 worker.run(&rx);
                 // The worker (and its context) drops here, before `model`.
             })
             .map_err(|e| Error::Spawn(e.to_string()))?;
         match ready_rx.recv() {
-            Ok(Ok((model, info))) => Ok(Runner {
+            Ok(Ok((model, mtmd, info))) => Ok(Runner {
                 tx,
                 model,
+                mtmd,
                 info,
                 embeddings: params.embeddings,
                 thread: Mutex::new(Some(handle)),
@@ -157,6 +239,47 @@ impl Runner {
             .ok_or(Error::Tokenize)
     }
 
+    /// Tokenizes a prompt with images with the model's projector, on the
+    /// caller's thread (mtmd documents this as thread-safe). Images are
+    /// decoded and preprocessed here; they are encoded when the request
+    /// runs. `add_special` adds BOS as [`Runner::tokenize`] does.
+    pub fn tokenize_media(
+        &self,
+        parts: &[PromptPart<'_>],
+        add_special: bool,
+    ) -> Result<MediaPrompt, Error> {
+        let mtmd = self.mtmd.as_ref().ok_or(Error::NoVision)?;
+        let mut bitmaps = Vec::new();
+        for p in parts {
+            if let PromptPart::Image(bytes) = p {
+                let index = bitmaps.len();
+                bitmaps.push(mtmd.bitmap(bytes).ok_or(Error::BadImage { index })?);
+            }
+        }
+        let mut images = bitmaps.iter();
+        let mut sys_parts = Vec::with_capacity(parts.len());
+        for p in parts {
+            match p {
+                PromptPart::Text("") => {}
+                PromptPart::Text(t) => sys_parts.push(MediaPart::Text(t)),
+                PromptPart::Image(_) => {
+                    if let Some(b) = images.next() {
+                        sys_parts.push(MediaPart::Image(b));
+                    }
+                }
+            }
+        }
+        let chunks = mtmd
+            .tokenize(&sys_parts, add_special)
+            .map_err(Error::MediaTokenize)?;
+        let layout = chunks.layout();
+        Ok(MediaPrompt {
+            n_tokens: chunks.n_tokens(),
+            chunks: Arc::new(chunks),
+            layout: Arc::new(layout),
+        })
+    }
+
     /// Raw bytes of one token's piece, special tokens rendered as text.
     /// Unknown ids give an empty vector.
     pub fn token_bytes(&self, token: i32) -> Vec<u8> {
@@ -179,13 +302,26 @@ impl Runner {
         if self.embeddings {
             return Err(Error::NotGenerative);
         }
-        if req.prompt.is_empty() {
+        if req.prompt.is_empty() && req.media.is_none() {
             return Err(Error::EmptyPrompt);
         }
         if let Some(&bad) = req.prompt.iter().find(|t| !self.model.valid_token(**t)) {
             return Err(Error::InvalidToken(bad));
         }
         let n_ctx = self.info.n_ctx as usize;
+        if let Some(media) = &req.media {
+            if self.mtmd.is_none() {
+                return Err(Error::NoVision);
+            }
+            // Images cannot be cut in half: a prompt with images must fit,
+            // with room for at least one generated token.
+            if media.n_pos() >= n_ctx {
+                return Err(Error::PromptTooLong {
+                    tokens: media.n_pos(),
+                    n_ctx,
+                });
+            }
+        }
         if req.prompt.len() > n_ctx && !req.shift {
             return Err(Error::PromptTooLong {
                 tokens: req.prompt.len(),
@@ -290,6 +426,7 @@ fn model_info(
         size_bytes: model.size() + kv_bytes,
         add_bos: model.add_bos(),
         architecture: arch,
+        vision: false,
     }
 }
 
@@ -321,6 +458,8 @@ struct Job {
     in_batch: bool,
     /// Alternatives to report with each token's log probability.
     logprobs: Option<usize>,
+    /// Prompt tokens this request evaluated (reported in `PromptDone`).
+    evaluated: usize,
 }
 
 /// One sequence of the context.
@@ -335,6 +474,7 @@ struct Slot {
 /// State of the runner thread.
 struct Worker<'a> {
     ctx: Context,
+    mtmd: Option<Arc<Mtmd>>,
     batch: Batch,
     slots: Vec<Slot>,
     queue: VecDeque<Command>,
@@ -347,7 +487,12 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    fn new(ctx: Context, params: &LoadParams, cpu: &'a CpuBudget) -> Worker<'a> {
+    fn new(
+        ctx: Context,
+        mtmd: Option<Arc<Mtmd>>,
+        params: &LoadParams,
+        cpu: &'a CpuBudget,
+    ) -> Worker<'a> {
         let n_ctx = ctx.n_ctx_seq() as usize;
         let slots = (0..params.n_parallel)
             .map(|i| Slot {
@@ -360,6 +505,7 @@ impl<'a> Worker<'a> {
         Worker {
             batch: Batch::new(params.n_batch as usize),
             ctx,
+            mtmd,
             slots,
             queue: VecDeque::new(),
             cpu,
@@ -438,6 +584,9 @@ impl<'a> Worker<'a> {
 
     /// Starts a generation in the free slot with the longest shared prefix.
     fn start(&mut self, p: Pending) {
+        if p.req.media.is_some() {
+            return self.start_media(p);
+        }
         let Pending {
             req,
             mut sampler,
@@ -535,7 +684,100 @@ impl<'a> Worker<'a> {
             prompt_done: None,
             row: None,
             in_batch: false,
+            evaluated: 0,
         });
+    }
+
+    /// Starts a generation whose prompt has images: evaluates the whole
+    /// prompt now (mtmd's helper decodes text and image embeddings into the
+    /// slot's sequence), then samples the first token, so the slot joins the
+    /// next batch already generating. The least recently used free slot is
+    /// cleared for it; nothing is reused from its cache.
+    fn start_media(&mut self, p: Pending) {
+        let Pending {
+            req,
+            mut sampler,
+            mut sink,
+        } = p;
+        let Some(media) = req.media else {
+            return;
+        };
+        let Some(mtmd) = self.mtmd.clone() else {
+            sink(Event::Error(Error::NoVision));
+            return;
+        };
+        if media.n_pos() >= self.n_ctx {
+            sink(Event::Error(Error::PromptTooLong {
+                tokens: media.n_pos(),
+                n_ctx: self.n_ctx,
+            }));
+            return;
+        }
+        let Some(idx) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.job.is_none())
+            .min_by_key(|(_, s)| s.last_used)
+            .map(|(i, _)| i)
+        else {
+            return;
+        };
+        self.tick += 1;
+        let started = Instant::now();
+        let seq = self.slots[idx].seq;
+        self.slots[idx].last_used = self.tick;
+        self.slots[idx].cache.clear();
+        self.ctx.seq_rm(seq, -1, -1);
+        let text = media.text_tokens();
+        let history = if req.sampling.repeat_last_n < 0 {
+            0
+        } else {
+            text.len()
+                .saturating_sub(req.sampling.repeat_last_n as usize)
+        };
+        sampler.accept_prompt(&text[history..]);
+        let n_batch = i32::try_from(self.batch.capacity()).unwrap_or(i32::MAX);
+        let result = {
+            let grant = self.cpu.acquire(self.n_threads);
+            self.ctx
+                .set_threads(i32::try_from(grant.threads()).unwrap_or(1));
+            mtmd.eval(&mut self.ctx, &media.chunks, seq, n_batch)
+        };
+        let n_past = match result {
+            Ok(n) => n,
+            Err(code) => {
+                self.ctx.seq_rm(seq, -1, -1);
+                sink(Event::Error(Error::MediaEval { code }));
+                return;
+            }
+        };
+        let mut layout = media.layout.as_ref().clone();
+        layout.resize(n_past, -1);
+        self.slots[idx].cache = layout;
+        self.slots[idx].job = Some(Job {
+            sink,
+            sampler,
+            prompt: text,
+            phase: Phase::Generate { token: -1 },
+            cached: 0,
+            num_predict: req.num_predict,
+            stop_at_eog: req.stop_at_eog,
+            logprobs: req.logprobs,
+            num_keep: 0,
+            // Shifting would move image embeddings around; stop with
+            // `length` when the context fills instead.
+            shift: false,
+            generated: 0,
+            started,
+            prompt_done: None,
+            // The helper's last decode left the prompt's logits in the
+            // context's last output row.
+            row: Some(-1),
+            in_batch: false,
+            evaluated: media.n_tokens(),
+        });
+        self.after_decode(idx);
     }
 
     /// One scheduler iteration: build a batch, decode it, sample.
@@ -638,8 +880,13 @@ impl<'a> Worker<'a> {
         if job.prompt_done.is_none() {
             let now = Instant::now();
             job.prompt_done = Some(now);
+            let evaluated = if job.evaluated > 0 {
+                job.evaluated
+            } else {
+                job.prompt.len() - job.cached
+            };
             let ev = Event::PromptDone {
-                prompt_tokens: job.prompt.len() - job.cached,
+                prompt_tokens: evaluated,
                 cached_tokens: job.cached,
                 duration: now - job.started,
             };

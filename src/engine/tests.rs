@@ -59,6 +59,7 @@ fn greedy(prompt: Vec<i32>, n: i32) -> GenerateRequest {
         num_keep: 0,
         shift: false,
         logprobs: None,
+        media: None,
     }
 }
 
