@@ -116,6 +116,9 @@ pub struct Plan {
     part_bytes: u64,
     /// Every blob to have, layers first and the config last, as Ollama orders them.
     blobs: Vec<(Digest, u64)>,
+    /// Remove the blobs an older manifest of the name used and the new one
+    /// does not (unless `OLLAMA_NOPRUNE`), as Ollama does after a pull.
+    prune: bool,
 }
 
 impl Plan {
@@ -170,6 +173,7 @@ impl Plan {
             manifest_bytes,
             part_bytes: config.pull_part_bytes.max(1),
             blobs,
+            prune: !config.noprune,
         })
     }
 
@@ -204,8 +208,23 @@ impl Plan {
             self.download(store, digest, *size, &mut |done| progress(line(done)))?;
         }
         progress(Progress::status("verifying sha256 digest"));
+        // The blobs the name's previous manifest used and this one does not.
+        let replaced: Vec<String> = store
+            .entry(&self.name)
+            .map(|old| {
+                old.manifest
+                    .digests()
+                    .filter(|d| !self.blobs.iter().any(|(b, _)| b.to_string() == *d))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         progress(Progress::status("writing manifest"));
         store.write_manifest_raw(&self.name, &self.manifest_bytes)?;
+        if self.prune && !replaced.is_empty() {
+            progress(Progress::status("removing unused layers"));
+            store.remove_unreferenced(&replaced);
+        }
         progress(Progress::status("success"));
         Ok(())
     }

@@ -180,6 +180,44 @@ fn pull_copies_the_model_byte_for_byte() {
     assert!(stdout.trim_end().ends_with("success"), "{stdout}");
 }
 
+/// A pull that replaces a model removes the layers only the old manifest
+/// used (Ollama's `removing unused layers`); blobs still in use stay.
+#[test]
+fn pull_removes_layers_the_new_manifest_dropped() {
+    let a = source();
+    let b = Server::start();
+    let name = format!("{}/library/gemma3:270m", host(&a));
+    b.stream_success("/api/pull", json!({"model": name, "insecure": true}));
+    let before = digests(&manifest_path(&b.models, host(&a)));
+    // A changes the model's system prompt: a new layer and config.
+    a.stream_success(
+        "/api/create",
+        json!({"model": "gemma3:270m", "from": "gemma3:270m", "system": "Be brief."}),
+    );
+    let lines = b.stream_success("/api/pull", json!({"model": name, "insecure": true}));
+    let st = statuses(&lines);
+    let tail: Vec<&str> = st.iter().rev().take(3).rev().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        ["writing manifest", "removing unused layers", "success"],
+        "{st:?}"
+    );
+    let after = digests(&manifest_path(&b.models, host(&a)));
+    for d in &before {
+        let kept = blob_path(&b.models, d).exists();
+        assert_eq!(kept, after.contains(d), "{d}: kept {kept}");
+    }
+    assert!(
+        before.iter().any(|d| !after.contains(d)),
+        "nothing was replaced"
+    );
+    // Pulling the same manifest again removes nothing.
+    let lines = b.stream_success("/api/pull", json!({"model": name, "insecure": true}));
+    assert!(!statuses(&lines)
+        .iter()
+        .any(|s| s == "removing unused layers"));
+}
+
 #[test]
 fn pull_errors_are_clear() {
     let a = Server::start_with(&[("HEARTH_SERVE_REGISTRY", "1")]);

@@ -707,7 +707,7 @@ impl Store {
     }
 
     /// Deletes those of `digests` that no manifest references and no create pins.
-    fn remove_unreferenced(&self, digests: &[String]) {
+    pub fn remove_unreferenced(&self, digests: &[String]) {
         let mut st = self.state();
         let referenced = match self.referenced_digests() {
             Ok(r) => r,
