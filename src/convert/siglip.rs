@@ -82,8 +82,13 @@ impl Config {
                 "vision num_channels must be 3 (RGB), as clip.cpp feeds it".into(),
             ));
         }
-        let vnum =
-            |key: &str| num(v, key).map_err(|e| Error::BadConfig(format!("vision_config: {e}")));
+        let vnum = |key: &str| {
+            num(v, key).map_err(|_| {
+                Error::BadConfig(format!(
+                    "vision_config.{key} is missing or not a positive integer"
+                ))
+            })
+        };
         let (image_size, patch_size) = (vnum("image_size")?, vnum("patch_size")?);
         if !image_size.is_multiple_of(patch_size) {
             return Err(Error::BadConfig(format!(

@@ -1046,6 +1046,13 @@ fn refuses_other_vision_towers() {
     edit(&|j| j["mm_tokens_per_image"] = json!(9));
     let err = has_projector(&files).unwrap_err().to_string();
     assert!(err.contains("9 image tokens"), "{err}");
+    edit(&|j| {
+        if let Some(v) = j["vision_config"].as_object_mut() {
+            v.remove("patch_size");
+        }
+    });
+    let err = has_projector(&files).unwrap_err().to_string();
+    assert!(err.contains("vision_config.patch_size is missing"), "{err}");
     edit(&|j| j["vision_config"]["hidden_size"] = json!(16));
     let err = convert_projector(&files, &mut Vec::new(), &mut |_| {})
         .unwrap_err()
