@@ -221,16 +221,21 @@ impl Plan {
             }
         } else {
             if self.files.iter().any(|(f, _)| f.ends_with(".safetensors")) {
-                let (digest, size) = self.convert_safetensors(store, progress)?;
+                let converted = self.convert_safetensors(store, progress)?;
+                let (digest, size) = &converted.model;
                 let g =
-                    Gguf::open(&store.blob_path(&digest), false).map_err(|source| Error::Gguf {
+                    Gguf::open(&store.blob_path(digest), false).map_err(|source| Error::Gguf {
                         file: "converted model".into(),
                         source,
                     })?;
                 config = config_from_gguf(&g);
                 detected = g.chat_template().and_then(prompt::autodetect);
                 pins.push(store.pin(vec![digest.clone()]));
-                layers.push(layer(mf::MEDIA_MODEL, &digest, size));
+                layers.push(layer(mf::MEDIA_MODEL, digest, *size));
+                if let Some((digest, size)) = &converted.projector {
+                    pins.push(store.pin(vec![digest.clone()]));
+                    layers.push(layer(mf::MEDIA_PROJECTOR, digest, *size));
+                }
             } else {
                 self.gguf_layers(store, &mut layers, &mut config, &mut detected, progress)?;
             }
@@ -468,30 +473,58 @@ impl Plan {
     }
 
     /// Converts the uploaded Safetensors files into a GGUF blob, streaming
-    /// the output through the store's hashing writer.
+    /// the output through the store's hashing writer; a multimodal
+    /// checkpoint's vision tower and projector become a second blob.
     fn convert_safetensors(
         &self,
         store: &Arc<Store>,
         progress: &mut dyn FnMut(Progress),
-    ) -> Result<(Digest, u64), Error> {
+    ) -> Result<Converted, Error> {
         let files: convert::Files = self
             .files
             .iter()
             .map(|(name, d)| (name.clone(), store.blob_path(d)))
             .collect();
         convert::detect(&files)?;
+        // Checked before the long text conversion, so a broken vision
+        // config fails fast.
+        let with_projector = convert::has_projector(&files)?;
         progress(Progress::status("converting model"));
         let mut out = BlobOut(store.blob_writer(None, None)?);
         convert::convert(&files, &mut out, &mut |_| {})?;
-        let (digest, size, created) = out.0.finish()?;
-        let verb = if created {
-            "creating new layer"
+        let model = finish_blob(out, progress)?;
+        let projector = if with_projector {
+            // Pinned while the projector is written, as the caller pins it
+            // only afterwards.
+            let _pin = store.pin(vec![model.0.clone()]);
+            progress(Progress::status("converting vision projector"));
+            let mut out = BlobOut(store.blob_writer(None, None)?);
+            convert::convert_projector(&files, &mut out, &mut |_| {})?;
+            Some(finish_blob(out, progress)?)
         } else {
-            "using existing layer"
+            None
         };
-        progress(Progress::status(format!("{verb} {digest}")));
-        Ok((digest, size))
+        Ok(Converted { model, projector })
     }
+}
+
+/// The blobs a Safetensors conversion wrote: (digest, size) of the text
+/// model and, for a multimodal checkpoint, of its vision projector.
+struct Converted {
+    model: (Digest, u64),
+    projector: Option<(Digest, u64)>,
+}
+
+/// Finishes a converted blob and reports it as Ollama reports layers.
+fn finish_blob(out: BlobOut, progress: &mut dyn FnMut(Progress)) -> Result<(Digest, u64), Error> {
+    let (digest, size, created) = out.0.finish()?;
+    let verb = if created {
+        "creating new layer"
+    } else {
+        "using existing layer"
+    };
+    progress(Progress::status(format!("{verb} {digest}")));
+    Ok((digest, size))
 }
 
 /// The store's blob writer as an `io::Write`, so the converter can stream

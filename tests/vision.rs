@@ -5,6 +5,8 @@
 //! 270M's width of 640) that llama.cpp's clip loader accepts, and pairs it
 //! with the real Gemma 3 270M. Answers are noise; the tests check
 //! behaviour: statuses, token counts, and that the image reaches the model.
+//! A tiny multimodal Gemma 3 checkpoint in the Safetensors layout checks
+//! the converted projector the same way.
 
 use serde_json::{json, Value};
 
@@ -470,5 +472,283 @@ fn a_projector_that_does_not_load_costs_only_the_images() {
             .as_str()
             .is_some_and(|e| e.contains("no vision projector")),
         "{v}"
+    );
+}
+
+/// A deterministic pseudo-random generator for test weights.
+struct Rng(u64);
+
+impl Rng {
+    fn values(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
+            })
+            .collect()
+    }
+}
+
+/// A Safetensors file of F32 tensors (PyTorch shapes).
+fn safetensors(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape, values) in tensors {
+        assert_eq!(shape.iter().product::<usize>(), values.len(), "{name}");
+        let start = data.len();
+        values.iter().for_each(|v| data.extend(v.to_le_bytes()));
+        header.insert(
+            name.clone(),
+            json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut text = Value::Object(header).to_string();
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text.as_bytes());
+    out.extend(data);
+    out
+}
+
+/// The text width of the tiny multimodal checkpoint.
+const TINY_TEXT_WIDTH: usize = 64;
+
+/// The files of a tiny `Gemma3ForConditionalGeneration` checkpoint in
+/// Google's layout: a one-layer Gemma 3 text model of width 64 with a
+/// 300-token byte-fallback vocabulary, and a SigLIP tower shaped like the
+/// hand-written projector above (width 32, one layer, 64x64 images in 8x8
+/// patches, 16 image tokens), projected to 64.
+fn tiny_multimodal_checkpoint() -> Vec<(&'static str, Vec<u8>)> {
+    let (e, f, heads, kv_heads, hd, n_vocab) = (TINY_TEXT_WIDTH, 128, 4, 2, 32, 300);
+    let (w, ff, patch, patches) = (32, 64, 8, 64);
+    let config = json!({
+        "_name_or_path": "test/tiny-gemma3-vision",
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "model_type": "gemma3",
+        "text_config": {"model_type": "gemma3_text", "hidden_size": e,
+                        "intermediate_size": f, "num_hidden_layers": 1,
+                        "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+                        "head_dim": hd, "query_pre_attn_scalar": hd,
+                        "sliding_window": 512},
+        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": w,
+                          "intermediate_size": ff, "num_attention_heads": 2,
+                          "num_hidden_layers": 1, "patch_size": patch, "image_size": 64,
+                          "vision_use_head": false},
+        "mm_tokens_per_image": 16, "boi_token_index": 289, "eoi_token_index": 290,
+        "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0
+    });
+    // <pad> <eos> <bos> <unk>, the 256 byte tokens, a few pieces and the
+    // turn and image markers.
+    let mut vocab: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    vocab.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    vocab.push("\u{2581}".into());
+    vocab.extend((b'a'..=b'z').map(|c| (c as char).to_string()));
+    let markers = [
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<start_of_image>",
+        "<end_of_image>",
+    ];
+    vocab.extend(markers.iter().map(|s| s.to_string()));
+    while vocab.len() < n_vocab {
+        vocab.push(format!("w{}", vocab.len()));
+    }
+    let map: serde_json::Map<String, Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    let added: Vec<Value> = vocab
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| *i < 4 || markers.contains(&t.as_str()))
+        .map(|(i, t)| json!({"id": i, "content": t, "special": true}))
+        .collect();
+    let tokenizer = json!({
+        "version": "1.0", "added_tokens": added,
+        "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"},
+        "pre_tokenizer": null,
+        "model": {"type": "BPE", "vocab": map, "merges": [], "byte_fallback": true,
+                  "unk_token": "<unk>", "fuse_unk": true}
+    });
+
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, scale: f32| {
+        let n = shape.iter().product();
+        t.push((name, shape, rng.values(n, scale)));
+    };
+    let lm = "language_model.model";
+    add(format!("{lm}.embed_tokens.weight"), vec![n_vocab, e], 0.1);
+    add(format!("{lm}.norm.weight"), vec![e], 0.1);
+    let l = format!("{lm}.layers.0");
+    for norm in [
+        "input_layernorm",
+        "post_attention_layernorm",
+        "pre_feedforward_layernorm",
+        "post_feedforward_layernorm",
+    ] {
+        add(format!("{l}.{norm}.weight"), vec![e], 0.1);
+    }
+    add(
+        format!("{l}.self_attn.q_proj.weight"),
+        vec![heads * hd, e],
+        0.1,
+    );
+    add(
+        format!("{l}.self_attn.k_proj.weight"),
+        vec![kv_heads * hd, e],
+        0.1,
+    );
+    add(
+        format!("{l}.self_attn.v_proj.weight"),
+        vec![kv_heads * hd, e],
+        0.1,
+    );
+    add(
+        format!("{l}.self_attn.o_proj.weight"),
+        vec![e, heads * hd],
+        0.1,
+    );
+    add(format!("{l}.self_attn.q_norm.weight"), vec![hd], 0.1);
+    add(format!("{l}.self_attn.k_norm.weight"), vec![hd], 0.1);
+    add(format!("{l}.mlp.gate_proj.weight"), vec![f, e], 0.1);
+    add(format!("{l}.mlp.up_proj.weight"), vec![f, e], 0.1);
+    add(format!("{l}.mlp.down_proj.weight"), vec![e, f], 0.1);
+    let tower = "vision_tower.vision_model";
+    add(
+        format!("{tower}.embeddings.patch_embedding.weight"),
+        vec![w, 3, patch, patch],
+        0.1,
+    );
+    add(
+        format!("{tower}.embeddings.patch_embedding.bias"),
+        vec![w],
+        0.1,
+    );
+    add(
+        format!("{tower}.embeddings.position_embedding.weight"),
+        vec![patches, w],
+        0.1,
+    );
+    let l = format!("{tower}.encoder.layers.0");
+    for m in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+        add(format!("{l}.self_attn.{m}.weight"), vec![w, w], 0.1);
+        add(format!("{l}.self_attn.{m}.bias"), vec![w], 0.1);
+    }
+    for m in ["layer_norm1", "layer_norm2"] {
+        add(format!("{l}.{m}.weight"), vec![w], 0.1);
+        add(format!("{l}.{m}.bias"), vec![w], 0.1);
+    }
+    add(format!("{l}.mlp.fc1.weight"), vec![ff, w], 0.1);
+    add(format!("{l}.mlp.fc1.bias"), vec![ff], 0.1);
+    add(format!("{l}.mlp.fc2.weight"), vec![w, ff], 0.1);
+    add(format!("{l}.mlp.fc2.bias"), vec![w], 0.1);
+    add(format!("{tower}.post_layernorm.weight"), vec![w], 0.1);
+    add(format!("{tower}.post_layernorm.bias"), vec![w], 0.1);
+    add(
+        "multi_modal_projector.mm_input_projection_weight".into(),
+        vec![w, e],
+        0.1,
+    );
+    add(
+        "multi_modal_projector.mm_soft_emb_norm.weight".into(),
+        vec![w],
+        0.1,
+    );
+    vec![
+        ("config.json", config.to_string().into_bytes()),
+        ("tokenizer.json", tokenizer.to_string().into_bytes()),
+        ("model.safetensors", safetensors(&t)),
+    ]
+}
+
+/// A multimodal Gemma 3 checkpoint uploaded as Safetensors files becomes a
+/// model with a converted projector layer, which llama.cpp's clip loader
+/// accepts and which turns images into the expected number of tokens.
+#[test]
+fn safetensors_gemma3_with_its_vision_tower_answers_images() {
+    let _lock = inference_lock();
+    let s = Server::start();
+    let mut files = serde_json::Map::new();
+    for (name, bytes) in tiny_multimodal_checkpoint() {
+        let (status, body, digest) = s.upload_bytes(&bytes);
+        assert!(status == 201 || status == 200, "{status}: {body}");
+        files.insert(name.into(), Value::String(digest));
+    }
+    let (status, lines) = s.stream(
+        "/api/create",
+        json!({"model": "mm:tiny", "files": files,
+               "template": crate::harness::GEMMA_TEMPLATE}),
+    );
+    assert_eq!(status, 200, "{lines:?}");
+    let statuses: Vec<&str> = lines.iter().filter_map(|l| l["status"].as_str()).collect();
+    assert_eq!(statuses.last(), Some(&"success"), "{lines:?}");
+    assert!(
+        statuses.contains(&"converting vision projector"),
+        "{statuses:?}"
+    );
+    let created: Vec<&&str> = statuses
+        .iter()
+        .filter(|s| s.starts_with("creating new layer sha256:"))
+        .collect();
+    // The model, the projector, then the template and params layers.
+    assert!(created.len() >= 2, "{statuses:?}");
+
+    let (status, show) = s.post("/api/show", json!({"model": "mm:tiny"}));
+    assert_eq!(status, 200, "{show}");
+    let caps = show["capabilities"].as_array().expect("capabilities");
+    assert!(caps.contains(&json!("vision")), "{caps:?}");
+    let info = &show["projector_info"];
+    assert_eq!(info["clip.projector_type"], "gemma3", "{info}");
+    assert_eq!(
+        info["clip.vision.projection_dim"], TINY_TEXT_WIDTH,
+        "{info}"
+    );
+    assert_eq!(show["details"]["family"], "gemma3");
+
+    // The same clip keys and values as the hand-written projector, which
+    // is the reference for what llama.cpp's loader accepts.
+    create_with_projector(&s, "hand:written", &projector_for(TINY_TEXT_WIDTH as u64));
+    let (_, hand) = s.post("/api/show", json!({"model": "hand:written"}));
+    let clip_keys = |v: &Value| -> Vec<(String, Value)> {
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| k.starts_with("clip."))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(clip_keys(info).len() >= 14, "{info}");
+    assert_eq!(clip_keys(info), clip_keys(&hand["projector_info"]));
+
+    let opts = json!({"num_predict": 3, "temperature": 0});
+    let (status, text_only) = s.post(
+        "/api/generate",
+        json!({"model": "mm:tiny", "prompt": "what is this", "stream": false, "options": opts}),
+    );
+    assert_eq!(status, 200, "{text_only}");
+    let base = count(&text_only);
+    assert!(base > 0, "{text_only}");
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "mm:tiny", "prompt": "what is this", "images": [gradient()],
+               "stream": false, "options": opts}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["done"], true, "{v}");
+    assert!(
+        count(&v) >= base + IMAGE_TOKENS,
+        "image tokens counted: {} vs {base}",
+        count(&v)
     );
 }

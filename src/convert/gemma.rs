@@ -17,8 +17,9 @@
 //! `Gemma3TextConfig` defaults for the keys left out (see
 //! [`multimodal_config`]), and the text weights sit under
 //! `language_model.model.*` (`model.language_model.*` in newer saves) next
-//! to the SigLIP vision tower and the projector. Only the text model is
-//! converted; the vision tensors are dropped.
+//! to the SigLIP vision tower and the projector. Here only the text model
+//! is converted; the vision tensors are dropped, and `siglip.rs` writes
+//! them to the projector's own file.
 
 use serde_json::Value as Json;
 
@@ -132,7 +133,7 @@ pub fn multimodal_config(json: &Json) -> Result<Option<Json>, Error> {
 enum MultimodalPart {
     /// The language model's tensor, under its `Gemma3ForCausalLM` name.
     Text(String),
-    /// The vision tower or the projector, not converted.
+    /// The vision tower or the projector, left to `siglip.rs`.
     Vision,
 }
 

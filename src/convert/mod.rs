@@ -23,7 +23,9 @@
 //! - `decoder.rs`: the steps decoder families share (tensor plan, checks,
 //!   vocabulary choice), driven by a family's `Spec`.
 //! - `gemma.rs`: Gemma 1–3 hyperparameters, names and the +1 on norms,
-//!   and Gemma 3's multimodal layout (text model only).
+//!   and Gemma 3's multimodal layout (its text model).
+//! - `siglip.rs`: Gemma 3's SigLIP vision tower and projector, written as
+//!   llama.cpp's clip GGUF (projector type `gemma3`).
 //! - `phi3.rs`: Phi-3 hyperparameters and its fused projections.
 //! - `bpe.rs`: byte-level BPE vocabularies (`tokenizer.ggml.model` gpt2).
 //! - `spm.rs`: SentencePiece vocabularies (`tokenizer.ggml.model` llama),
@@ -38,6 +40,7 @@ mod gguf_writer;
 mod llama;
 mod phi3;
 mod sentencepiece;
+mod siglip;
 mod source;
 mod spm;
 #[cfg(test)]
@@ -113,7 +116,7 @@ pub enum Error {
     MissingFile(String),
     #[error("bad model config: {0}")]
     BadConfig(String),
-    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) and decoders (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration's text model, Phi3ForCausalLM) can be converted from safetensors")]
+    #[error("unsupported architecture {0}; only BERT embedding models (BertModel) and decoders (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Phi3ForCausalLM) can be converted from safetensors")]
     UnsupportedArchitecture(String),
     #[error("bad safetensors file {file}: {reason}")]
     BadSafetensors { file: String, reason: String },
@@ -218,9 +221,7 @@ pub fn convert(
             if let Some(text_json) = gemma::multimodal_config(&config_json)? {
                 let mut config = gemma::Config::read(arch, &text_json)?;
                 config.multimodal = true;
-                let note = "Gemma3ForConditionalGeneration: converting the text model only; the vision tower and projector are left out";
-                log::info!("{note}");
-                progress(note);
+                progress("Gemma3ForConditionalGeneration: converting the text model; the vision tower and projector go to the projector file");
                 let tokenizer = decoder::TokenizerChoice {
                     allow_bpe: false,
                     space_prefix: Some(false),
@@ -284,6 +285,53 @@ pub fn convert(
     plan.sort_by_key(|p| tensor_order(&p.spec.name));
     header.tensors = plan.iter().map(|p| p.spec.clone()).collect();
     write_gguf(&header, &plan, &mut sources, out, progress)
+}
+
+/// What [`convert_projector`] would write from these files: the vision
+/// config of a multimodal Gemma 3 whose checkpoint holds the vision tensors,
+/// and the model's name. `None` for every other model, and for a multimodal
+/// one whose vision tensors were left out.
+fn projector_plan(files: &Files) -> Result<Option<(siglip::Config, String)>, Error> {
+    let config_path = files
+        .get("config.json")
+        .ok_or_else(|| Error::MissingFile("config.json".into()))?;
+    let config_json = read_json(config_path, "config.json")?;
+    if detect_json(&config_json)? != Arch::Gemma3 {
+        return Ok(None);
+    }
+    let Some(text_json) = gemma::multimodal_config(&config_json)? else {
+        return Ok(None);
+    };
+    let text = gemma::Config::read(Arch::Gemma3, &text_json)?;
+    let Some(vision) = siglip::Config::read(&config_json, files, text.hidden)? else {
+        return Ok(None);
+    };
+    if !siglip::has_vision_tensors(&open_sources(files, &mut |_| {})?) {
+        return Ok(None);
+    }
+    Ok(Some((vision, text.name)))
+}
+
+/// Whether the files hold a vision projector to convert besides the text
+/// model (a `Gemma3ForConditionalGeneration` with its vision tower).
+pub fn has_projector(files: &Files) -> Result<bool, Error> {
+    Ok(projector_plan(files)?.is_some())
+}
+
+/// Writes the vision projector's clip GGUF into `out`, streaming; returns
+/// bytes written. Fails when [`has_projector`] would say false.
+pub fn convert_projector(
+    files: &Files,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(&str),
+) -> Result<u64, Error> {
+    let (config, name) = projector_plan(files)?.ok_or_else(|| {
+        Error::BadConfig(
+            "the model has no vision tower to convert (only Gemma3ForConditionalGeneration's is supported)"
+                .into(),
+        )
+    })?;
+    siglip::convert(&config, &name, files, out, progress)
 }
 
 /// Opens every top-level .safetensors file of the model as a shard, in

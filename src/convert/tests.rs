@@ -1117,7 +1117,7 @@ fn converts_a_tiny_llama_and_generates() {
 }
 
 /// Reads an F32 tensor of a converted GGUF.
-fn gguf_f32(out: &[u8], g: &Gguf, name: &str) -> Vec<f32> {
+pub(super) fn gguf_f32(out: &[u8], g: &Gguf, name: &str) -> Vec<f32> {
     let t = g.tensors.iter().find(|t| t.name == name).unwrap();
     assert_eq!(t.ggml_type, 0, "{name} is not F32");
     let data_start = out.len() as u64

@@ -15,7 +15,8 @@ use serde_json::json;
 
 use super::source::{f16_to_f32, f32_to_f16};
 use super::tests::{
-    files_in, generate_greedy, load_decoder, random_f32s, run, tiny_llama, write_safetensors,
+    files_in, generate_greedy, gguf_f32, load_decoder, random_f32s, run, tiny_llama,
+    write_safetensors,
 };
 use super::*;
 use crate::gguf::{Gguf, Value};
@@ -383,33 +384,15 @@ fn write_tiny(dir: &Path, t: &Tiny, n_vocab: usize) -> HashMap<String, Vec<f32>>
         ));
     }
     if t.layout != Layout::CausalLm {
-        // A token vision tower and projector, which the conversion drops
-        // (the patch embedding has four dimensions, which the text path
-        // would refuse).
+        // A tiny SigLIP tower and projector (see [`tiny_vision`]), which
+        // the text conversion drops and the projector conversion writes.
         let prefix = if t.layout == Layout::MultimodalNew {
             "model."
         } else {
             ""
         };
-        for (name, shape) in [
-            (
-                "vision_tower.vision_model.embeddings.patch_embedding.weight",
-                vec![8, 3, 2, 2],
-            ),
-            ("vision_tower.vision_model.post_layernorm.weight", vec![8]),
-            (
-                "multi_modal_projector.mm_input_projection_weight",
-                vec![8, e],
-            ),
-            ("multi_modal_projector.mm_soft_emb_norm.weight", vec![8]),
-        ] {
-            let n: usize = shape.iter().product();
-            raw.push((
-                format!("{prefix}{name}"),
-                "F32",
-                shape,
-                random_f32s(n, 99, 0.1),
-            ));
+        for (name, shape, values) in tiny_vision(e) {
+            raw.push((format!("{prefix}{name}"), "F32", shape, values));
         }
     }
     let refs: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = raw
@@ -448,12 +431,65 @@ fn multimodal_config(flat: serde_json::Value) -> serde_json::Value {
         "architectures": ["Gemma3ForConditionalGeneration"],
         "model_type": "gemma3",
         "text_config": text,
-        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 8,
-                          "num_hidden_layers": 1, "patch_size": 2, "image_size": 4},
+        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 32,
+                          "intermediate_size": 64, "num_attention_heads": 2,
+                          "num_hidden_layers": 1, "patch_size": 8, "image_size": 64,
+                          "vision_use_head": false},
         "boi_token_index": 255_999, "eoi_token_index": 256_000,
-        "image_token_index": 262_144, "mm_tokens_per_image": 4,
+        "image_token_index": 262_144, "mm_tokens_per_image": 16,
         "bos_token_id": 2, "eos_token_id": [1, 106], "pad_token_id": 0
     })
+}
+
+/// The tensors of a tiny SigLIP vision tower and Gemma 3 projector under
+/// their Hugging Face names, F32 little-endian bytes: width 32, one layer,
+/// 64x64 images in 8x8 patches, projected to the text width `e`. The same
+/// shape as the hand-written projector of `tests/vision.rs`.
+fn tiny_vision(e: usize) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    let (w, ff, patch, patches) = (32, 64, 8, 64);
+    let tower = "vision_tower.vision_model";
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![
+        (
+            format!("{tower}.embeddings.patch_embedding.weight"),
+            vec![w, 3, patch, patch],
+        ),
+        (format!("{tower}.embeddings.patch_embedding.bias"), vec![w]),
+        (
+            format!("{tower}.embeddings.position_embedding.weight"),
+            vec![patches, w],
+        ),
+        (format!("{tower}.post_layernorm.weight"), vec![w]),
+        (format!("{tower}.post_layernorm.bias"), vec![w]),
+        (
+            "multi_modal_projector.mm_input_projection_weight".into(),
+            vec![w, e],
+        ),
+        (
+            "multi_modal_projector.mm_soft_emb_norm.weight".into(),
+            vec![w],
+        ),
+    ];
+    let l = format!("{tower}.encoder.layers.0");
+    for m in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+        shapes.push((format!("{l}.self_attn.{m}.weight"), vec![w, w]));
+        shapes.push((format!("{l}.self_attn.{m}.bias"), vec![w]));
+    }
+    for m in ["layer_norm1", "layer_norm2"] {
+        shapes.push((format!("{l}.{m}.weight"), vec![w]));
+        shapes.push((format!("{l}.{m}.bias"), vec![w]));
+    }
+    shapes.push((format!("{l}.mlp.fc1.weight"), vec![ff, w]));
+    shapes.push((format!("{l}.mlp.fc1.bias"), vec![ff]));
+    shapes.push((format!("{l}.mlp.fc2.weight"), vec![w, ff]));
+    shapes.push((format!("{l}.mlp.fc2.bias"), vec![w]));
+    shapes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n = shape.iter().product();
+            (name, shape, random_f32s(n, 500 + i as u64, 0.1))
+        })
+        .collect()
 }
 
 /// y = W x for a row-major W of `rows` rows.
@@ -844,7 +880,7 @@ fn multimodal_gemma3_layouts_convert_alike() {
     assert!(
         notes
             .iter()
-            .any(|n| n.contains("vision tower and projector are left out")),
+            .any(|n| n.contains("vision tower and projector go to the projector file")),
         "{notes:?}"
     );
     assert_eq!(out, run(&files_in(new.path())).unwrap());
@@ -865,6 +901,163 @@ fn multimodal_gemma3_layouts_convert_alike() {
     .unwrap();
     let err = run(&files_in(mixed.path())).unwrap_err().to_string();
     assert!(err.contains("not a tensor of a gemma3 model"), "{err}");
+}
+
+/// A tiny multimodal Gemma 3 checkpoint with a made-up vocabulary, for
+/// the tests that do not load the text model.
+fn tiny_multimodal_dir(layout: Layout) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let n_vocab = 300;
+    let pieces: Vec<(String, f32, i32)> = (0..n_vocab)
+        .map(|i| (format!("t{i}"), -(i as f32), 1))
+        .collect();
+    let model = sentencepiece::encode_model(&pieces, [3, 2, 1, 0], false);
+    std::fs::write(dir.path().join("tokenizer.model"), model).unwrap();
+    let mut t = tiny(Family::Gemma3);
+    t.layout = layout;
+    write_tiny(dir.path(), &t, n_vocab);
+    dir
+}
+
+/// The vision tower and projector of a multimodal Gemma 3 become a clip
+/// GGUF with exactly the keys, tensor names and shapes of the projector
+/// `tests/vision.rs` writes by hand (which llama.cpp's clip loader
+/// accepts), at the tiny text width of 64; both checkpoint layouts give
+/// the same file.
+#[test]
+fn converts_the_tiny_multimodal_gemma3_vision_projector() {
+    let dir = tiny_multimodal_dir(Layout::Multimodal);
+    let files = files_in(dir.path());
+    assert!(has_projector(&files).unwrap());
+    let mut out = Vec::new();
+    let n = convert_projector(&files, &mut out, &mut |_| {}).unwrap();
+    assert_eq!(n, out.len() as u64);
+    let g = Gguf::parse(&out, true).unwrap();
+    let get = |k: &str| g.get(k).unwrap_or_else(|| panic!("no {k}")).clone();
+    let (w, ff, e, patch) = (32u64, 64u64, 64u64, 8u64);
+    assert_eq!(g.architecture(), Some("clip"));
+    assert_eq!(get("general.type"), Value::String("mmproj".into()));
+    assert_eq!(get("clip.projector_type"), Value::String("gemma3".into()));
+    assert_eq!(get("clip.has_vision_encoder"), Value::Bool(true));
+    assert_eq!(get("clip.use_gelu"), Value::Bool(true));
+    for (key, want) in [
+        ("clip.vision.embedding_length", w),
+        ("clip.vision.feed_forward_length", ff),
+        ("clip.vision.block_count", 1),
+        ("clip.vision.projection_dim", e),
+        ("clip.vision.attention.head_count", 2),
+        ("clip.vision.image_size", 64),
+        ("clip.vision.patch_size", patch),
+        // 8x8 patches pooled to the 4x4 of mm_tokens_per_image 16.
+        ("clip.vision.projector.scale_factor", 2),
+    ] {
+        assert_eq!(get(key), Value::U32(want as u32), "{key}");
+    }
+    assert_eq!(
+        get("clip.vision.attention.layer_norm_epsilon"),
+        Value::F32(1e-6)
+    );
+    for key in ["clip.vision.image_mean", "clip.vision.image_std"] {
+        let a = get(key);
+        let a = a.as_array().unwrap();
+        assert_eq!(a.values, Some(vec![Value::F32(0.5); 3]), "{key}");
+    }
+    // The tensors of the hand-written projector, in ggml order, F32 for
+    // embeddings and vectors, F16 for matrices.
+    let mut want: Vec<(String, Vec<u64>, u32)> = vec![
+        ("v.patch_embd.weight".into(), vec![patch, patch, 3, w], 0),
+        ("v.patch_embd.bias".into(), vec![w], 0),
+        ("v.position_embd.weight".into(), vec![w, 64], 0),
+    ];
+    for name in ["attn_q", "attn_k", "attn_v", "attn_out"] {
+        want.push((format!("v.blk.0.{name}.weight"), vec![w, w], 1));
+        want.push((format!("v.blk.0.{name}.bias"), vec![w], 0));
+    }
+    for name in ["ln1", "ln2"] {
+        want.push((format!("v.blk.0.{name}.weight"), vec![w], 0));
+        want.push((format!("v.blk.0.{name}.bias"), vec![w], 0));
+    }
+    want.push(("v.blk.0.ffn_up.weight".into(), vec![w, ff], 1));
+    want.push(("v.blk.0.ffn_up.bias".into(), vec![ff], 0));
+    want.push(("v.blk.0.ffn_down.weight".into(), vec![ff, w], 1));
+    want.push(("v.blk.0.ffn_down.bias".into(), vec![w], 0));
+    want.push(("v.post_ln.weight".into(), vec![w], 0));
+    want.push(("v.post_ln.bias".into(), vec![w], 0));
+    want.push(("mm.soft_emb_norm.weight".into(), vec![w], 0));
+    want.push(("mm.input_projection.weight".into(), vec![e, w], 1));
+    let mut got: Vec<(String, Vec<u64>, u32)> = g
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.clone(), t.ggml_type))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    // Values: the kernel as stored, the Gemma norm with its +1.
+    let source = |name: &str| -> Vec<f32> {
+        let (_, _, bytes) = tiny_vision(64)
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap();
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        gguf_f32(&out, &g, "v.patch_embd.weight"),
+        source("vision_tower.vision_model.embeddings.patch_embedding.weight")
+    );
+    let norm: Vec<f32> = source("multi_modal_projector.mm_soft_emb_norm.weight")
+        .iter()
+        .map(|v| v + 1.0)
+        .collect();
+    assert_eq!(gguf_f32(&out, &g, "mm.soft_emb_norm.weight"), norm);
+    // The newer layout converts to the same bytes.
+    let new = tiny_multimodal_dir(Layout::MultimodalNew);
+    let mut out_new = Vec::new();
+    convert_projector(&files_in(new.path()), &mut out_new, &mut |_| {}).unwrap();
+    assert_eq!(out, out_new);
+    // A text-only model has no projector.
+    let text = tempfile::tempdir().unwrap();
+    write_tiny(text.path(), &tiny(Family::Gemma3), 300);
+    assert!(!has_projector(&files_in(text.path())).unwrap());
+}
+
+/// Vision variants llama.cpp's Gemma 3 projector does not compute are
+/// refused by name, and an incomplete tower names what is missing.
+#[test]
+fn refuses_other_vision_towers() {
+    let dir = tiny_multimodal_dir(Layout::Multimodal);
+    let files = files_in(dir.path());
+    let config_path = dir.path().join("config.json");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut j: serde_json::Value = serde_json::from_str(&original).unwrap();
+        f(&mut j);
+        std::fs::write(&config_path, j.to_string()).unwrap();
+    };
+    edit(&|j| j["vision_config"]["model_type"] = json!("clip_vision_model"));
+    let err = has_projector(&files).unwrap_err().to_string();
+    assert!(err.contains("clip_vision_model"), "{err}");
+    edit(&|j| j["vision_config"]["hidden_act"] = json!("quick_gelu"));
+    let err = has_projector(&files).unwrap_err().to_string();
+    assert!(err.contains("quick_gelu"), "{err}");
+    edit(&|j| j["mm_tokens_per_image"] = json!(9));
+    let err = has_projector(&files).unwrap_err().to_string();
+    assert!(err.contains("9 image tokens"), "{err}");
+    edit(&|j| {
+        if let Some(v) = j["vision_config"].as_object_mut() {
+            v.remove("patch_size");
+        }
+    });
+    let err = has_projector(&files).unwrap_err().to_string();
+    assert!(err.contains("vision_config.patch_size is missing"), "{err}");
+    edit(&|j| j["vision_config"]["hidden_size"] = json!(16));
+    let err = convert_projector(&files, &mut Vec::new(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the vision config implies"), "{err}");
 }
 
 #[test]
