@@ -95,10 +95,7 @@ impl Config {
 
     /// Adds `general.*` and `bert.*` entries.
     pub fn write_metadata(&self, h: &mut Header, pooling: Option<u32>) {
-        h.push("general.architecture", MetaValue::String("bert".into()));
-        h.push("general.type", MetaValue::String("model".into()));
-        h.push("general.name", MetaValue::String(self.name.clone()));
-        h.push("general.alignment", MetaValue::U32(32));
+        h.push_general("bert", "model", &self.name);
         h.push(
             "bert.context_length",
             MetaValue::U32(self.max_positions as u32),

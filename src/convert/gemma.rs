@@ -510,10 +510,7 @@ impl Spec for Config {
         let u = |n: u64| MetaValue::U32(n as u32);
         let arch = self.arch.name();
         let key = |k: &str| format!("{arch}.{k}");
-        h.push("general.architecture", MetaValue::String(arch.into()));
-        h.push("general.type", MetaValue::String("model".into()));
-        h.push("general.name", MetaValue::String(self.name.clone()));
-        h.push("general.alignment", MetaValue::U32(32));
+        h.push_general(arch, "model", &self.name);
         h.push(&key("context_length"), u(self.max_positions));
         h.push(&key("embedding_length"), u(self.hidden));
         h.push(&key("block_count"), u(self.layers));

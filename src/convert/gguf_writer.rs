@@ -136,6 +136,15 @@ impl Header {
         self.kv.push((key.to_string(), value));
     }
 
+    /// The `general.*` entries every file starts with: architecture, type
+    /// (`model` or `mmproj`), name, and the 32-byte data alignment.
+    pub fn push_general(&mut self, arch: &str, kind: &str, name: &str) {
+        self.push("general.architecture", MetaValue::String(arch.into()));
+        self.push("general.type", MetaValue::String(kind.into()));
+        self.push("general.name", MetaValue::String(name.into()));
+        self.push("general.alignment", MetaValue::U32(32));
+    }
+
     /// Each tensor's offset relative to the start of the data section, with
     /// every tensor starting on an aligned boundary.
     pub fn offsets(&self) -> io::Result<Vec<u64>> {

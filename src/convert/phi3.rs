@@ -224,10 +224,7 @@ impl Spec for Config {
 
     fn write_metadata(&self, h: &mut Header, _n_vocab: u64) {
         let u = |n: u64| MetaValue::U32(n as u32);
-        h.push("general.architecture", MetaValue::String("phi3".into()));
-        h.push("general.type", MetaValue::String("model".into()));
-        h.push("general.name", MetaValue::String(self.name.clone()));
-        h.push("general.alignment", MetaValue::U32(32));
+        h.push_general("phi3", "model", &self.name);
         h.push("phi3.context_length", u(self.max_positions));
         h.push(
             "phi3.rope.scaling.original_context_length",

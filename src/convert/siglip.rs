@@ -260,10 +260,7 @@ impl Config {
     /// The `clip.*` metadata.
     pub fn write_metadata(&self, h: &mut Header, name: &str) {
         let u = |n: u64| MetaValue::U32(n as u32);
-        h.push("general.architecture", MetaValue::String("clip".into()));
-        h.push("general.type", MetaValue::String("mmproj".into()));
-        h.push("general.name", MetaValue::String(name.to_string()));
-        h.push("general.alignment", MetaValue::U32(32));
+        h.push_general("clip", "mmproj", name);
         // 1 is LLAMA_FTYPE_MOSTLY_F16: matrices are F16, the rest F32.
         h.push("general.file_type", MetaValue::U32(1));
         h.push("clip.projector_type", MetaValue::String("gemma3".into()));
