@@ -271,53 +271,35 @@ fn refuses_an_unsupported_architecture() {
 
 #[test]
 fn detects_bert_by_architecture_or_model_type() {
-    let check = |config: serde_json::Value, want: Option<Arch>| {
-        assert_eq!(detect_json(&config).ok(), want, "{config}");
-    };
-    check(json!({"architectures": ["BertModel"]}), Some(Arch::Bert));
-    check(
-        json!({"architectures": ["BertForMaskedLM"]}),
-        Some(Arch::Bert),
-    );
-    check(json!({"model_type": "bert"}), Some(Arch::Bert));
-    check(
-        json!({"architectures": ["LlamaForCausalLM"]}),
-        Some(Arch::Llama),
-    );
-    check(
-        json!({"architectures": ["MistralForCausalLM"]}),
-        Some(Arch::Llama),
-    );
-    check(json!({"model_type": "mistral"}), Some(Arch::Llama));
-    check(
-        json!({"architectures": ["Qwen2ForCausalLM"]}),
-        Some(Arch::Qwen2),
-    );
-    check(
-        json!({"architectures": ["Qwen3ForCausalLM"]}),
-        Some(Arch::Qwen3),
-    );
-    check(json!({"model_type": "qwen3"}), Some(Arch::Qwen3));
-    check(
-        json!({"architectures": ["Phi3ForCausalLM"]}),
-        Some(Arch::Phi3),
-    );
-    check(
-        json!({"architectures": ["Gemma3ForCausalLM"]}),
-        Some(Arch::Gemma3),
-    );
-    check(json!({"model_type": "gemma2"}), Some(Arch::Gemma2));
-    check(
-        json!({"architectures": ["GemmaForCausalLM"]}),
-        Some(Arch::Gemma),
-    );
-    // The multimodal Gemma 3 wrapper, converted as its text model.
-    check(
-        json!({"architectures": ["Gemma3ForConditionalGeneration"]}),
-        Some(Arch::Gemma3),
-    );
-    check(json!({"model_type": "gemma3"}), Some(Arch::Gemma3));
-    check(json!({}), None);
+    let by_architecture = [
+        ("BertModel", Arch::Bert),
+        ("BertForMaskedLM", Arch::Bert),
+        ("LlamaForCausalLM", Arch::Llama),
+        ("MistralForCausalLM", Arch::Llama),
+        ("Qwen2ForCausalLM", Arch::Qwen2),
+        ("Qwen3ForCausalLM", Arch::Qwen3),
+        ("Phi3ForCausalLM", Arch::Phi3),
+        ("Gemma3ForCausalLM", Arch::Gemma3),
+        ("GemmaForCausalLM", Arch::Gemma),
+        // The multimodal Gemma 3 wrapper, converted as its text model.
+        ("Gemma3ForConditionalGeneration", Arch::Gemma3),
+    ];
+    for (name, want) in by_architecture {
+        let config = json!({ "architectures": [name] });
+        assert_eq!(detect_json(&config).ok(), Some(want), "{config}");
+    }
+    let by_model_type = [
+        ("bert", Arch::Bert),
+        ("mistral", Arch::Llama),
+        ("qwen3", Arch::Qwen3),
+        ("gemma2", Arch::Gemma2),
+        ("gemma3", Arch::Gemma3),
+    ];
+    for (model_type, want) in by_model_type {
+        let config = json!({ "model_type": model_type });
+        assert_eq!(detect_json(&config).ok(), Some(want), "{config}");
+    }
+    assert_eq!(detect_json(&json!({})).ok(), None);
 }
 
 #[test]
