@@ -59,28 +59,36 @@ struct PullRequest {
     stream: Option<bool>,
 }
 
+impl PullRequest {
+    /// The model name (`model`, or the deprecated `name`), `insecure` and
+    /// whether to stream; a request naming no model is a 400.
+    fn parts(self) -> Result<(String, bool, bool), ApiError> {
+        let raw = if self.model.is_empty() {
+            self.name
+        } else {
+            self.model
+        };
+        if raw.trim().is_empty() {
+            return Err(ApiError::BadRequest("model is required".into()));
+        }
+        Ok((raw, self.insecure, self.stream.unwrap_or(true)))
+    }
+}
+
 /// `POST /api/pull`: checks and fetches the manifest before answering (so a
 /// bad name, a missing model or a full disk get their own status), then
 /// streams progress as `create` does.
 pub async fn pull(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body>, ApiError> {
     let req: PullRequest = body::read_json(body).await?;
-    let raw = if req.model.is_empty() {
-        req.name
-    } else {
-        req.model
-    };
-    if raw.trim().is_empty() {
-        return Err(ApiError::BadRequest("model is required".into()));
-    }
+    let (raw, insecure, stream) = req.parts()?;
     let store = Arc::clone(&state.store);
-    let insecure = req.insecure;
     let plan = {
         let store = Arc::clone(&store);
         let config = state.config.clone();
         blocking(move || Ok(Plan::new(&store, &raw, insecure, &config)?)).await?
     };
     log::info!("pulling model {}", plan.name());
-    super::progress_job(req.stream.unwrap_or(true), "pull", move |progress| {
+    super::progress_job(stream, "pull", move |progress| {
         Ok(plan.run(&store, progress)?)
     })
     .await
@@ -94,23 +102,15 @@ type PushRequest = PullRequest;
 /// a pull does.
 pub async fn push(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body>, ApiError> {
     let req: PushRequest = body::read_json(body).await?;
-    let raw = if req.model.is_empty() {
-        req.name
-    } else {
-        req.model
-    };
-    if raw.trim().is_empty() {
-        return Err(ApiError::BadRequest("model is required".into()));
-    }
+    let (raw, insecure, stream) = req.parts()?;
     let store = Arc::clone(&state.store);
-    let insecure = req.insecure;
     let plan = {
         let store = Arc::clone(&store);
         let key_dir = state.config.key_dir.clone();
         blocking(move || Ok(push::Plan::new(&store, &raw, insecure, &key_dir)?)).await?
     };
     log::info!("pushing model {}", plan.name().display_short());
-    super::progress_job(req.stream.unwrap_or(true), "push", move |progress| {
+    super::progress_job(stream, "push", move |progress| {
         Ok(plan.run(&store, progress)?)
     })
     .await
