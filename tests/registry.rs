@@ -88,6 +88,38 @@ fn get_raw(url: &str, range: Option<&str>) -> (u16, Option<String>, Vec<u8>) {
     (status, content_range, body)
 }
 
+/// A pull or push repeated once everything is in place: streamed, every
+/// layer is complete at once; not streamed, one success object; through
+/// the CLI, status lines from `first` to `success`.
+fn repeat_transfer(s: &Server, verb: &str, name: &str, layers: usize, first: &str) {
+    let path = format!("/api/{verb}");
+    let (status, again) = s.stream(&path, json!({"model": name, "insecure": true}));
+    assert_eq!(status, 200);
+    let layer_lines: Vec<&Value> = again.iter().filter(|l| l.get("digest").is_some()).collect();
+    assert_eq!(layer_lines.len(), layers, "{again:?}");
+    assert!(layer_lines.iter().all(|l| l["completed"] == l["total"]));
+
+    let (status, one) = s.post(
+        &path,
+        json!({"name": name, "insecure": true, "stream": false}),
+    );
+    assert_eq!((status, one), (200, json!({"status": "success"})));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args([verb, "--insecure", name])
+        .env("OLLAMA_HOST", host(s))
+        .output()
+        .unwrap_or_else(|e| panic!("run hearth {verb}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with(&format!("{first}\n")), "{stdout}");
+    assert!(stdout.trim_end().ends_with("success"), "{stdout}");
+}
+
 #[test]
 fn pull_copies_the_model_byte_for_byte() {
     let a = source();
@@ -150,34 +182,7 @@ fn pull_copies_the_model_byte_for_byte() {
         .as_str()
         .is_some_and(|t| t.contains("start_of_turn")));
 
-    // A second pull downloads nothing: every layer is complete at once.
-    let (status, again) = b.stream("/api/pull", json!({"model": name, "insecure": true}));
-    assert_eq!(status, 200);
-    let layer_lines: Vec<&Value> = again.iter().filter(|l| l.get("digest").is_some()).collect();
-    assert_eq!(layer_lines.len(), all.len(), "{again:?}");
-    assert!(layer_lines.iter().all(|l| l["completed"] == l["total"]));
-
-    // Not streamed: one success object.
-    let (status, one) = b.post(
-        "/api/pull",
-        json!({"name": name, "insecure": true, "stream": false}),
-    );
-    assert_eq!((status, one), (200, json!({"status": "success"})));
-
-    // The CLI streams the same pull as status lines.
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["pull", "--insecure", &name])
-        .env("OLLAMA_HOST", host(&b))
-        .output()
-        .expect("run hearth pull");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.starts_with("pulling manifest\n"), "{stdout}");
-    assert!(stdout.trim_end().ends_with("success"), "{stdout}");
+    repeat_transfer(&b, "pull", &name, all.len(), "pulling manifest");
 }
 
 /// A pull that replaces a model removes the layers only the old manifest
@@ -495,34 +500,7 @@ fn push_copies_the_model_byte_for_byte() {
         .collect();
     assert!(listed.contains(&"mine:v1"), "{listed:?}");
 
-    // A second push uploads nothing: every blob is complete at once.
-    let (status, again) = a.stream("/api/push", json!({"model": name, "insecure": true}));
-    assert_eq!(status, 200);
-    let layer_lines: Vec<&Value> = again.iter().filter(|l| l.get("digest").is_some()).collect();
-    assert_eq!(layer_lines.len(), all.len(), "{again:?}");
-    assert!(layer_lines.iter().all(|l| l["completed"] == l["total"]));
-
-    // Not streamed: one success object.
-    let (status, one) = a.post(
-        "/api/push",
-        json!({"name": name, "insecure": true, "stream": false}),
-    );
-    assert_eq!((status, one), (200, json!({"status": "success"})));
-
-    // The CLI streams the same push as status lines.
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["push", "--insecure", &name])
-        .env("OLLAMA_HOST", host(&a))
-        .output()
-        .expect("run hearth push");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.starts_with("retrieving manifest\n"), "{stdout}");
-    assert!(stdout.trim_end().ends_with("success"), "{stdout}");
+    repeat_transfer(&a, "push", &name, all.len(), "retrieving manifest");
 }
 
 #[test]

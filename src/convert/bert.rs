@@ -118,9 +118,6 @@ impl Config {
         if let Some(p) = pooling {
             h.push("bert.pooling_type", MetaValue::U32(p));
         }
-        // 1 is LLAMA_FTYPE_MOSTLY_F16: matrices are F16, vectors F32.
-        h.push("general.file_type", MetaValue::U32(1));
-        h.push("general.quantization_version", MetaValue::U32(2));
     }
 }
 

@@ -546,9 +546,6 @@ impl Spec for Config {
         if let Some(pattern) = self.swa_pattern {
             h.push(&key("attention.sliding_window_pattern"), u(pattern));
         }
-        // 1 is LLAMA_FTYPE_MOSTLY_F16: matrices are F16, vectors F32.
-        h.push("general.file_type", MetaValue::U32(1));
-        h.push("general.quantization_version", MetaValue::U32(2));
     }
 }
 

@@ -136,13 +136,17 @@ impl Header {
         self.kv.push((key.to_string(), value));
     }
 
-    /// The `general.*` entries every file starts with: architecture, type
-    /// (`model` or `mmproj`), name, and the 32-byte data alignment.
+    /// The `general.*` entries of every file the converter writes:
+    /// architecture, type (`model` or `mmproj`), name, the 32-byte data
+    /// alignment, and the file type of its output (1, LLAMA_FTYPE_MOSTLY_F16:
+    /// matrices F16, vectors F32) with ggml's quantization version.
     pub fn push_general(&mut self, arch: &str, kind: &str, name: &str) {
         self.push("general.architecture", MetaValue::String(arch.into()));
         self.push("general.type", MetaValue::String(kind.into()));
         self.push("general.name", MetaValue::String(name.into()));
         self.push("general.alignment", MetaValue::U32(32));
+        self.push("general.file_type", MetaValue::U32(1));
+        self.push("general.quantization_version", MetaValue::U32(2));
     }
 
     /// Each tensor's offset relative to the start of the data section, with

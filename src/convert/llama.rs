@@ -232,9 +232,6 @@ impl Config {
             );
             h.push(&key("rope.scaling.factor"), MetaValue::F32(factor));
         }
-        // 1 is LLAMA_FTYPE_MOSTLY_F16: matrices are F16, vectors F32.
-        h.push("general.file_type", MetaValue::U32(1));
-        h.push("general.quantization_version", MetaValue::U32(2));
     }
 }
 

@@ -242,9 +242,6 @@ impl Spec for Config {
         h.push("phi3.rope.dimension_count", u(self.rope_dims));
         h.push("phi3.rope.freq_base", MetaValue::F32(self.rope_theta));
         h.push("phi3.attention.sliding_window", u(self.sliding_window));
-        // 1 is LLAMA_FTYPE_MOSTLY_F16: matrices are F16, vectors F32.
-        h.push("general.file_type", MetaValue::U32(1));
-        h.push("general.quantization_version", MetaValue::U32(2));
     }
 }
 

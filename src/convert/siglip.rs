@@ -261,8 +261,6 @@ impl Config {
     pub fn write_metadata(&self, h: &mut Header, name: &str) {
         let u = |n: u64| MetaValue::U32(n as u32);
         h.push_general("clip", "mmproj", name);
-        // 1 is LLAMA_FTYPE_MOSTLY_F16: matrices are F16, the rest F32.
-        h.push("general.file_type", MetaValue::U32(1));
         h.push("clip.projector_type", MetaValue::String("gemma3".into()));
         h.push("clip.has_vision_encoder", MetaValue::Bool(true));
         h.push("clip.use_gelu", MetaValue::Bool(true));
