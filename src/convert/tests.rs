@@ -378,8 +378,11 @@ fn refuses_unknown_tensors_and_wrong_shapes() {
     assert!(matches!(err, Error::BadTensor { .. }), "{err}");
 }
 
-/// Collects llama.cpp's warnings while the MiniLM test loads its output.
-struct Warnings(Mutex<Vec<String>>);
+/// Collects llama.cpp's warnings with the name of the thread that logged
+/// them. Tests run in parallel and the logger is process-wide, so a load
+/// must look only at its own runner thread's lines (another test's bad
+/// grammar is not this model's warning).
+struct Warnings(Mutex<Vec<(String, String)>>);
 
 impl log::Log for Warnings {
     fn enabled(&self, m: &log::Metadata) -> bool {
@@ -387,16 +390,53 @@ impl log::Log for Warnings {
     }
     fn log(&self, r: &log::Record) {
         if r.level() <= log::Level::Warn && r.target() == "llama.cpp" {
+            let thread = std::thread::current().name().unwrap_or("").to_string();
             self.0
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(r.args().to_string());
+                .push((thread, r.args().to_string()));
         }
     }
     fn flush(&self) {}
 }
 
 static WARNINGS: Warnings = Warnings(Mutex::new(Vec::new()));
+
+/// Loads the converted GGUF at `path` (renamed to a name no other load
+/// uses, which names its runner thread) and returns llama.cpp's warnings
+/// from that load (`None` when another logger owns the log and warnings
+/// cannot be collected). Panics with llama.cpp's log if it fails.
+fn load_watched(
+    path: &Path,
+    params: crate::engine::LoadParams,
+) -> (crate::engine::Runner, Option<Vec<String>>) {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let logging = *INSTALLED.get_or_init(|| {
+        let ours = log::set_logger(&WARNINGS).is_ok();
+        if ours {
+            log::set_max_level(log::LevelFilter::Warn);
+        }
+        ours
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = format!("converted-{n}.gguf");
+    let unique = path.with_file_name(&file);
+    std::fs::rename(path, &unique).unwrap();
+    let path = unique;
+    let loaded =
+        crate::engine::Runner::load(&path, params, Arc::new(crate::engine::CpuBudget::new(1)));
+    let thread = format!("runner-{file}");
+    let mut all = WARNINGS.0.lock().unwrap_or_else(|e| e.into_inner());
+    let (mine, others): (Vec<_>, Vec<_>) = all.drain(..).partition(|(t, _)| *t == thread);
+    *all = others;
+    drop(all);
+    let warnings: Vec<String> = mine.into_iter().map(|(_, w)| w).collect();
+    // llama.cpp says why a load failed only in its log.
+    let runner = loaded.unwrap_or_else(|e| panic!("{e}; llama.cpp logged: {warnings:?}"));
+    eprintln!("llama.cpp warnings while loading: {warnings:?}");
+    (runner, logging.then_some(warnings))
+}
 
 /// A line of /proc/self/status in KiB (Linux only).
 fn status_kib(key: &str) -> Option<u64> {
@@ -449,10 +489,6 @@ fn minilm_matches_sentence_transformers() {
         status_kib("VmHWM:"),
     );
 
-    let logging = log::set_logger(&WARNINGS).is_ok();
-    if logging {
-        log::set_max_level(log::LevelFilter::Warn);
-    }
     let params = crate::engine::LoadParams {
         embeddings: true,
         n_parallel: 1,
@@ -462,13 +498,7 @@ fn minilm_matches_sentence_transformers() {
         use_mmap: true,
         ..crate::engine::LoadParams::default()
     };
-    let runner = crate::engine::Runner::load(
-        &out_path,
-        params,
-        Arc::new(crate::engine::CpuBudget::new(1)),
-    )
-    .unwrap();
-    let warnings = std::mem::take(&mut *WARNINGS.0.lock().unwrap());
+    let (runner, warnings) = load_watched(&out_path, params);
 
     let reference: serde_json::Value =
         serde_json::from_str(include_str!("testdata/minilm-reference.json")).unwrap();
@@ -494,8 +524,7 @@ fn minilm_matches_sentence_transformers() {
         eprintln!("cosine {c:.6}  {text}");
         worst = worst.min(c);
     }
-    if logging {
-        eprintln!("llama.cpp warnings while loading: {warnings:?}");
+    if let Some(warnings) = warnings {
         assert!(warnings.is_empty(), "llama.cpp warned: {warnings:?}");
     }
     assert!(worst >= 0.999, "worst cosine {worst}");
@@ -970,11 +999,6 @@ pub(super) fn load_decoder(
     let out_dir = tempfile::tempdir().unwrap();
     let path = out_dir.path().join("tiny.gguf");
     std::fs::write(&path, out).unwrap();
-    let logging = log::set_logger(&WARNINGS).is_ok() || log::max_level() >= log::Level::Warn;
-    if logging {
-        log::set_max_level(log::LevelFilter::Warn);
-    }
-    WARNINGS.0.lock().unwrap().clear();
     let params = crate::engine::LoadParams {
         n_ctx: 128,
         n_batch: 64,
@@ -984,13 +1008,8 @@ pub(super) fn load_decoder(
         use_mmap: true,
         ..crate::engine::LoadParams::default()
     };
-    let loaded =
-        crate::engine::Runner::load(&path, params, Arc::new(crate::engine::CpuBudget::new(1)));
-    let warnings = std::mem::take(&mut *WARNINGS.0.lock().unwrap());
-    // llama.cpp says why a load failed only in its log.
-    let runner = loaded.unwrap_or_else(|e| panic!("{e}; llama.cpp logged: {warnings:?}"));
-    eprintln!("llama.cpp warnings while loading: {warnings:?}");
-    (out_dir, runner, logging.then_some(warnings))
+    let (runner, warnings) = load_watched(&path, params);
+    (out_dir, runner, warnings)
 }
 
 /// Greedily generates `n` tokens after `prompt` with llama.cpp.
