@@ -5,7 +5,10 @@
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+# libclang itself (libclang.so / libclang-N.so), not libclang-cpp, which some
+# images ship without it.
+ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+  >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v c++ >/dev/null || missing+=(g++)
 command -v python3 >/dev/null || missing+=(python3 python3-pip python3-venv)
 command -v curl >/dev/null || missing+=(curl)
