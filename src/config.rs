@@ -247,6 +247,18 @@ fn client_url_for(raw: &str) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
+/// Where the REPL keeps typed lines: `$HOME/.ollama/history`, as Ollama.
+pub fn history_path() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    PathBuf::from(home).join(".ollama").join("history")
+}
+
+/// The REPL's history file, or `None` when `OLLAMA_NOHISTORY` turns it off.
+pub fn history_file() -> Option<PathBuf> {
+    let off = std::env::var("OLLAMA_NOHISTORY").is_ok_and(|v| parse_bool(&clean(&v)));
+    (!off).then(history_path)
+}
+
 /// Parses a size such as `8GB`, `512MiB`, `1.5G` or a bare byte count.
 pub fn parse_size(v: &str) -> Option<u64> {
     let v = v.trim();

@@ -86,7 +86,7 @@ enum Command {
         /// Do not print the thinking.
         #[arg(long = "hidethinking")]
         hide_thinking: bool,
-        /// Accepted for Ollama compatibility; hearth never wraps words.
+        /// Print answers unbroken instead of wrapping them between words.
         #[arg(long = "nowordwrap")]
         no_word_wrap: bool,
         /// Pull the model over plain http if it is not here yet.
@@ -227,7 +227,7 @@ fn client_verb(command: Command) -> anyhow::Result<()> {
             format,
             think,
             hide_thinking,
-            no_word_wrap: _,
+            no_word_wrap,
             insecure,
         } => cli::run::run(
             &client,
@@ -240,6 +240,7 @@ fn client_verb(command: Command) -> anyhow::Result<()> {
                 think,
                 hide_thinking,
                 insecure,
+                no_word_wrap,
             },
         ),
         Command::Stop { model } => cli::stop(&client, &model),

@@ -10,6 +10,7 @@ mod inference;
 mod models;
 mod openai;
 mod registry;
+mod repl;
 mod server;
 mod store_budget;
 mod structured;

@@ -10,11 +10,13 @@
 pub mod client;
 pub mod create;
 pub mod format;
+mod line;
 pub mod modelfile;
 mod progress;
 pub mod pull;
 pub mod run;
 pub mod show;
+mod term;
 
 use std::io::Write as _;
 use std::time::SystemTime;

@@ -1,9 +1,10 @@
 //! `hearth run`: a one-shot chat when a prompt is given or stdin is piped,
-//! else a line-by-line REPL with Ollama's `/` commands that keeps the
-//! conversation. The REPL reads cooked terminal lines (no line editing or
-//! history file): the shell's own line discipline is enough for an edge box.
+//! else a REPL with Ollama's `/` commands that keeps the conversation. The
+//! REPL edits lines with `line.rs` (history in `~/.ollama/history`), Ctrl-C
+//! stops a streaming answer and keeps the session, and answers are wrapped
+//! between words at the terminal's width unless `--nowordwrap`.
 
-use std::io::{BufRead, IsTerminal as _, Read as _, Write};
+use std::io::{IsTerminal as _, Read as _, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -12,7 +13,8 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::client::{status_of, Client};
-use super::{modelfile, show};
+use super::line::{Editor, Input};
+use super::{modelfile, show, term};
 
 /// Flags of `hearth run` that shape the requests.
 #[derive(Debug, Clone, Default)]
@@ -29,7 +31,14 @@ pub struct RunOptions {
     pub hide_thinking: bool,
     /// `--insecure`: a missing model is pulled over plain http.
     pub insecure: bool,
+    /// `--nowordwrap`: print answers as they come, unbroken.
+    pub no_word_wrap: bool,
 }
+
+/// Ctrl-C stopped an answer while it streamed.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+struct Interrupted;
 
 /// The state of a conversation.
 struct Session {
@@ -169,31 +178,40 @@ impl Session {
     /// it in the history.
     fn chat(&mut self, client: &Client) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
+        let mut wrap = WordWrap::for_terminal(!self.opts.no_word_wrap);
         let mut answer = String::new();
         let mut thinking = false;
         let mut last = Value::Null;
         let hide = self.opts.hide_thinking;
+        // A Ctrl-C from before this answer is not for it.
+        term::take_interrupt();
         client.stream("/api/chat", &self.request(&self.messages), |chunk| {
+            if term::take_interrupt() {
+                // Returning drops the connection: the server frees the slot.
+                anyhow::bail!(Interrupted);
+            }
             let msg = &chunk["message"];
             if let Some(t) = msg["thinking"].as_str().filter(|t| !t.is_empty() && !hide) {
                 if !thinking {
                     thinking = true;
                     writeln!(stdout, "Thinking...")?;
                 }
-                write!(stdout, "{t}")?;
+                wrap.write(&mut stdout, t)?;
             }
             if let Some(c) = msg["content"].as_str().filter(|c| !c.is_empty()) {
                 if thinking {
                     thinking = false;
+                    wrap.finish(&mut stdout)?;
                     write!(stdout, "\n...done thinking.\n\n")?;
                 }
-                write!(stdout, "{c}")?;
+                wrap.write(&mut stdout, c)?;
                 answer.push_str(c);
             }
-            stdout.flush()?;
             if chunk["done"].as_bool() == Some(true) {
+                wrap.finish(&mut stdout)?;
                 last = chunk.clone();
             }
+            stdout.flush()?;
             Ok(())
         })?;
         self.messages
@@ -206,26 +224,36 @@ impl Session {
 
     /// The interactive loop: `>>> ` prompts until `/bye` or end of input.
     fn repl(&mut self, client: &Client) -> anyhow::Result<()> {
-        let stdin = std::io::stdin();
-        let mut lines = stdin.lock().lines();
-        let mut read = |prompt: &str| -> anyhow::Result<Option<String>> {
-            print!("{prompt}");
-            std::io::stdout().flush()?;
-            lines.next().transpose().context("read from the terminal")
-        };
+        let mut editor = Editor::new(crate::config::history_file());
+        term::catch_interrupts();
         loop {
-            let Some(mut line) = read(">>> ")? else {
-                println!();
-                return Ok(());
+            let mut line = match editor.read(">>> ")? {
+                Input::Line(line) => line,
+                Input::Interrupted { empty } => {
+                    if empty {
+                        println!("Use Ctrl + d or /bye to exit.");
+                    }
+                    continue;
+                }
+                Input::Eof => return Ok(()),
             };
             // An odd number of `"""` opens a multi-line block that runs to
-            // the line ending in `"""`.
+            // the line ending in `"""`; Ctrl-C drops the whole block.
             if line.matches("\"\"\"").count() % 2 == 1 {
-                while let Some(more) = read("... ")? {
-                    line.push('\n');
-                    line.push_str(&more);
-                    if more.trim_end().ends_with("\"\"\"") {
-                        break;
+                loop {
+                    match editor.read("... ")? {
+                        Input::Line(more) => {
+                            line.push('\n');
+                            line.push_str(&more);
+                            if more.trim_end().ends_with("\"\"\"") {
+                                break;
+                            }
+                        }
+                        Input::Interrupted { .. } => {
+                            line.clear();
+                            break;
+                        }
+                        Input::Eof => break,
                     }
                 }
             }
@@ -234,7 +262,7 @@ impl Session {
                 continue;
             }
             if input.starts_with('/') {
-                match self.command(client, input) {
+                match self.command(client, &mut editor, input) {
                     Ok(true) => continue,
                     Ok(false) => return Ok(()),
                     Err(e) => {
@@ -251,18 +279,29 @@ impl Session {
                 }
             };
             self.messages.push(message);
-            if let Err(e) = self.chat(client) {
-                // The failed turn is dropped so the next prompt starts clean.
-                self.messages.pop();
-                eprintln!("\nerror: {e:#}");
-                continue;
+            match self.chat(client) {
+                Ok(()) => println!("\n"),
+                // The stopped or failed turn is dropped so the next prompt
+                // starts clean.
+                Err(e) if e.is::<Interrupted>() => {
+                    self.messages.pop();
+                    println!("\n");
+                }
+                Err(e) => {
+                    self.messages.pop();
+                    eprintln!("\nerror: {e:#}");
+                }
             }
-            println!("\n");
         }
     }
 
     /// One `/` command; `Ok(false)` ends the session.
-    fn command(&mut self, client: &Client, input: &str) -> anyhow::Result<bool> {
+    fn command(
+        &mut self,
+        client: &Client,
+        editor: &mut Editor,
+        input: &str,
+    ) -> anyhow::Result<bool> {
         let mut words = input.split_whitespace();
         let cmd = words.next().unwrap_or_default();
         let args: Vec<&str> = words.collect();
@@ -312,6 +351,16 @@ impl Session {
                 self.opts.verbose = false;
                 println!("Set 'quiet' mode.");
             }
+            ("/set", Some("history")) => editor.set_history(Some(crate::config::history_path())),
+            ("/set", Some("nohistory")) => editor.set_history(None),
+            ("/set", Some("wordwrap")) => {
+                self.opts.no_word_wrap = false;
+                println!("Set 'wordwrap' mode.");
+            }
+            ("/set", Some("nowordwrap")) => {
+                self.opts.no_word_wrap = true;
+                println!("Set 'nowordwrap' mode.");
+            }
             ("/set", Some("think")) => {
                 self.opts.think = true;
                 println!("Set 'think' mode.");
@@ -356,13 +405,118 @@ impl Session {
                 println!("Loading model '{model}'");
                 self.load(client)?;
             }
+            ("/save", Some(name)) if args.len() == 1 => {
+                self.save(client, name)?;
+                println!("Created new model '{name}'");
+            }
+            ("/save", _) => println!("Usage:\n  /save <modelname>"),
             _ => println!("Unknown command '{input}'. Type /? for help"),
         }
         Ok(true)
     }
+
+    /// `/save NAME`: a new model made from this one with the session's
+    /// system message, parameters and conversation, as Ollama saves one.
+    fn save(&self, client: &Client, name: &str) -> anyhow::Result<()> {
+        let mut req = json!({"model": name, "from": self.model, "stream": false});
+        if let Some(system) = self.messages.iter().rev().find(|m| m["role"] == "system") {
+            req["system"] = system["content"].clone();
+        }
+        if !self.options.is_empty() {
+            req["parameters"] = Value::Object(self.options.clone());
+        }
+        if !self.messages.is_empty() {
+            req["messages"] = Value::Array(self.messages.clone());
+        }
+        client.post("/api/create", &req)?;
+        Ok(())
+    }
 }
 
-/// Strips the `"""` that delimit a multi-line block.
+/// Prints streamed text so that lines break between words before the
+/// terminal's edge (Ollama's word wrap). A word is held until the space or
+/// newline after it shows whether it still fits, and the spaces before it
+/// until the word is printed, so a broken line has no trailing space. A
+/// word wider than the line is printed in pieces of the line's width.
+struct WordWrap {
+    /// Columns to fill; `None` prints text unchanged.
+    width: Option<usize>,
+    /// The column the cursor is at.
+    col: usize,
+    /// Spaces seen since the last word, not printed yet.
+    spaces: usize,
+    word: String,
+}
+
+impl WordWrap {
+    /// Wraps at the terminal's width less a margin, when stdout is a
+    /// terminal at least 10 columns wide and `on`.
+    fn for_terminal(on: bool) -> WordWrap {
+        let cols = term::columns();
+        let on = on && std::io::stdout().is_terminal() && cols >= 10;
+        WordWrap::new(on.then(|| cols - 5))
+    }
+
+    fn new(width: Option<usize>) -> WordWrap {
+        WordWrap {
+            width,
+            col: 0,
+            spaces: 0,
+            word: String::new(),
+        }
+    }
+
+    fn write(&mut self, out: &mut impl Write, text: &str) -> std::io::Result<()> {
+        let Some(width) = self.width else {
+            return out.write_all(text.as_bytes());
+        };
+        for c in text.chars() {
+            match c {
+                '\n' => {
+                    self.finish(out)?;
+                    out.write_all(b"\n")?;
+                    self.col = 0;
+                    self.spaces = 0;
+                }
+                ' ' => {
+                    self.finish(out)?;
+                    self.spaces += 1;
+                }
+                c => {
+                    self.word.push(c);
+                    if self.word.chars().count() >= width {
+                        self.finish(out)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints the held spaces and word, on a new line (without the spaces)
+    /// if they do not fit on this one.
+    fn finish(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        let (Some(width), n) = (self.width, self.word.chars().count()) else {
+            return Ok(());
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        if self.col > 0 && self.col + self.spaces + n > width {
+            out.write_all(b"\n")?;
+            self.col = 0;
+        } else {
+            out.write_all(" ".repeat(self.spaces).as_bytes())?;
+            self.col += self.spaces;
+        }
+        self.spaces = 0;
+        out.write_all(self.word.as_bytes())?;
+        self.col += n;
+        self.word.clear();
+        Ok(())
+    }
+}
+
 /// The image files a prompt names (words starting with `/`, `./` or `~/`,
 /// optionally quoted, ending in .png, .jpg, .jpeg or .webp, that exist), and
 /// the prompt without them.
@@ -392,6 +546,7 @@ fn image_paths(text: &str) -> (String, Vec<PathBuf>) {
     (kept.join(" ").trim().to_string(), paths)
 }
 
+/// Strips the `"""` that delimit a multi-line block.
 fn strip_quotes(s: &str) -> String {
     let s = s.strip_prefix("\"\"\"").unwrap_or(s);
     let s = s.strip_suffix("\"\"\"").unwrap_or(s);
@@ -438,6 +593,9 @@ Session variables:
   /set noformat                   Answer in free text
   /set verbose | quiet            Show or hide timings after each answer
   /set think | nothink            Turn thinking on or off
+  /set history | nohistory        Keep typed lines in ~/.ollama/history or not
+  /set wordwrap | nowordwrap      Break answers between words or not
+  /save <model>                   Save this session as a new model
 
 Model information:
   /show info | license | modelfile | parameters | system | template
@@ -448,6 +606,43 @@ Use \"\"\" to begin a multi-line message.
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `text` streamed in `pieces`-sized chunks through a wrap `width` wide.
+    fn wrapped(text: &str, width: usize, pieces: usize) -> String {
+        let mut wrap = WordWrap::new(Some(width));
+        let mut out = Vec::new();
+        let chars: Vec<char> = text.chars().collect();
+        for chunk in chars.chunks(pieces) {
+            let chunk: String = chunk.iter().collect();
+            wrap.write(&mut out, &chunk).expect("write to a Vec");
+        }
+        wrap.finish(&mut out).expect("write to a Vec");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn wraps_between_words() {
+        let text = "the quick brown fox jumps over the lazy dog";
+        for pieces in [1, 3, 100] {
+            assert_eq!(
+                wrapped(text, 10, pieces),
+                "the quick\nbrown fox\njumps over\nthe lazy\ndog",
+                "{pieces}"
+            );
+        }
+        // Newlines in the text start the count again.
+        assert_eq!(
+            wrapped("one two\nthree four five", 10, 2),
+            "one two\nthree four\nfive"
+        );
+        // A word wider than the line is printed whole in pieces of the width.
+        assert_eq!(wrapped("a abcdefghijkl b", 5, 4), "a\nabcde\nfghij\nkl b");
+        // Off: text passes through untouched.
+        let mut off = WordWrap::new(None);
+        let mut out = Vec::new();
+        off.write(&mut out, text).expect("write");
+        assert_eq!(out, text.as_bytes());
+    }
 
     #[test]
     fn finds_image_paths_that_exist() {
