@@ -147,18 +147,26 @@ impl Drop for Terminal {
     }
 }
 
-#[test]
-fn repl_edits_recalls_interrupts_and_saves() {
-    let _lock = inference_lock();
+/// A server with Gemma as `tiny` (greedy, `num_predict` tokens), and
+/// `hearth run tiny` at its first prompt on a terminal `cols` wide whose
+/// HOME is the returned directory.
+fn repl(num_predict: u32, cols: u16) -> (Server, tempfile::TempDir, Terminal) {
     let s = Server::start();
     s.create_linked(
         "tiny",
         &gemma(),
-        serde_json::json!({"template": GEMMA_TEMPLATE, "parameters": {"stop": ["<end_of_turn>"], "temperature": 0, "num_predict": 6}}),
+        serde_json::json!({"template": GEMMA_TEMPLATE, "parameters": {"stop": ["<end_of_turn>"], "temperature": 0, "num_predict": num_predict}}),
     );
     let home = tempfile::tempdir().expect("tempdir");
-    let mut t = Terminal::spawn(&s, home.path(), &["run", "tiny"], 60);
+    let t = Terminal::spawn(&s, home.path(), &["run", "tiny"], cols);
     t.wait_for(">>> ", 1, Duration::from_secs(60));
+    (s, home, t)
+}
+
+#[test]
+fn repl_edits_recalls_interrupts_and_saves() {
+    let _lock = inference_lock();
+    let (s, home, mut t) = repl(6, 60);
 
     // Typing with edits: "breif" fixed with Left, Backspace and an insert,
     // then Home and End before Enter.
@@ -249,15 +257,7 @@ fn repl_edits_recalls_interrupts_and_saves() {
 #[test]
 fn repl_wraps_answers_between_words() {
     let _lock = inference_lock();
-    let s = Server::start();
-    s.create_linked(
-        "tiny",
-        &gemma(),
-        serde_json::json!({"template": GEMMA_TEMPLATE, "parameters": {"stop": ["<end_of_turn>"], "temperature": 0, "num_predict": 60}}),
-    );
-    let home = tempfile::tempdir().expect("tempdir");
-    let mut t = Terminal::spawn(&s, home.path(), &["run", "tiny"], 30);
-    t.wait_for(">>> ", 1, Duration::from_secs(60));
+    let (_server, _home, mut t) = repl(60, 30);
     let start = t.text().len();
     t.enter(b"Tell me about the sea in three sentences.\r");
     let screen = t.text();
