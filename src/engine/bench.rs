@@ -5,10 +5,12 @@
 //! models, printing and comparing runs is left to the caller (see
 //! `src/bin/engbench.rs` in the scratch crate, or a future `hearth bench`).
 
-use std::sync::mpsc;
-use std::time::Duration;
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
-use super::{Error, Event, GenerateRequest, Runner, SamplingParams};
+use super::sys::{Batch, Context, ContextSettings, Model};
+use super::{Error, Event, GenerateRequest, KvType, Runner, SamplingParams};
 
 /// Result of one [`bench_decode`] run.
 #[derive(Clone, Copy, Debug, Default)]
@@ -104,4 +106,102 @@ pub fn bench_decode(
         }
     }
     Err(Error::RunnerGone)
+}
+
+/// Where the time from "model not loaded" to "first token" goes, phase by
+/// phase, measured on the calling thread with llama.cpp directly.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadPhases {
+    /// Reading the GGUF's metadata and building the vocabulary, alone.
+    pub vocab: Duration,
+    /// The whole model load: metadata, vocabulary, mapping the tensors and
+    /// repacking the ones the CPU kernels want in another layout.
+    pub model: Duration,
+    /// Creating the context: the KV cache allocated and zeroed, the compute
+    /// graphs planned and their buffers reserved.
+    pub context: Duration,
+    /// Evaluating a short prompt right after: the first touch of every
+    /// weight page.
+    pub first_eval: Duration,
+    /// One more token: the steady state.
+    pub next_token: Duration,
+}
+
+/// How [`load_phases`] sets up the context.
+#[derive(Clone, Copy, Debug)]
+pub struct PhaseSettings {
+    pub n_ctx: u32,
+    pub threads: usize,
+    /// Sliding-window layers get a full-length cache (llama.cpp's default).
+    pub full_swa_cache: bool,
+    /// Drop the file's pages from the page cache first, so the load reads
+    /// the disk as on a box that just booted.
+    pub from_disk: bool,
+}
+
+/// Loads `path` phase by phase and times each phase (see [`LoadPhases`]).
+pub fn load_phases(path: &Path, s: PhaseSettings) -> Result<LoadPhases, String> {
+    let mut phases = LoadPhases::default();
+    if s.from_disk {
+        evict_from_page_cache(path)?;
+    }
+    let t = Instant::now();
+    drop(Model::load_vocab(path)?);
+    phases.vocab = t.elapsed();
+    if s.from_disk {
+        evict_from_page_cache(path)?;
+    }
+    let t = Instant::now();
+    let model = Arc::new(Model::load(path, true)?);
+    phases.model = t.elapsed();
+    let threads = i32::try_from(s.threads.max(1)).unwrap_or(1);
+    let t = Instant::now();
+    let settings = ContextSettings {
+        n_ctx_total: s.n_ctx,
+        n_batch: 512,
+        n_seq_max: 1,
+        n_threads: threads,
+        embeddings: false,
+        kv_type: KvType::F16,
+        flash_attention: None,
+        full_swa_cache: s.full_swa_cache,
+    };
+    let mut ctx = Context::new(Arc::clone(&model), &settings)?;
+    phases.context = t.elapsed();
+    let prompt = model
+        .tokenize("Why is the sky blue?", true, false)
+        .ok_or("the prompt does not tokenize")?;
+    let mut batch = Batch::new(prompt.len().max(1));
+    let last = prompt.len().saturating_sub(1);
+    for (i, &token) in prompt.iter().enumerate() {
+        let pos = i32::try_from(i).map_err(|_| "prompt too long")?;
+        batch.push(token, pos, 0, i == last).ok_or("batch full")?;
+    }
+    let t = Instant::now();
+    ctx.decode(&batch)
+        .map_err(|rc| format!("decode failed: {rc}"))?;
+    phases.first_eval = t.elapsed();
+    batch.clear();
+    let pos = i32::try_from(prompt.len()).map_err(|_| "prompt too long")?;
+    batch.push(prompt[last], pos, 0, true).ok_or("batch full")?;
+    let t = Instant::now();
+    ctx.decode(&batch)
+        .map_err(|rc| format!("decode failed: {rc}"))?;
+    phases.next_token = t.elapsed();
+    Ok(phases)
+}
+
+/// Asks the kernel to drop the cached pages of `path` (clean pages that no
+/// process maps), so the next read comes from the disk.
+fn evict_from_page_cache(path: &Path) -> Result<(), String> {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: the descriptor is open for the call; fadvise only advises
+    // the kernel about the file's cached pages.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("posix_fadvise: error {rc}"))
+    }
 }

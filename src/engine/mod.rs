@@ -20,7 +20,7 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use bench::{bench_decode, bench_request, BenchResult};
+pub use bench::{bench_decode, bench_request, load_phases, BenchResult, LoadPhases, PhaseSettings};
 pub use cpu::{CpuBudget, Policy};
 pub use runner::{MediaPrompt, PromptPart, Runner};
 

@@ -159,6 +159,7 @@ impl Runner {
                     embeddings: thread_params.embeddings,
                     kv_type: thread_params.kv_type,
                     flash_attention: thread_params.flash_attention,
+                    full_swa_cache: false,
                 };
                 let ctx = match Context::new(Arc::clone(&model), &settings) {
                     Ok(c) => c,

@@ -198,6 +198,16 @@ unsafe impl Sync for Model {}
 impl Model {
     /// Loads a GGUF file. Errors carry llama.cpp's logged reason.
     pub fn load(path: &Path, use_mmap: bool) -> Result<Model, String> {
+        Model::open(path, use_mmap, false)
+    }
+
+    /// Loads only a GGUF file's metadata and vocabulary, no tensors (for
+    /// timing the vocabulary's share of a load).
+    pub fn load_vocab(path: &Path) -> Result<Model, String> {
+        Model::open(path, true, true)
+    }
+
+    fn open(path: &Path, use_mmap: bool, vocab_only: bool) -> Result<Model, String> {
         init_backend();
         let path_str = path
             .to_str()
@@ -206,6 +216,7 @@ impl Model {
         // SAFETY: returns a plain struct of defaults.
         let mut params = unsafe { ffi::llama_model_default_params() };
         params.n_gpu_layers = 0;
+        params.vocab_only = vocab_only;
         params.load_mode = if use_mmap {
             ffi::LLAMA_LOAD_MODE_MMAP
         } else {
@@ -455,6 +466,10 @@ pub struct ContextSettings {
     pub embeddings: bool,
     pub kv_type: super::KvType,
     pub flash_attention: Option<bool>,
+    /// Sliding-window layers get a cache as long as the context, as
+    /// llama.cpp's defaults have it (the server never asks for this; the
+    /// load-phase bench compares with it).
+    pub full_swa_cache: bool,
 }
 
 /// A llama.cpp context: KV cache, compute buffers, logits. Not thread-safe;
@@ -500,7 +515,7 @@ impl Context {
         // at 4096 tokens. The price: no context shift for SWA models (they
         // stop with `length` instead) and prefix reuse only when the cells
         // the window needs are still there (see `Worker::start`).
-        p.swa_full = false;
+        p.swa_full = s.full_swa_cache;
         p.no_perf = true;
         let _ = take_problem();
         // SAFETY: the model pointer is live (we hold an Arc); llama.cpp
