@@ -13,7 +13,8 @@
 // A benchmark reports by printing its table.
 #![allow(clippy::print_stdout)]
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use hearth::engine::{load_phases, LoadPhases, PhaseSettings};
@@ -24,11 +25,7 @@ const RUNS: usize = 5;
 type Pick = fn(&LoadPhases) -> Duration;
 
 fn main() {
-    let models = std::env::var_os("HEARTH_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hearth/models")
-        });
+    let models = common::models_dir();
     let gemma = models.join("gemma3-270m-q4_k_m.gguf");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let hearth = PhaseSettings {

@@ -8,8 +8,10 @@
 // A benchmark reports by printing its table.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,11 +24,7 @@ const GEN_TOKENS: usize = 128;
 const RUNS: usize = 3;
 
 fn main() {
-    let models = std::env::var_os("HEARTH_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hearth/models")
-        });
+    let models = common::models_dir();
     let gemma = models.join("gemma3-270m-q4_k_m.gguf");
     let smol = models.join("smollm2-135m-instruct-q4_1.gguf");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
