@@ -128,10 +128,11 @@ impl Terminal {
     }
 }
 
-/// What the screen shows after the typed line ending in `typed`.
+/// What the screen shows after the typed line ending in `typed` (its
+/// first appearance: the answer may repeat it).
 fn answer_after<'a>(screen: &'a str, typed: &str) -> &'a str {
     screen
-        .rfind(typed)
+        .find(typed)
         .and_then(|i| screen[i..].find('\n').map(|j| &screen[i + j + 1..]))
         .unwrap_or_default()
 }
@@ -272,4 +273,71 @@ fn repl_wraps_answers_between_words() {
     for line in &lines {
         assert!(line.chars().count() <= 25, "{line:?} in {answer:?}");
     }
+}
+
+/// Ctrl-C while the request still waits for the model (here: queued behind
+/// another client's long answer, so no chunk has come) gives the prompt
+/// back at once, and the next turn works once the model is free.
+#[test]
+fn repl_ctrl_c_before_the_first_chunk() {
+    let _lock = inference_lock();
+    let (s, _home, mut t) = repl(6, 60);
+    // Another client keeps the model's only slot busy for a while.
+    let url = s.url("/api/generate");
+    let busy = std::thread::spawn(move || {
+        let body = serde_json::json!({
+            "model": "tiny", "prompt": "Count to a thousand.", "stream": false,
+            "options": {"num_predict": 300, "temperature": 0}
+        });
+        ureq::post(&url)
+            .timeout(Duration::from_secs(300))
+            .send_string(&body.to_string())
+            .map(|r| r.status())
+            .ok()
+    });
+    // Wait until that generation holds the slot.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, ps) = s.get("/api/ps");
+        if ps["models"].as_array().is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the model never loaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    let before = t.prompts();
+    let start = t.text().len();
+    t.master.write_all(b"Say hi.\r").expect("type");
+    // The line is taken (the editor ends it with a new line), then Ctrl-C.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t.text()[start..]
+        .find("Say hi.")
+        .is_some_and(|i| t.text()[start + i..].contains('\n'))
+    {
+        assert!(Instant::now() < deadline, "line not taken: {:?}", t.text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.master.write_all(b"\x03").expect("type Ctrl-C");
+    t.wait_for(FRESH_PROMPT, before + 1, Duration::from_secs(5));
+    assert!(
+        !busy.is_finished(),
+        "the prompt should be back while the other answer still runs"
+    );
+    let screen = t.text();
+    let shown = answer_after(&screen[start..], "Say hi.");
+    // The terminal itself echoes the Ctrl-C as ^C.
+    let stopped = shown.split(FRESH_PROMPT).next().unwrap_or_default();
+    assert!(
+        stopped.replace("^C", "").trim().is_empty(),
+        "nothing of the stopped answer is shown: {shown:?}"
+    );
+    assert_eq!(busy.join().expect("busy client"), Some(200));
+    // The model is free again; a new turn gets its answer.
+    let start = t.text().len();
+    t.enter(b"Say hello.\r");
+    let answer = answer_after(&t.text()[start..], "Say hello.").to_string();
+    let answer = answer.split(FRESH_PROMPT).next().unwrap_or_default();
+    assert!(!answer.trim().is_empty(), "{:?}", t.text());
 }

@@ -32,7 +32,8 @@ pub fn status_of(err: &anyhow::Error) -> Option<u16> {
     err.downcast_ref::<ApiError>().map(|e| e.status)
 }
 
-/// A connection to one server.
+/// A connection to one server. Clones share the agent's connection pool.
+#[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
     base: String,

@@ -6,6 +6,8 @@
 
 use std::io::{IsTerminal as _, Read as _, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::engine::general_purpose::STANDARD;
@@ -185,11 +187,7 @@ impl Session {
         let hide = self.opts.hide_thinking;
         // A Ctrl-C from before this answer is not for it.
         term::take_interrupt();
-        client.stream("/api/chat", &self.request(&self.messages), |chunk| {
-            if term::take_interrupt() {
-                // Returning drops the connection: the server frees the slot.
-                anyhow::bail!(Interrupted);
-            }
+        stream_interruptibly(client, "/api/chat", self.request(&self.messages), |chunk| {
             let msg = &chunk["message"];
             if let Some(t) = msg["thinking"].as_str().filter(|t| !t.is_empty() && !hide) {
                 if !thinking {
@@ -430,6 +428,44 @@ impl Session {
         }
         client.post("/api/create", &req)?;
         Ok(())
+    }
+}
+
+/// Streams `path` like [`Client::stream`], but from a helper thread, so a
+/// Ctrl-C is seen at once, also while the server is still loading the model
+/// or reading the prompt and no chunk has come: it returns [`Interrupted`]
+/// straight away. The helper then drops the connection when the next chunk
+/// arrives (and the server frees the slot).
+fn stream_interruptibly(
+    client: &Client,
+    path: &str,
+    body: Value,
+    mut each: impl FnMut(&Value) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    enum Msg {
+        Chunk(Value),
+        End(anyhow::Result<()>),
+    }
+    let (tx, rx) = mpsc::channel();
+    let worker = client.clone();
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        let end = worker.stream(&path, &body, |chunk| {
+            tx.send(Msg::Chunk(chunk.clone()))
+                .map_err(|_| anyhow::Error::new(Interrupted))
+        });
+        let _ = tx.send(Msg::End(end));
+    });
+    loop {
+        if term::take_interrupt() {
+            return Err(Interrupted.into());
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(Msg::Chunk(chunk)) => each(&chunk)?,
+            Ok(Msg::End(end)) => return end,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => anyhow::bail!("the answer stopped unexpectedly"),
+        }
     }
 }
 
