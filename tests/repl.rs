@@ -120,6 +120,23 @@ impl Terminal {
         self.text().matches(FRESH_PROMPT).count()
     }
 
+    /// Waits for the program to end and checks it ended with status 0.
+    fn exits_cleanly(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running: {:?}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{status:?}: {:?}", self.text());
+    }
+
     /// Types `keys` and waits for the prompt after them.
     fn enter(&mut self, keys: &[u8]) {
         let before = self.prompts();
@@ -226,15 +243,7 @@ fn repl_edits_recalls_interrupts_and_saves() {
 
     // Ctrl-D on an empty line ends the program cleanly.
     t.master.write_all(b"\x04").expect("type Ctrl-D");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = t.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "still running: {:?}", t.text());
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status:?}: {:?}", t.text());
+    t.exits_cleanly();
 
     // Every line typed is in the history file, in order, once each.
     let history =
@@ -273,6 +282,16 @@ fn repl_wraps_answers_between_words() {
     for line in &lines {
         assert!(line.chars().count() <= 25, "{line:?} in {answer:?}");
     }
+
+    // A `"""` block spans lines (here a two-line system message, with the
+    // `... ` prompt between), and /bye ends the program cleanly.
+    t.master.write_all(b"/set system \"\"\"Be\r").expect("type");
+    t.wait_for("... ", 1, Duration::from_secs(10));
+    t.enter(b"brief.\"\"\"\r");
+    t.enter(b"/show system\r");
+    assert!(t.text().contains("Be\r\nbrief."), "{:?}", t.text());
+    t.master.write_all(b"/bye\r").expect("type");
+    t.exits_cleanly();
 }
 
 /// Ctrl-C while the request still waits for the model (here: queued behind
