@@ -69,8 +69,7 @@ impl Config {
                 .map(|v| clean(&v))
                 .filter(|v| !v.is_empty())
         };
-        let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
-        let key_dir = PathBuf::from(home).join(".ollama");
+        let key_dir = ollama_home();
         let models_dir = var("OLLAMA_MODELS")
             .map(PathBuf::from)
             .unwrap_or_else(|| key_dir.join("models"));
@@ -247,10 +246,15 @@ fn client_url_for(raw: &str) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
+/// `$HOME/.ollama`, where Ollama keeps its key, models and REPL history.
+fn ollama_home() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    PathBuf::from(home).join(".ollama")
+}
+
 /// Where the REPL keeps typed lines: `$HOME/.ollama/history`, as Ollama.
 pub fn history_path() -> PathBuf {
-    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
-    PathBuf::from(home).join(".ollama").join("history")
+    ollama_home().join("history")
 }
 
 /// The REPL's history file, or `None` when `OLLAMA_NOHISTORY` turns it off.

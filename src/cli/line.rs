@@ -5,11 +5,12 @@
 //!
 //! Decoding keys and editing are plain functions of bytes and state, tested
 //! below; only [`Editor::read`] touches the terminal (through `term.rs`).
-//! When standard input is not a terminal it reads plain lines instead.
+//! The REPL runs only on a terminal (`run.rs` answers piped input in one
+//! shot), so the editor always has one.
 //! Every character counts as one column (wide CJK characters are drawn
 //! right but the cursor may sit off by their extra width).
 
-use std::io::{self, BufRead as _, IsTerminal as _, Read as _, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::path::PathBuf;
 
 use super::term;
@@ -336,19 +337,8 @@ impl Editor {
         self.file = file;
     }
 
-    /// Reads one line after `prompt`.
+    /// Reads one line after `prompt` from the terminal.
     pub fn read(&mut self, prompt: &str) -> io::Result<Input> {
-        let stdin = io::stdin();
-        if !stdin.is_terminal() {
-            print!("{prompt}");
-            io::stdout().flush()?;
-            let mut text = String::new();
-            if stdin.lock().read_line(&mut text)? == 0 {
-                return Ok(Input::Eof);
-            }
-            let text = text.trim_end_matches(['\n', '\r']).to_string();
-            return Ok(Input::Line(text));
-        }
         let raw = term::RawMode::enable()?;
         let result = self.edit(prompt);
         drop(raw);
