@@ -14,8 +14,10 @@
 //!   FIFO order so models alternate.
 //!
 //! Idle runners hold nothing: threads are only held for the duration of one
-//! decode, and ggml creates its workers per graph (no persistent threadpool is
-//! attached), so nothing spins while a model waits for requests.
+//! decode. A runner computes on a persistent ggml pool (see `sys.rs`), whose
+//! workers poll briefly after a decode; the runner pauses that pool when it
+//! goes idle, and after every decode while another runner is busy, so
+//! nothing spins while a model waits for requests or on another's cores.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -132,6 +134,12 @@ impl CpuBudget {
         self.lock().busy += 1;
         self.cond.notify_all();
         Busy { budget: self }
+    }
+
+    /// Whether runners other than the caller (itself registered as busy)
+    /// have work, so cores it leaves idle between decodes are someone else's.
+    pub fn others_busy(&self) -> bool {
+        self.lock().busy > 1
     }
 
     /// Blocks until threads are available and returns a grant of at most

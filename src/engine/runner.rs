@@ -528,6 +528,7 @@ impl<'a> Worker<'a> {
             // CPU budget while idle.
             if !self.has_work() {
                 self.busy = None;
+                self.ctx.pause_threads();
                 match rx.recv() {
                     Ok(cmd) => self.queue.push_back(cmd),
                     Err(_) => break,
@@ -739,12 +740,7 @@ impl<'a> Worker<'a> {
         };
         sampler.accept_prompt(&text[history..]);
         let n_batch = i32::try_from(self.batch.capacity()).unwrap_or(i32::MAX);
-        let result = {
-            let grant = self.cpu.acquire(self.n_threads);
-            self.ctx
-                .set_threads(i32::try_from(grant.threads()).unwrap_or(1));
-            mtmd.eval(&mut self.ctx, &media.chunks, seq, n_batch)
-        };
+        let result = self.compute(|ctx, _| mtmd.eval(ctx, &media.chunks, seq, n_batch));
         let n_past = match result {
             Ok(n) => n,
             Err(code) => {
@@ -779,6 +775,24 @@ impl<'a> Worker<'a> {
             evaluated: media.n_tokens(),
         });
         self.after_decode(idx);
+    }
+
+    /// Runs `f` (one decode) with the threads the CPU budget grants now.
+    /// While another runner is busy too, the pool's workers are put to sleep
+    /// right after, so they do not poll on the cores that runner computes on.
+    fn compute<R>(&mut self, f: impl FnOnce(&mut Context, &Batch) -> R) -> R {
+        let grant = self.cpu.acquire(self.n_threads);
+        let threads = i32::try_from(grant.threads()).unwrap_or(1);
+        if let Err(e) = self.ctx.set_threads(threads) {
+            log::warn!("{e}; decoding on one thread");
+            let _ = self.ctx.set_threads(1);
+        }
+        let result = f(&mut self.ctx, &self.batch);
+        drop(grant);
+        if self.cpu.others_busy() {
+            self.ctx.pause_threads();
+        }
+        result
     }
 
     /// One scheduler iteration: build a batch, decode it, sample.
@@ -838,12 +852,7 @@ impl<'a> Worker<'a> {
         if self.batch.len() == 0 {
             return;
         }
-        let result = {
-            let grant = self.cpu.acquire(self.n_threads);
-            self.ctx
-                .set_threads(i32::try_from(grant.threads()).unwrap_or(1));
-            self.ctx.decode(&self.batch)
-        };
+        let result = self.compute(|ctx, batch| ctx.decode(batch));
         if let Err(code) = result {
             self.fail_batch(code);
             return;
@@ -1026,12 +1035,7 @@ impl<'a> Worker<'a> {
                 }
                 group.push((first, input.len()));
             }
-            let result = {
-                let grant = self.cpu.acquire(self.n_threads);
-                self.ctx
-                    .set_threads(i32::try_from(grant.threads()).unwrap_or(1));
-                self.ctx.decode(&self.batch)
-            };
+            let result = self.compute(|ctx, batch| ctx.decode(batch));
             result.map_err(|code| Error::Decode { code })?;
             for (k, &(first, len)) in group.iter().enumerate() {
                 let v = if self.ctx.pools() {

@@ -472,12 +472,72 @@ pub struct ContextSettings {
     pub full_swa_cache: bool,
 }
 
+/// How long a pool's workers busy-wait for the next graph before they sleep
+/// on a condition variable: ggml's polling level (0 = never, 100 = mostly),
+/// the value llama.cpp's `common` gives `llama-server` and `llama-bench`.
+/// Between two tokens of one stream the gap is the sampling and the event
+/// hand-off, far shorter than the polling window, so workers start the next
+/// token without a wake-up.
+const POOL_POLL: u32 = 50;
+
+/// A persistent ggml CPU threadpool of `n` threads (the calling thread is
+/// thread 0, so it owns `n - 1` OS threads). Without one, ggml creates and
+/// joins its workers for every graph, that is for every token; see the
+/// README, "Decode speed with a streaming client", for what that cost.
+///
+/// Created paused: its workers sleep until the first graph. [`pause`] puts
+/// them back to sleep at once (they would otherwise poll for a while after
+/// each graph); the next graph wakes them.
+///
+/// [`pause`]: ThreadPool::pause
+struct ThreadPool {
+    ptr: NonNull<ffi::ggml_threadpool>,
+    n_threads: i32,
+}
+
+impl ThreadPool {
+    fn new(n_threads: i32) -> Result<ThreadPool, String> {
+        // SAFETY: returns a plain struct of defaults for `n_threads`.
+        let mut p = unsafe { ffi::ggml_threadpool_params_default(n_threads) };
+        p.poll = POOL_POLL;
+        p.paused = true;
+        // SAFETY: `p` is a valid, initialised parameter struct that ggml only
+        // reads. ggml starts the workers here (it aborts if the OS refuses a
+        // thread, as every ggml graph would without a pool).
+        let raw = unsafe { ffi::ggml_threadpool_new(&mut p) };
+        let ptr = NonNull::new(raw)
+            .ok_or_else(|| format!("ggml could not create a pool of {n_threads} threads"))?;
+        Ok(ThreadPool { ptr, n_threads })
+    }
+
+    fn pause(&self) {
+        // SAFETY: the pool is live; pausing takes its mutex and only flips a
+        // flag the workers check.
+        unsafe { ffi::ggml_threadpool_pause(self.ptr.as_ptr()) };
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        // SAFETY: we own the pool, and no context still points at it (the
+        // owning `Context` frees its llama context before its pools).
+        unsafe { ffi::ggml_threadpool_free(self.ptr.as_ptr()) };
+    }
+}
+
 /// A llama.cpp context: KV cache, compute buffers, logits. Not thread-safe;
 /// it lives on its runner thread.
 pub struct Context {
     ptr: NonNull<ffi::llama_context>,
     model: Arc<Model>,
     n_threads: i32,
+    /// Persistent pools by thread count, made when a decode first asks for
+    /// that many threads (at most one per count the CPU budget grants). A
+    /// single thread needs none: ggml then computes on the caller's thread
+    /// and starts nothing. Dropped after the llama context (see `Drop`).
+    pools: Vec<ThreadPool>,
+    /// Index into `pools` of the pool attached to the llama context.
+    attached: Option<usize>,
 }
 
 // SAFETY: llama.cpp contexts are not tied to a thread; we only ever use one
@@ -524,11 +584,15 @@ impl Context {
         let ptr = NonNull::new(raw).ok_or_else(|| {
             take_problem().unwrap_or_else(|| "llama.cpp could not create a context".into())
         })?;
-        Ok(Context {
+        let mut ctx = Context {
             ptr,
             model,
-            n_threads: s.n_threads,
-        })
+            n_threads: 0,
+            pools: Vec::new(),
+            attached: None,
+        };
+        ctx.set_threads(s.n_threads)?;
+        Ok(ctx)
     }
 
     pub fn model(&self) -> &Model {
@@ -541,12 +605,46 @@ impl Context {
         unsafe { ffi::llama_n_ctx_seq(self.ptr.as_ptr()) }
     }
 
-    /// Sets the threads used by the next decode; no-op when unchanged.
-    pub fn set_threads(&mut self, n: i32) {
-        if n != self.n_threads {
-            // SAFETY: plain setter on the live context, used from its thread.
-            unsafe { ffi::llama_set_n_threads(self.ptr.as_ptr(), n, n) };
-            self.n_threads = n;
+    /// Sets the threads used by the next decode; no-op when unchanged. Two
+    /// or more threads compute on a persistent pool of exactly that many
+    /// (made on first use); the pool used before is paused, so its workers
+    /// do not poll on cores the budget now gives to another model.
+    pub fn set_threads(&mut self, n: i32) -> Result<(), String> {
+        let n = n.max(1);
+        if n == self.n_threads {
+            return Ok(());
+        }
+        let want = if n > 1 {
+            match self.pools.iter().position(|p| p.n_threads == n) {
+                Some(i) => Some(i),
+                None => {
+                    self.pools.push(ThreadPool::new(n)?);
+                    Some(self.pools.len() - 1)
+                }
+            }
+        } else {
+            None
+        };
+        self.pause_threads();
+        let pool = want.map_or(std::ptr::null_mut(), |i| self.pools[i].ptr.as_ptr());
+        // SAFETY: plain setters on the live context, used from its thread.
+        // The pool (or null: ggml's per-graph default, with no extra thread
+        // for one) lives in `self.pools` until after the context is freed.
+        unsafe {
+            ffi::llama_attach_threadpool(self.ptr.as_ptr(), pool, pool);
+            ffi::llama_set_n_threads(self.ptr.as_ptr(), n, n);
+        }
+        self.attached = want;
+        self.n_threads = n;
+        Ok(())
+    }
+
+    /// Puts the attached pool's workers to sleep now instead of after their
+    /// polling window: for a runner that goes idle, or one that shares the
+    /// cores with another busy runner. The next decode wakes them.
+    pub fn pause_threads(&self) {
+        if let Some(pool) = self.attached.and_then(|i| self.pools.get(i)) {
+            pool.pause();
         }
     }
 
@@ -802,7 +900,9 @@ impl Context {
 
 impl Drop for Context {
     fn drop(&mut self) {
-        // SAFETY: we own the context; the model outlives it via our Arc.
+        // SAFETY: we own the context; the model outlives it via our Arc. The
+        // pools are fields, so they are freed after this, when nothing
+        // points at them any more.
         unsafe { ffi::llama_free(self.ptr.as_ptr()) };
     }
 }
