@@ -125,6 +125,11 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// The server's process id, to read its threads and CPU time in /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`, then wait.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

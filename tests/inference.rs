@@ -297,29 +297,98 @@ fn a_full_house_queues_other_models() {
     let _lock = inference_lock();
     let s = Server::with_gemma(&[("OLLAMA_MAX_LOADED_MODELS", "1")]);
     s.create_linked("smollm2:135m", &smollm(), json!({}));
+    // Gemma is kept busy by a generation that cannot end before the checks
+    // below, however fast the machine: the test hangs up on it instead.
     let resp = ureq::post(&s.url("/api/generate"))
-        .send_string(&json!({"model": "gemma3:270m", "prompt": "Write a long essay about rivers.", "options": {"num_predict": 40}}).to_string())
+        .send_string(&json!({"model": "gemma3:270m", "prompt": "Write a long essay about rivers.", "options": {"num_predict": 100_000}}).to_string())
         .expect("stream");
     let mut lines = BufReader::new(resp.into_reader()).lines();
-    let first = lines.next().expect("a chunk").expect("read");
-    assert!(first.contains("\"done\":false"), "{first}");
+    let mut next_chunk = move || {
+        let line = lines.next().expect("a chunk").expect("read");
+        assert!(line.contains("\"done\":false"), "{line}");
+    };
+    next_chunk();
     std::thread::scope(|scope| {
         let other = scope.spawn(|| {
             s.post("/api/generate", json!({"model": "smollm2:135m", "prompt": "Hi", "stream": false, "options": {"num_predict": 3}}))
         });
-        // While Gemma streams, SmolLM2 is not loaded beside it.
-        std::thread::sleep(Duration::from_millis(500));
+        // While Gemma goes on streaming (at least a second and 20 tokens, so
+        // the second request has arrived), SmolLM2 is not loaded beside it.
+        let started = Instant::now();
+        for _ in 0..20 {
+            next_chunk();
+        }
+        while started.elapsed() < Duration::from_secs(1) {
+            next_chunk();
+        }
         assert_eq!(ps_names(&s), ["gemma3:270m"]);
         assert!(!other.is_finished(), "the second model did not wait");
-        let rest: Vec<String> = lines.by_ref().map_while(Result::ok).collect();
-        assert!(
-            rest.last().is_some_and(|l| l.contains("\"done\":true")),
-            "{rest:?}"
-        );
+        // Hanging up ends Gemma's generation; then SmolLM2 takes its place.
+        drop(next_chunk);
         let (status, v) = other.join().expect("thread");
         assert_eq!(status, 200, "{v}");
     });
     assert_eq!(ps_names(&s), ["smollm2:135m"]);
+}
+
+/// The server's threads whose name starts with `prefix`, by thread id.
+fn threads_named(pid: u32, prefix: &str) -> std::collections::BTreeSet<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc task list");
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// CPU time the whole process has used, in clock ticks (utime + stime).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // Fields after the parenthesised name: state is the 1st, utime the 12th.
+    let rest = &stat[stat.rfind(')').expect("stat name") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// ggml's workers live as long as the model: a stream at two threads runs
+/// on the same two runner threads from token to token (ggml used to start
+/// and join a worker for every token), and once the answer is done the
+/// model's threads sleep instead of polling for work.
+#[test]
+fn decode_threads_persist_and_rest_when_idle() {
+    let _lock = inference_lock();
+    let s = Server::with_gemma(&[("HEARTH_THREADS", "2")]);
+    let pid = s.pid();
+    let resp = ureq::post(&s.url("/api/generate"))
+        .send_string(&json!({"model": "gemma3:270m", "prompt": "Write a long essay about rivers.", "options": {"num_predict": 40, "temperature": 0}}).to_string())
+        .expect("stream");
+    let mut lines = BufReader::new(resp.into_reader()).lines();
+    let mut chunk = || lines.next().expect("a chunk").expect("read");
+    for _ in 0..3 {
+        chunk();
+    }
+    // The runner thread and one pool worker, both named after the model.
+    let runners = threads_named(pid, "runner-");
+    assert_eq!(runners.len(), 2, "{runners:?}");
+    let mut done = false;
+    for _ in 0..40 {
+        let line = chunk();
+        assert_eq!(threads_named(pid, "runner-"), runners, "after {line}");
+        if line.contains("\"done\":true") {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "no final chunk within 40 tokens");
+    // Idle: over a full second the process uses (almost) no CPU. A pool left
+    // polling would burn a core for a good part of it.
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    assert!(used <= 5, "{used} ticks of CPU in a second while idle");
+    assert_eq!(threads_named(pid, "runner-"), runners);
 }
 
 #[test]
