@@ -1009,13 +1009,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Reads the real models when HEARTH_TEST_MODELS names their directory.
+    /// Reads the real test models (a missing one fails the test).
     #[test]
     fn real_models() {
-        let Some(dir) = std::env::var_os("HEARTH_TEST_MODELS") else {
-            eprintln!("skipping real_models: HEARTH_TEST_MODELS is not set");
-            return;
-        };
         // (file, arch, file type, params, human, context, embedding, template)
         let cases = [
             (
@@ -1040,7 +1036,7 @@ mod tests {
             ),
         ];
         for (file, arch, ft, params, human, ctx, embd, template) in cases {
-            let path = Path::new(&dir).join(file);
+            let path = crate::test_models::path(file);
             let start = std::time::Instant::now();
             let g = Gguf::open(&path, false).unwrap();
             let elapsed = start.elapsed();

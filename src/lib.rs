@@ -20,5 +20,7 @@ pub mod push;
 pub mod scheduler;
 pub mod store;
 pub mod template;
+#[cfg(test)]
+mod test_models;
 pub mod think;
 pub mod tools;

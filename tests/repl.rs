@@ -301,30 +301,33 @@ fn repl_wraps_answers_between_words() {
 fn repl_ctrl_c_before_the_first_chunk() {
     let _lock = inference_lock();
     let (s, _home, mut t) = repl(6, 60);
-    // Another client keeps the model's only slot busy for a while.
+    // Another client keeps the model's only slot busy until the test lets
+    // it go (it then hangs up), however fast the machine decodes.
     let url = s.url("/api/generate");
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let busy = std::thread::spawn(move || {
         let body = serde_json::json!({
-            "model": "tiny", "prompt": "Count to a thousand.", "stream": false,
-            "options": {"num_predict": 300, "temperature": 0}
+            "model": "tiny", "prompt": "Count to a thousand.",
+            "options": {"num_predict": 100_000, "temperature": 0}
         });
-        ureq::post(&url)
+        let resp = ureq::post(&url)
             .timeout(Duration::from_secs(300))
             .send_string(&body.to_string())
-            .map(|r| r.status())
-            .ok()
+            .ok()?;
+        let status = resp.status();
+        let mut reader = std::io::BufReader::new(resp.into_reader());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut first).ok()?;
+        let _ = held_tx.send(first);
+        let _ = release_rx.recv();
+        Some(status)
     });
-    // Wait until that generation holds the slot.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, ps) = s.get("/api/ps");
-        if ps["models"].as_array().is_some_and(|m| !m.is_empty()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the model never loaded");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    // Its first chunk means the generation holds the slot.
+    let first = held_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the busy generation never started");
+    assert!(first.contains("\"done\":false"), "{first}");
 
     let before = t.prompts();
     let start = t.text().len();
@@ -352,6 +355,7 @@ fn repl_ctrl_c_before_the_first_chunk() {
         stopped.replace("^C", "").trim().is_empty(),
         "nothing of the stopped answer is shown: {shown:?}"
     );
+    let _ = release_tx.send(());
     assert_eq!(busy.join().expect("busy client"), Some(200));
     // The model is free again; a new turn gets its answer.
     let start = t.text().len();

@@ -18,7 +18,9 @@ fn budget_evicts_and_refuses() {
     let mb = 1_000_000;
     let (st, _, old_loose) = s.upload_bytes(&blob(1, mb));
     assert_eq!(st, 201);
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Eviction goes by modification time; the test sets the blobs' ages
+    // itself instead of sleeping between uploads.
+    aged(&s, &old_loose, 300);
     // A referenced blob: a tiny GGUF that a model is created from.
     let gguf = tiny_gguf();
     let (st, _, gguf_digest) = s.upload_bytes(&gguf);
@@ -28,11 +30,11 @@ fn budget_evicts_and_refuses() {
         json!({"model": "tiny", "files": {"t.gguf": gguf_digest}, "stream": false}),
     );
     assert_eq!(status, 200, "{v}");
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    aged(&s, &gguf_digest, 200);
 
     let (st, _, second_loose) = s.upload_bytes(&blob(2, mb));
     assert_eq!(st, 201);
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    aged(&s, &second_loose, 100);
 
     // 2 MB + a bit used. Another 1.5 MB only fits by evicting the oldest unreferenced blob.
     let (st, body, newest) = s.upload_bytes(&blob(3, 1_500_000));
@@ -74,6 +76,17 @@ fn budget_evicts_and_refuses() {
         .is_none());
     let (status, show) = s.post("/api/show", json!({"model": "tiny"}));
     assert_eq!(status, 200, "{show}");
+}
+
+/// Sets the modification time of blob `digest` to `secs` seconds ago.
+fn aged(s: &Server, digest: &str, secs: u64) {
+    let path = s.models.join("blobs").join(digest.replace(':', "-"));
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .expect("open blob");
+    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+    file.set_modified(when).expect("set mtime");
 }
 
 /// A minimal valid GGUF (no tensors) with an architecture key.

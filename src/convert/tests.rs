@@ -2,8 +2,8 @@
 //! Llama, Qwen2 and Qwen3 decoders written on the fly (always run, the
 //! decoders through llama.cpp against a reference forward pass),
 //! broken inputs, and the real all-MiniLM-L6-v2 checked
-//! against sentence-transformers vectors through llama.cpp (only with
-//! `HEARTH_TEST_MODELS`, since it needs the model and a llama.cpp load).
+//! against sentence-transformers vectors through llama.cpp (from the test
+//! models; without them that test fails).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -456,11 +456,7 @@ fn cosine(a: &[f32], b: &[f64]) -> f64 {
 /// every reference sentence with sentence-transformers' vector.
 #[test]
 fn minilm_matches_sentence_transformers() {
-    let Some(models) = std::env::var_os("HEARTH_TEST_MODELS") else {
-        eprintln!("HEARTH_TEST_MODELS is not set; skipping");
-        return;
-    };
-    let dir = Path::new(&models).join("all-minilm-l6-v2");
+    let dir = crate::test_models::path("all-minilm-l6-v2");
     let files = files_in(&dir);
     assert_eq!(detect(&files).unwrap(), Arch::Bert);
 

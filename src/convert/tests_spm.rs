@@ -4,8 +4,8 @@
 //! and re-encoded as a `tokenizer.model` or a `tokenizer.json`), converted,
 //! loaded in llama.cpp and checked against a plain-Rust forward pass of
 //! the original weights, plus the tokenizer against the original GGUF's.
-//! Without `HEARTH_TEST_MODELS` they skip, since the vocabulary is real
-//! data that only the test-model script provides.
+//! Without the test models they fail: the vocabulary is real data that
+//! only the test-model script provides.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,19 +28,9 @@ struct RealVocab {
     types: Vec<i32>,
 }
 
-/// The Gemma 3 270M GGUF, or `None` (and a note) when the test models are
-/// not there.
-fn gemma_gguf() -> Option<PathBuf> {
-    let Some(models) = std::env::var_os("HEARTH_TEST_MODELS") else {
-        eprintln!("HEARTH_TEST_MODELS is not set; skipping");
-        return None;
-    };
-    let path = Path::new(&models).join("gemma3-270m-q4_k_m.gguf");
-    if !path.exists() {
-        eprintln!("{} is missing; skipping", path.display());
-        return None;
-    }
-    Some(path)
+/// The Gemma 3 270M GGUF of the test models (a missing one fails the test).
+fn gemma_gguf() -> PathBuf {
+    crate::test_models::path("gemma3-270m-q4_k_m.gguf")
 }
 
 fn real_vocab(path: &Path) -> RealVocab {
@@ -712,14 +702,14 @@ fn original_ids(path: &Path) -> Vec<Vec<i32>> {
 /// vocabulary written by `tokenizer`; checks the metadata shared by all,
 /// no warnings from llama.cpp, the tokenizer against the original GGUF's,
 /// and the greedy tokens against the reference. Returns the GGUF.
-fn check_family(family: Family, hf_tokenizer: bool) -> Option<Gguf> {
+fn check_family(family: Family, hf_tokenizer: bool) -> Gguf {
     check_tiny(tiny(family), hf_tokenizer)
 }
 
 /// [`check_family`] for a given tiny model.
-fn check_tiny(t: Tiny, hf_tokenizer: bool) -> Option<Gguf> {
+fn check_tiny(t: Tiny, hf_tokenizer: bool) -> Gguf {
     let family = t.family;
-    let original = gemma_gguf()?;
+    let original = gemma_gguf();
     let vocab = real_vocab(&original);
     let dir = tempfile::tempdir().unwrap();
     if hf_tokenizer {
@@ -794,14 +784,12 @@ fn check_tiny(t: Tiny, hf_tokenizer: bool) -> Option<Gguf> {
         generated, expected,
         "llama.cpp vs the reference forward pass"
     );
-    Some(g)
+    g
 }
 
 #[test]
 fn converts_a_tiny_gemma3_and_generates() {
-    let Some(g) = check_family(Family::Gemma3, false) else {
-        return;
-    };
+    let g = check_family(Family::Gemma3, false);
     assert_eq!(g.architecture(), Some("gemma3"));
     let get = |k: &str| g.get(k).unwrap_or_else(|| panic!("no {k}")).clone();
     assert_eq!(get("gemma3.attention.key_length"), Value::U32(32));
@@ -829,9 +817,7 @@ fn converts_a_tiny_gemma3_and_generates() {
 fn converts_a_tiny_multimodal_gemma3_text_model() {
     let mut t = tiny(Family::Gemma3);
     t.layout = Layout::Multimodal;
-    let Some(g) = check_tiny(t, false) else {
-        return;
-    };
+    let g = check_tiny(t, false);
     assert_eq!(g.architecture(), Some("gemma3"));
     let get = |k: &str| g.get(k).unwrap_or_else(|| panic!("no {k}")).clone();
     assert_eq!(get("general.name"), Value::String("tiny-gemma3-mm".into()));
@@ -1062,9 +1048,7 @@ fn refuses_other_vision_towers() {
 
 #[test]
 fn converts_a_tiny_phi3_and_generates() {
-    let Some(g) = check_family(Family::Phi3, false) else {
-        return;
-    };
+    let g = check_family(Family::Phi3, false);
     assert_eq!(g.architecture(), Some("phi3"));
     let get = |k: &str| g.get(k).unwrap_or_else(|| panic!("no {k}")).clone();
     assert_eq!(get("phi3.rope.dimension_count"), Value::U32(16));
@@ -1081,9 +1065,7 @@ fn converts_a_tiny_phi3_and_generates() {
 
 #[test]
 fn converts_a_tiny_gemma2_and_generates() {
-    let Some(g) = check_family(Family::Gemma2, false) else {
-        return;
-    };
+    let g = check_family(Family::Gemma2, false);
     assert_eq!(g.architecture(), Some("gemma2"));
     let get = |k: &str| g.get(k).unwrap_or_else(|| panic!("no {k}")).clone();
     assert_eq!(get("gemma2.attn_logit_softcapping"), Value::F32(1.0));
@@ -1094,9 +1076,7 @@ fn converts_a_tiny_gemma2_and_generates() {
 
 #[test]
 fn converts_a_tiny_gemma_and_generates() {
-    let Some(g) = check_family(Family::Gemma, false) else {
-        return;
-    };
+    let g = check_family(Family::Gemma, false);
     assert_eq!(g.architecture(), Some("gemma"));
     assert_eq!(g.tensors.len(), 2 + 2 * 9);
     assert!(g.get("gemma.attention.sliding_window").is_none());
@@ -1107,9 +1087,7 @@ fn converts_a_tiny_gemma_and_generates() {
 /// original does.
 #[test]
 fn converts_gemma3_with_a_tokenizer_json() {
-    let Some(g) = check_family(Family::Gemma3, true) else {
-        return;
-    };
+    let g = check_family(Family::Gemma3, true);
     let scores = g.get("tokenizer.ggml.scores").unwrap();
     let scores = scores.as_array().unwrap().values.as_ref().unwrap();
     // Merge ranks as scores: an early merge outranks a late one.

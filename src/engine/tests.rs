@@ -1,9 +1,8 @@
 //! Engine tests against real GGUF models.
 //!
-//! They need `HEARTH_TEST_MODELS` pointing at a directory with
-//! `gemma3-270m-q4_k_m.gguf` and `smollm2-135m-instruct-q4_1.gguf`; without it
-//! each test prints a note and passes. They use two threads and few tokens to
-//! stay short on small machines.
+//! They need `gemma3-270m-q4_k_m.gguf` and `smollm2-135m-instruct-q4_1.gguf`
+//! from the test models (see `crate::test_models`); without them they fail.
+//! They use two threads and few tokens to stay short on small machines.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -23,18 +22,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn model_path(name: &str) -> Option<PathBuf> {
-    match std::env::var_os("HEARTH_TEST_MODELS") {
-        Some(dir) => Some(PathBuf::from(dir).join(name)),
-        None => {
-            eprintln!("HEARTH_TEST_MODELS is not set; skipping");
-            None
-        }
-    }
+fn model_path(name: &str) -> PathBuf {
+    crate::test_models::path(name)
 }
 
-fn load(name: &str, n_parallel: u32) -> Option<Runner> {
-    let path = model_path(name)?;
+fn load(name: &str, n_parallel: u32) -> Runner {
+    let path = model_path(name);
     let params = LoadParams {
         n_ctx: 512,
         n_batch: 256,
@@ -44,7 +37,7 @@ fn load(name: &str, n_parallel: u32) -> Option<Runner> {
         use_mmap: true,
         ..LoadParams::default()
     };
-    Some(Runner::load(&path, params, Arc::new(CpuBudget::new(2))).expect("load"))
+    Runner::load(&path, params, Arc::new(CpuBudget::new(2))).expect("load")
 }
 
 fn greedy(prompt: Vec<i32>, n: i32) -> GenerateRequest {
@@ -139,7 +132,7 @@ fn utf8_assembler_holds_partial_chars() {
 #[test]
 fn greedy_generate_eight_tokens() {
     let _serial = serial();
-    let Some(r) = load(GEMMA, 1) else { return };
+    let r = load(GEMMA, 1);
     let info = r.info();
     assert!(info.n_vocab > 1000 && info.n_embd > 0 && info.size_bytes > 0);
     let prompt = r.tokenize("The capital of France is", true, false).unwrap();
@@ -154,7 +147,7 @@ fn greedy_generate_eight_tokens() {
 #[test]
 fn same_seed_same_output() {
     let _serial = serial();
-    let Some(r) = load(SMOL, 1) else { return };
+    let r = load(SMOL, 1);
     let prompt = r.tokenize("Once upon a time", true, false).unwrap();
     let mut req = greedy(prompt, 12);
     req.sampling.temperature = 0.8;
@@ -171,7 +164,7 @@ fn same_seed_same_output() {
 #[test]
 fn stops_on_eog() {
     let _serial = serial();
-    let Some(r) = load(SMOL, 1) else { return };
+    let r = load(SMOL, 1);
     let text = "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n";
     let prompt = r.tokenize(text, false, true).unwrap();
     let o = run(&r, greedy(prompt, 200));
@@ -183,7 +176,7 @@ fn stops_on_eog() {
 #[test]
 fn errors_for_bad_requests() {
     let _serial = serial();
-    let Some(r) = load(SMOL, 1) else { return };
+    let r = load(SMOL, 1);
     let sink = || -> Sink { Box::new(|_| true) };
     assert!(matches!(
         r.generate(greedy(vec![], 1), sink()),
@@ -217,7 +210,7 @@ fn errors_for_bad_requests() {
 #[test]
 fn grammar_constrains_output() {
     let _serial = serial();
-    let Some(r) = load(SMOL, 1) else { return };
+    let r = load(SMOL, 1);
     let prompt = r.tokenize("Is the sky blue? Answer:", true, false).unwrap();
     let mut req = greedy(prompt, 8);
     req.sampling.grammar = Some(r#"root ::= " yes" | " no""#.into());
@@ -230,7 +223,7 @@ fn grammar_constrains_output() {
 #[test]
 fn embeddings_are_unit_length() {
     let _serial = serial();
-    let Some(r) = load(SMOL, 1) else { return };
+    let r = load(SMOL, 1);
     let a = r.tokenize("hello world", true, false).unwrap();
     let b = r
         .tokenize("a completely different sentence", true, false)
@@ -251,7 +244,7 @@ fn embeddings_are_unit_length() {
 #[test]
 fn truncated_gguf_fails_to_load() {
     let _serial = serial();
-    let Some(src) = model_path(GEMMA) else { return };
+    let src = model_path(GEMMA);
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(&src).unwrap();
     for (name, len) in [
@@ -273,7 +266,7 @@ fn truncated_gguf_fails_to_load() {
 #[test]
 fn second_turn_reuses_prefix() {
     let _serial = serial();
-    let Some(r) = load(SMOL, 2) else { return };
+    let r = load(SMOL, 2);
     let turn1 = r
         .tokenize(
             "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n",
@@ -307,7 +300,7 @@ fn second_turn_reuses_prefix() {
 #[test]
 fn four_parallel_sequences_complete() {
     let _serial = serial();
-    let Some(r) = load(GEMMA, 4) else { return };
+    let r = load(GEMMA, 4);
     let prompts = ["One", "Two plus two is", "The sky is", "Rust is a"];
     let rxs: Vec<_> = prompts
         .iter()
@@ -327,7 +320,7 @@ fn four_parallel_sequences_complete() {
 #[test]
 fn client_gone_frees_the_slot() {
     let _serial = serial();
-    let Some(r) = load(SMOL, 1) else { return };
+    let r = load(SMOL, 1);
     let prompt = r.tokenize("Count to ten:", true, false).unwrap();
     let (tx, rx) = mpsc::channel();
     let mut seen = 0;
@@ -355,7 +348,7 @@ fn client_gone_frees_the_slot() {
 #[test]
 fn context_shift_keeps_generating() {
     let _serial = serial();
-    let Some(r) = load(SMOL, 1) else { return };
+    let r = load(SMOL, 1);
     let n_ctx = r.info().n_ctx as usize;
     let prompt = vec![1; n_ctx - 4];
     let mut req = greedy(prompt.clone(), 10);
