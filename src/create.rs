@@ -7,18 +7,63 @@
 
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::api::types::{CreateRequest, Message, Progress};
 use crate::convert;
 use crate::engine::{self, Quant};
 use crate::gguf::{self, Gguf};
 use crate::model::ModelName;
 use crate::options;
-use crate::prompt::{self, KnownTemplate};
+use crate::progress::Progress;
+use crate::prompt::{self, KnownTemplate, Message};
 use crate::store::manifest::{self as mf, ConfigBlob, Layer, Manifest};
 use crate::store::{self, Digest, Store};
 use crate::template::Template;
+
+/// `POST /api/create`.
+#[derive(Debug, Deserialize, Default)]
+pub struct CreateRequest {
+    /// New model name.
+    #[serde(default)]
+    pub model: String,
+    /// Deprecated alias of `model`.
+    #[serde(default)]
+    pub name: String,
+    /// Existing model to base on.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Relative file name → digest of an uploaded blob.
+    #[serde(default)]
+    pub files: Option<Map<String, Value>>,
+    /// LoRA adapters, like `files`.
+    #[serde(default)]
+    pub adapters: Option<Map<String, Value>>,
+    /// Go template.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// System prompt.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// Options merged over the base model's.
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+    /// Replaces the MESSAGE history.
+    #[serde(default)]
+    pub messages: Option<Vec<Message>>,
+    /// One string or a list.
+    #[serde(default)]
+    pub license: Option<Value>,
+    /// Target quantization.
+    #[serde(default)]
+    pub quantize: Option<String>,
+    /// Deprecated alias of `quantize`.
+    #[serde(default)]
+    pub quantization: Option<String>,
+    /// Defaults to true.
+    #[serde(default)]
+    pub stream: Option<bool>,
+}
 
 /// Why a create failed.
 #[derive(Debug, thiserror::Error)]

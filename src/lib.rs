@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod grammar;
 pub mod model;
 pub mod options;
+pub mod progress;
 pub mod prompt;
 pub mod pull;
 pub mod push;

@@ -5,10 +5,35 @@
 //! templates (`.System`/`.Prompt`/`.Response`) are rendered once per turn and
 //! concatenated, as Ollama does. Tokenizing is the engine's job.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::api::types::Message;
 use crate::template::{self, Template};
+
+/// A chat message, as stored in a messages layer and sent by clients.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct Message {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// Text.
+    #[serde(default)]
+    pub content: String,
+    /// Assistant reasoning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
+    /// Base64 images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<String>>,
+    /// Calls the assistant asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
+    /// On tool messages: which function produced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+    /// On tool messages: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
 
 /// Ollama's default template for a model without one.
 pub const DEFAULT_TEMPLATE: &str = "{{ .Prompt }}";

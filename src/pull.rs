@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use crate::api::types::Progress;
 use crate::auth::{self, Failure, Session};
 use crate::config::Config;
 use crate::model::{InvalidName, ModelName};
+use crate::progress::Progress;
 use crate::store::{self, Digest, Manifest, RangedWriter, Store};
 
 /// Connecting to a registry is quick or not at all; an unreachable one

@@ -7,7 +7,7 @@
 //!
 //! This is the client side only, blocking `ureq` run on a blocking thread by
 //! the caller, as `crate::pull` is. The serving side (the upload endpoints)
-//! is `api::registry`. A registry that asks for a token gets one through
+//! is the api's registry module (`/v2/`). A registry that asks for a token gets one through
 //! `crate::auth::Session` (Ollama's ed25519-signed token request).
 //! Cross-repository mounts and chunked uploads are not implemented.
 
@@ -17,9 +17,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::api::types::Progress;
 use crate::auth::{Failure, Session};
 use crate::model::{InvalidName, ModelName};
+use crate::progress::Progress;
 use crate::store::{self, manifest::MANIFEST_MEDIA_TYPE, Digest, Manifest, Store};
 
 /// Connecting to a registry is quick or not at all.

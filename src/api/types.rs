@@ -1,107 +1,16 @@
 //! Wire types: the JSON shapes of requests and responses, with Ollama's
-//! field names. Serde derives live here and in `store::manifest` only.
+//! field names. The ones that modules below `api` also need live with them
+//! and are re-exported here: `Message` (`prompt`), `Progress` (`progress`)
+//! and `CreateRequest` (`create`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// `POST /api/create`.
-#[derive(Debug, Deserialize, Default)]
-pub struct CreateRequest {
-    /// New model name.
-    #[serde(default)]
-    pub model: String,
-    /// Deprecated alias of `model`.
-    #[serde(default)]
-    pub name: String,
-    /// Existing model to base on.
-    #[serde(default)]
-    pub from: Option<String>,
-    /// Relative file name → digest of an uploaded blob.
-    #[serde(default)]
-    pub files: Option<Map<String, Value>>,
-    /// LoRA adapters, like `files`.
-    #[serde(default)]
-    pub adapters: Option<Map<String, Value>>,
-    /// Go template.
-    #[serde(default)]
-    pub template: Option<String>,
-    /// System prompt.
-    #[serde(default)]
-    pub system: Option<String>,
-    /// Options merged over the base model's.
-    #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
-    /// Replaces the MESSAGE history.
-    #[serde(default)]
-    pub messages: Option<Vec<Message>>,
-    /// One string or a list.
-    #[serde(default)]
-    pub license: Option<Value>,
-    /// Target quantization.
-    #[serde(default)]
-    pub quantize: Option<String>,
-    /// Deprecated alias of `quantize`.
-    #[serde(default)]
-    pub quantization: Option<String>,
-    /// Defaults to true.
-    #[serde(default)]
-    pub stream: Option<bool>,
-}
-
-/// A chat message, as stored in a messages layer and sent by clients.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
-pub struct Message {
-    /// `system`, `user`, `assistant` or `tool`.
-    pub role: String,
-    /// Text.
-    #[serde(default)]
-    pub content: String,
-    /// Assistant reasoning.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thinking: Option<String>,
-    /// Base64 images.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub images: Option<Vec<String>>,
-    /// Calls the assistant asked for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<Vec<Value>>,
-    /// On tool messages: which function produced it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_name: Option<String>,
-    /// On tool messages: the call it answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
-}
-
-/// A `{"status": ...}` progress line.
-#[derive(Debug, Serialize, Clone, PartialEq)]
-pub struct Progress {
-    /// What is happening.
-    pub status: String,
-    /// The layer, when one is being transferred.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    /// Bytes in all.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total: Option<u64>,
-    /// Bytes done.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub completed: Option<u64>,
-}
-
-impl Progress {
-    /// A bare status line.
-    pub fn status(s: impl Into<String>) -> Progress {
-        Progress {
-            status: s.into(),
-            digest: None,
-            total: None,
-            completed: None,
-        }
-    }
-}
+pub use crate::create::CreateRequest;
+pub use crate::progress::Progress;
+pub use crate::prompt::Message;
 
 /// `POST /api/show`.
 #[derive(Debug, Deserialize, Default)]
