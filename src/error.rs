@@ -3,7 +3,7 @@
 
 use hyper::StatusCode;
 
-use crate::{create, model, pull, push, scheduler, store};
+use crate::{create, infer, model, pull, push, scheduler, store};
 
 /// Any error a request can end in.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,9 @@ pub enum ApiError {
     /// From model creation.
     #[error(transparent)]
     Create(#[from] create::Error),
+    /// From the inference layer (resolution, options, images).
+    #[error(transparent)]
+    Infer(#[from] infer::Error),
     /// From the scheduler (queue full, load failure).
     #[error(transparent)]
     Schedule(#[from] scheduler::Error),
@@ -83,6 +86,15 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Store(e) => store_status(e),
+            ApiError::Infer(e) => match e {
+                infer::Error::ModelNotFound(_) => StatusCode::NOT_FOUND,
+                infer::Error::NoWeights(_)
+                | infer::Error::KeepAlive(_)
+                | infer::Error::Options(_)
+                | infer::Error::Image(_) => StatusCode::BAD_REQUEST,
+                infer::Error::BrokenModel(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                infer::Error::Store(s) => store_status(s),
+            },
             ApiError::Schedule(scheduler::Error::Busy) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Schedule(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Pull(e) => match e {

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod grammar;
+pub mod infer;
 pub mod model;
 pub mod options;
 pub mod progress;

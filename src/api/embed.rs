@@ -10,9 +10,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::body::{self, Body};
-use super::resolve::{load_key, merged_options, parse_keep_alive, resolve, Model};
 use super::{blocking, AppState};
 use crate::error::ApiError;
+use crate::infer::{
+    self,
+    model::{load_key, merged_options, parse_keep_alive, resolve, Model},
+};
 use crate::model::ModelName;
 use crate::scheduler::{KeepAlive, Lease};
 
@@ -59,10 +62,10 @@ async fn find(state: &Arc<AppState>, raw: &str) -> Result<Arc<Model>, ApiError> 
     let name = ModelName::parse(raw).map_err(|_| not_found())?;
     let st = Arc::clone(state);
     let r = raw.to_string();
-    blocking(move || resolve(&st, &name, &r))
+    blocking(move || Ok(resolve(&st, &name, &r)?))
         .await
         .map_err(|e| match e {
-            ApiError::NotFound(_) => not_found(),
+            ApiError::Infer(infer::Error::ModelNotFound(_)) => not_found(),
             other => other,
         })
 }

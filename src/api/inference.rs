@@ -14,15 +14,15 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::body::{self, Body};
-use super::media;
 use super::models::details;
-use super::resolve::{load_key, merged_options, parse_keep_alive, resolve, Model};
-use super::shape::{split_answer, Calls, Piece, Shaper};
 use super::types::{rfc3339, ChatRequest, GenerateRequest, Message};
 use super::{blocking, AppState};
 use crate::engine::{self, DoneReason, Event, Utf8Assembler};
 use crate::error::{error_json, ApiError};
 use crate::grammar;
+use crate::infer::media;
+use crate::infer::model::{load_key, merged_options, parse_keep_alive, resolve, Model};
+use crate::infer::shape::{split_answer, Calls, Piece, Shaper};
 use crate::model::ModelName;
 use crate::options::Options;
 use crate::prompt::{self, Input};
@@ -171,7 +171,7 @@ async fn locate(
         .map_err(|_| ApiError::NotFound(format!("model '{raw_name}' not found")))?;
     let st = Arc::clone(state);
     let r = raw_name.to_string();
-    let model = blocking(move || resolve(&st, &name, &r)).await?;
+    let model = blocking(move || Ok(resolve(&st, &name, &r)?)).await?;
     let keep_alive = parse_keep_alive(keep_alive, state.scheduler.default_keep_alive())?;
     if empty && keep_alive == Some(Duration::ZERO) {
         state.scheduler.unload_path(&model.path);
@@ -922,27 +922,5 @@ mod tests {
         assert_eq!(partial_suffix("hello", "<end_of_turn>"), 0);
         assert_eq!(partial_suffix("a<", "<x"), 1);
         assert_eq!(partial_suffix("é<", "<é"), 1);
-    }
-
-    #[test]
-    fn keep_alive_values() {
-        let d = Some(Duration::from_secs(300));
-        assert_eq!(parse_keep_alive(None, d).ok(), Some(d));
-        assert_eq!(
-            parse_keep_alive(Some(&json!(10)), d).ok(),
-            Some(Some(Duration::from_secs(10)))
-        );
-        assert_eq!(parse_keep_alive(Some(&json!(-1)), d).ok(), Some(None));
-        assert_eq!(
-            parse_keep_alive(Some(&json!("1m")), d).ok(),
-            Some(Some(Duration::from_secs(60)))
-        );
-        assert_eq!(
-            parse_keep_alive(Some(&json!("0")), d).ok(),
-            Some(Some(Duration::ZERO))
-        );
-        let err = parse_keep_alive(Some(&json!("300")), d).map_err(|e| e.to_string());
-        assert_eq!(err, Err("time: missing unit in duration \"300\"".into()));
-        assert!(parse_keep_alive(Some(&json!(true)), d).is_err());
     }
 }

@@ -9,13 +9,12 @@ pub mod body;
 mod cors;
 mod embed;
 pub mod inference;
-mod media;
 mod models;
 mod openai;
 mod registry;
-pub mod resolve;
-mod shape;
 pub mod types;
+
+pub use crate::infer::{app, AppState};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,54 +28,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
-use crate::engine::CpuBudget;
 use crate::error::ApiError;
-use crate::scheduler::{Scheduler, Settings};
-use crate::store::Store;
 use body::{response, Body};
-
-/// What every handler can reach.
-#[derive(Debug)]
-pub struct AppState {
-    /// Parsed configuration.
-    pub config: Config,
-    /// The model store.
-    pub store: Arc<Store>,
-    /// Loaded models.
-    pub scheduler: Arc<Scheduler>,
-    /// Models resolved from manifests, by manifest digest.
-    pub model_cache: resolve::ModelCache,
-}
-
-/// Builds the shared state for a config (opens the store).
-/// Must run inside the tokio runtime (the scheduler starts its expiry task).
-pub fn app(config: Config) -> Result<Arc<AppState>, crate::store::Error> {
-    let store = Arc::new(Store::open(&config.models_dir, config.max_disk_bytes)?);
-    if !config.noprune {
-        // As Ollama: blobs unused for an hour are removed at start.
-        match store.prune(std::time::Duration::from_secs(3600)) {
-            Ok(0) => {}
-            Ok(n) => log::info!("pruned {n} unused blobs"),
-            Err(e) => log::warn!("not pruning blobs: {e}"),
-        }
-    }
-    let settings = Settings {
-        max_loaded: config.max_loaded_models,
-        max_queue: config.max_queue,
-        num_parallel: config.num_parallel,
-        keep_alive: config.keep_alive,
-        kv_type: config.kv_cache_type,
-        flash_attention: config.flash_attention,
-    };
-    let scheduler = Scheduler::new(settings, Arc::new(CpuBudget::new(config.threads)));
-    Ok(Arc::new(AppState {
-        config,
-        store,
-        scheduler,
-        model_cache: resolve::ModelCache::default(),
-    }))
-}
 
 /// Serves until SIGINT/SIGTERM; in-flight requests get a grace period.
 pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {

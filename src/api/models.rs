@@ -14,11 +14,11 @@ use super::{blocking, AppState};
 use crate::create::{read_json_blob, read_text_blob, Plan};
 use crate::error::ApiError;
 use crate::gguf::Gguf;
+use crate::infer::model::{capabilities, template_text};
 use crate::model::ModelName;
 use crate::options;
 use crate::store::manifest::{self as mf, ConfigBlob, Manifest};
 use crate::store::{self, Digest, Store};
-use crate::template::Template;
 
 /// `details` as tags and show report them, from the config blob.
 pub fn details(store: &Store, manifest: &Manifest) -> Details {
@@ -52,46 +52,6 @@ pub async fn tags(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
     })
     .await?;
     body::json(&json!({ "models": models }))
-}
-
-/// The template a model renders prompts with, if it has a template layer.
-pub fn template_text(store: &Store, manifest: &Manifest) -> Option<String> {
-    manifest
-        .layer(mf::MEDIA_TEMPLATE)
-        .or_else(|| manifest.layer(mf::MEDIA_PROMPT))
-        .and_then(|l| read_text_blob(store, l))
-}
-
-/// Capabilities Ollama reports, from the weights' metadata and the template.
-pub fn capabilities(
-    gguf: Option<&Gguf>,
-    template: Option<&str>,
-    manifest: &Manifest,
-) -> Vec<&'static str> {
-    let mut caps = Vec::new();
-    let arch = gguf.and_then(Gguf::architecture).unwrap_or("");
-    let pooling = gguf.is_some_and(|g| g.get(&format!("{arch}.pooling_type")).is_some());
-    if pooling {
-        caps.push("embedding");
-    } else {
-        caps.push("completion");
-    }
-    if let Some(t) = template.and_then(|t| Template::parse(t).ok()) {
-        if t.uses_field("Tools") {
-            caps.push("tools");
-        }
-        if t.uses_field("Suffix") {
-            caps.push("insert");
-        }
-    }
-    let vision_kv = gguf.is_some_and(|g| g.get(&format!("{arch}.vision.block_count")).is_some());
-    if manifest.layer(mf::MEDIA_PROJECTOR).is_some() || vision_kv {
-        caps.push("vision");
-    }
-    if template.is_some_and(|t| t.contains("<think>") && t.contains("</think>")) {
-        caps.push("thinking");
-    }
-    caps
 }
 
 /// `POST /api/show`.

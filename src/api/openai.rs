@@ -18,10 +18,10 @@ use super::inference::{
     consume, logprobs_json, prepare_chat, prepare_generate, start, tool_calls_json, Job, Outcome,
     Prepared,
 };
-use super::shape::{split_answer, Piece, Shaper};
 use super::types::{ChatRequest, GenerateRequest, Message};
 use super::{blocking, AppState};
 use crate::error::ApiError;
+use crate::infer::shape::{split_answer, Piece, Shaper};
 use crate::model::ModelName;
 use crate::scheduler::Lease;
 use crate::tools;

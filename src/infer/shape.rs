@@ -8,7 +8,7 @@ use crate::tools;
 
 /// A piece of a streamed answer, ready to send.
 #[derive(Debug, PartialEq)]
-pub(super) enum Piece {
+pub(crate) enum Piece {
     /// Reasoning (`thinking`, or `reasoning` on /v1).
     Thinking(String),
     /// Visible answer text.
@@ -17,13 +17,13 @@ pub(super) enum Piece {
 
 /// The end of an answer that held back a tool call: the calls and the text
 /// around them, sent together in one last chunk.
-pub(super) struct Calls {
-    pub(super) calls: Vec<tools::Call>,
-    pub(super) rest: String,
+pub(crate) struct Calls {
+    pub(crate) calls: Vec<tools::Call>,
+    pub(crate) rest: String,
 }
 
 /// Streaming state of one answer.
-pub(super) struct Shaper {
+pub(crate) struct Shaper {
     splitter: Option<think::Splitter>,
     /// Text that may be the start of a tool call.
     held: String,
@@ -34,7 +34,7 @@ pub(super) struct Shaper {
 impl Shaper {
     /// `think`: reasoning is split off (`Some(true)` when the prompt already
     /// opened the thinking tag). `tools`: the request offered tools.
-    pub(super) fn new(think: Option<bool>, tools: bool) -> Shaper {
+    pub(crate) fn new(think: Option<bool>, tools: bool) -> Shaper {
         Shaper {
             splitter: think.map(think::Splitter::new),
             held: String::new(),
@@ -43,7 +43,7 @@ impl Shaper {
     }
 
     /// Text from the engine; returns the pieces ready to send.
-    pub(super) fn push(&mut self, text: &str) -> Vec<Piece> {
+    pub(crate) fn push(&mut self, text: &str) -> Vec<Piece> {
         let mut out = Vec::new();
         let content = match self.splitter.as_mut() {
             None => text.to_string(),
@@ -76,7 +76,7 @@ impl Shaper {
 
     /// The answer ended: the pieces still to send, then the tool calls in
     /// held-back text (`None` when it held none).
-    pub(super) fn finish(&mut self) -> (Vec<Piece>, Option<Calls>) {
+    pub(crate) fn finish(&mut self) -> (Vec<Piece>, Option<Calls>) {
         let mut out = Vec::new();
         if let Some(sp) = self.splitter.as_mut() {
             let (t, c) = sp.finish();
@@ -100,7 +100,7 @@ impl Shaper {
 
 /// A whole answer at once: its reasoning, its visible text and the tool
 /// calls found anywhere in it (a non-streamed answer can look at all of it).
-pub(super) fn split_answer(
+pub(crate) fn split_answer(
     think: Option<bool>,
     tools: bool,
     text: &str,

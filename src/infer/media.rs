@@ -9,20 +9,19 @@
 //! tags as plain text; [`split`] then cuts the prompt at them. Decoding
 //! pixels is the engine's job (llama.cpp's stb_image through mtmd).
 
-use super::types::Message;
+use super::Error;
 use crate::engine::PromptPart;
-use crate::error::ApiError;
+use crate::prompt::Message;
 
 /// Decodes standard base64 (with padding; line breaks ignored, as Go's
 /// decoder does) and checks that the bytes look like an image file the
 /// engine can decode.
-pub fn decode(list: &[String]) -> Result<Vec<Vec<u8>>, ApiError> {
+pub fn decode(list: &[String]) -> Result<Vec<Vec<u8>>, Error> {
     list.iter()
         .map(|s| {
-            let bytes = base64_decode(s).map_err(|at| {
-                ApiError::BadRequest(format!("illegal base64 data at input byte {at}"))
-            })?;
-            check_format(&bytes).map_err(ApiError::BadRequest)?;
+            let bytes = base64_decode(s)
+                .map_err(|at| Error::Image(format!("illegal base64 data at input byte {at}")))?;
+            check_format(&bytes).map_err(Error::Image)?;
             Ok(bytes)
         })
         .collect()
@@ -174,7 +173,7 @@ fn tag_text(content: &str, first: usize, count: usize) -> String {
 
 /// Tags the images of `messages` into their text and decodes them; the
 /// images come back in tag order.
-pub fn tag(messages: &[Message]) -> Result<(Vec<Message>, Vec<Vec<u8>>), ApiError> {
+pub fn tag(messages: &[Message]) -> Result<(Vec<Message>, Vec<Vec<u8>>), Error> {
     let mut images = Vec::new();
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {

@@ -6,30 +6,27 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::models::{capabilities, template_text};
-use super::types::Message;
-use super::AppState;
+use super::{AppState, Error};
 use crate::config::{keep_alive_from_secs, parse_go_duration};
 use crate::create::{read_json_blob, read_text_blob};
-use crate::error::ApiError;
 use crate::gguf::Gguf;
 use crate::model::ModelName;
 use crate::options::Options;
-use crate::prompt;
+use crate::prompt::{self, Message};
 use crate::scheduler::{KeepAlive, LoadKey};
-use crate::store::manifest::{self as mf, ConfigBlob};
-use crate::store::{self, Digest};
+use crate::store::manifest::{self as mf, ConfigBlob, Manifest};
+use crate::store::{self, Digest, Store};
 use crate::template::Template;
 
 /// Parses `keep_alive`: a number of seconds or a Go duration string.
-pub fn parse_keep_alive(v: Option<&Value>, default: KeepAlive) -> Result<KeepAlive, ApiError> {
+pub fn parse_keep_alive(v: Option<&Value>, default: KeepAlive) -> Result<KeepAlive, Error> {
     match v {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Number(n)) => Ok(keep_alive_from_secs(n.as_f64().unwrap_or(0.0))),
         Some(Value::String(s)) => parse_go_duration(s)
             .map(keep_alive_from_secs)
-            .map_err(ApiError::BadRequest),
-        Some(other) => Err(ApiError::BadRequest(format!(
+            .map_err(Error::KeepAlive),
+        Some(other) => Err(Error::KeepAlive(format!(
             "Unsupported type: '{}'",
             json_type(other)
         ))),
@@ -43,6 +40,46 @@ fn json_type(v: &Value) -> &'static str {
         Value::Object(_) => "map[string]interface {}",
         _ => "unknown",
     }
+}
+
+/// The template a model renders prompts with, if it has a template layer.
+pub fn template_text(store: &Store, manifest: &Manifest) -> Option<String> {
+    manifest
+        .layer(mf::MEDIA_TEMPLATE)
+        .or_else(|| manifest.layer(mf::MEDIA_PROMPT))
+        .and_then(|l| read_text_blob(store, l))
+}
+
+/// Capabilities Ollama reports, from the weights' metadata and the template.
+pub fn capabilities(
+    gguf: Option<&Gguf>,
+    template: Option<&str>,
+    manifest: &Manifest,
+) -> Vec<&'static str> {
+    let mut caps = Vec::new();
+    let arch = gguf.and_then(Gguf::architecture).unwrap_or("");
+    let pooling = gguf.is_some_and(|g| g.get(&format!("{arch}.pooling_type")).is_some());
+    if pooling {
+        caps.push("embedding");
+    } else {
+        caps.push("completion");
+    }
+    if let Some(t) = template.and_then(|t| Template::parse(t).ok()) {
+        if t.uses_field("Tools") {
+            caps.push("tools");
+        }
+        if t.uses_field("Suffix") {
+            caps.push("insert");
+        }
+    }
+    let vision_kv = gguf.is_some_and(|g| g.get(&format!("{arch}.vision.block_count")).is_some());
+    if manifest.layer(mf::MEDIA_PROJECTOR).is_some() || vision_kv {
+        caps.push("vision");
+    }
+    if template.is_some_and(|t| t.contains("<think>") && t.contains("</think>")) {
+        caps.push("thinking");
+    }
+    caps
 }
 
 /// A model resolved from the store, with everything inference needs.
@@ -76,11 +113,11 @@ pub struct Model {
 #[derive(Debug, Default)]
 pub struct ModelCache(std::sync::Mutex<std::collections::HashMap<String, Arc<Model>>>);
 
-pub fn resolve(state: &AppState, name: &ModelName, raw: &str) -> Result<Arc<Model>, ApiError> {
+pub fn resolve(state: &AppState, name: &ModelName, raw: &str) -> Result<Arc<Model>, Error> {
     let store = &state.store;
     let entry = store.entry(name).map_err(|e| match e {
-        store::Error::ModelNotFound(_) => ApiError::NotFound(format!("model '{raw}' not found")),
-        other => ApiError::Store(other),
+        store::Error::ModelNotFound(_) => Error::ModelNotFound(raw.to_string()),
+        other => Error::Store(other),
     })?;
     let cache = &state.model_cache.0;
     if let Some(m) = cache
@@ -105,13 +142,13 @@ fn cache_key(entry: &store::Entry) -> String {
     format!("{}@{}", entry.name, entry.digest)
 }
 
-fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<Model, ApiError> {
+fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<Model, Error> {
     let m = &entry.manifest;
     let layer = m
         .layer(mf::MEDIA_MODEL)
-        .ok_or_else(|| ApiError::BadRequest(format!("{raw} has no model weights to run")))?;
+        .ok_or_else(|| Error::NoWeights(raw.to_string()))?;
     let digest = Digest::parse(&layer.digest)
-        .map_err(|_| ApiError::Internal(format!("bad digest in {raw}")))?;
+        .map_err(|_| Error::BrokenModel(format!("bad digest in {raw}")))?;
     let path = store.blob_path(&digest);
     let gguf = Gguf::open(&path, false).ok();
     let text = template_text(store, m);
@@ -125,7 +162,7 @@ fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<M
         })
         .unwrap_or_else(|| prompt::DEFAULT_TEMPLATE.to_string());
     let template = Template::parse(&template_src)
-        .map_err(|e| ApiError::Internal(format!("template of {raw}: {e}")))?;
+        .map_err(|e| Error::BrokenModel(format!("template of {raw}: {e}")))?;
     let caps = capabilities(gguf.as_ref(), Some(&template_src), m);
     let config: ConfigBlob = read_json_blob(store, &m.config).unwrap_or_default();
     // A build without the vision feature treats the model as text-only.
@@ -162,14 +199,13 @@ pub fn merged_options(
     state: &AppState,
     model: &Model,
     request: Option<&Map<String, Value>>,
-) -> Result<Options, ApiError> {
+) -> Result<Options, Error> {
     let mut o = Options::defaults(state.config.context_length);
     o.apply(&model.params)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        .map_err(|e| Error::Options(e.to_string()))?;
     if let Some(r) = request {
         // Upstream answers type errors in options with 500; a 400 is what it means.
-        o.apply(r)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        o.apply(r).map_err(|e| Error::Options(e.to_string()))?;
     }
     if model.projector.is_some() {
         // Ollama's floor for vision models: an image alone takes hundreds
@@ -192,5 +228,36 @@ pub fn load_key(model: &Model, o: &Options) -> LoadKey {
         embeddings: false,
         embed_seqs: 0,
         projector: model.projector.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn keep_alive_values() {
+        let d = Some(Duration::from_secs(300));
+        assert_eq!(parse_keep_alive(None, d).ok(), Some(d));
+        assert_eq!(
+            parse_keep_alive(Some(&json!(10)), d).ok(),
+            Some(Some(Duration::from_secs(10)))
+        );
+        assert_eq!(parse_keep_alive(Some(&json!(-1)), d).ok(), Some(None));
+        assert_eq!(
+            parse_keep_alive(Some(&json!("1m")), d).ok(),
+            Some(Some(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            parse_keep_alive(Some(&json!("0")), d).ok(),
+            Some(Some(Duration::ZERO))
+        );
+        let err = parse_keep_alive(Some(&json!("300")), d).map_err(|e| e.to_string());
+        assert_eq!(err, Err("time: missing unit in duration \"300\"".into()));
+        assert!(parse_keep_alive(Some(&json!(true)), d).is_err());
     }
 }

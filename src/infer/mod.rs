@@ -1,0 +1,93 @@
+//! The inference layer between the HTTP dialects and the scheduler: the one
+//! place native Ollama routes and the compatible ones (`/v1`) call to turn a
+//! model name into something that can run (`model.rs`: resolution, cached
+//! per manifest, `keep_alive` and option merging), to bring images into a
+//! prompt (`media.rs`), and to shape an answer into what a client sees
+//! (`shape.rs`: reasoning split from content, tool calls held back).
+//!
+//! It knows nothing of HTTP: its failures are [`Error`]s, which only
+//! `error.rs` turns into statuses. The shared state every handler reaches
+//! ([`AppState`]) lives here because resolution needs it; `api` re-exports it.
+//!
+//! Still in `api/inference.rs` and `api/embed.rs` (the next steps of this
+//! layer): request preparation and the engine's event stream.
+
+pub mod media;
+pub mod model;
+pub mod shape;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::engine::CpuBudget;
+use crate::scheduler::{Scheduler, Settings};
+use crate::store::{self, Store};
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    /// Parsed configuration.
+    pub config: Config,
+    /// The model store.
+    pub store: Arc<Store>,
+    /// Loaded models.
+    pub scheduler: Arc<Scheduler>,
+    /// Models resolved from manifests, by manifest digest.
+    pub model_cache: model::ModelCache,
+}
+
+/// Builds the shared state for a config (opens the store).
+/// Must run inside the tokio runtime (the scheduler starts its expiry task).
+pub fn app(config: Config) -> Result<Arc<AppState>, store::Error> {
+    let store = Arc::new(Store::open(&config.models_dir, config.max_disk_bytes)?);
+    if !config.noprune {
+        // As Ollama: blobs unused for an hour are removed at start.
+        match store.prune(std::time::Duration::from_secs(3600)) {
+            Ok(0) => {}
+            Ok(n) => log::info!("pruned {n} unused blobs"),
+            Err(e) => log::warn!("not pruning blobs: {e}"),
+        }
+    }
+    let settings = Settings {
+        max_loaded: config.max_loaded_models,
+        max_queue: config.max_queue,
+        num_parallel: config.num_parallel,
+        keep_alive: config.keep_alive,
+        kv_type: config.kv_cache_type,
+        flash_attention: config.flash_attention,
+    };
+    let scheduler = Scheduler::new(settings, Arc::new(CpuBudget::new(config.threads)));
+    Ok(Arc::new(AppState {
+        config,
+        store,
+        scheduler,
+        model_cache: model::ModelCache::default(),
+    }))
+}
+
+/// What can go wrong in the inference layer. Each message is what the
+/// client reads; `error.rs` picks the status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No model by that name (the message names it as the client wrote it).
+    #[error("model '{0}' not found")]
+    ModelNotFound(String),
+    /// The model's manifest has no weights layer.
+    #[error("{0} has no model weights to run")]
+    NoWeights(String),
+    /// A `keep_alive` that is neither seconds nor a Go duration.
+    #[error("{0}")]
+    KeepAlive(String),
+    /// A request or model option of the wrong type.
+    #[error("{0}")]
+    Options(String),
+    /// An image that is not base64 of a PNG, JPEG, GIF or BMP file.
+    #[error("{0}")]
+    Image(String),
+    /// A stored model that cannot be read as written (bad digest, template).
+    #[error("{0}")]
+    BrokenModel(String),
+    /// From the store.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
