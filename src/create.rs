@@ -536,7 +536,7 @@ impl Plan {
         let with_projector = convert::has_projector(&files)?;
         progress(Progress::status("converting model"));
         let mut out = BlobOut(store.blob_writer(None, None)?);
-        convert::convert(&files, &mut out, &mut |_| {})?;
+        convert::convert(&files, &mut out, &mut |_| {}).map_err(convert_error)?;
         let model = finish_blob(out, progress)?;
         let projector = if with_projector {
             // Pinned while the projector is written, as the caller pins it
@@ -544,7 +544,7 @@ impl Plan {
             let _pin = store.pin(vec![model.0.clone()]);
             progress(Progress::status("converting vision projector"));
             let mut out = BlobOut(store.blob_writer(None, None)?);
-            convert::convert_projector(&files, &mut out, &mut |_| {})?;
+            convert::convert_projector(&files, &mut out, &mut |_| {}).map_err(convert_error)?;
             Some(finish_blob(out, progress)?)
         } else {
             None
@@ -580,13 +580,30 @@ impl std::io::Write for BlobOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.write(buf).map_err(|e| match e {
             store::Error::Io { source, .. } => source,
-            other => std::io::Error::other(other.to_string()),
+            // Kept whole inside the io::Error, so `convert_error` can give
+            // the store's refusal (budget, full disk) back as itself.
+            other => std::io::Error::other(other),
         })?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// A conversion that failed because the store refused a write (the disk
+/// budget, a full disk) failed on the store's account, not the model's:
+/// the client then gets the store's status (507), not a 400.
+fn convert_error(e: convert::Error) -> Error {
+    match e {
+        convert::Error::Io(io) if io.get_ref().is_some_and(|i| i.is::<store::Error>()) => {
+            match io.into_inner().map(|b| b.downcast::<store::Error>()) {
+                Some(Ok(refused)) => Error::Store(*refused),
+                _ => Error::Internal("a store error was lost during conversion".into()),
+            }
+        }
+        other => Error::Convert(other),
     }
 }
 

@@ -28,6 +28,59 @@ fn create_from_dir(s: &Server, name: &str, dir: &Path) -> (u16, Vec<Value>) {
     s.stream("/api/create", json!({"model": name, "files": files}))
 }
 
+/// A Safetensors create whose conversion runs into the disk budget is a
+/// 507 (the store's refusal), leaves no model and no half-written blob,
+/// and keeps the uploaded files.
+#[test]
+fn safetensors_create_over_the_disk_budget_is_507() {
+    let dir = models_dir().join("all-minilm-l6-v2");
+    let files = [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "modules.json",
+        "model.safetensors",
+        "1_Pooling/config.json",
+    ];
+    let uploads: u64 = files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(dir.join(f))
+                .expect("test model file")
+                .len()
+        })
+        .sum();
+    // The uploads fit; their 46 MB GGUF conversion does not.
+    let budget = (uploads + 10_000_000).to_string();
+    let s = Server::start_with(&[("HEARTH_MAX_DISK", budget.as_str())]);
+    let mut map = serde_json::Map::new();
+    for rel in files {
+        map.insert(
+            rel.to_string(),
+            Value::String(s.upload_file(&dir.join(rel))),
+        );
+    }
+    let before = crate::harness::blob_names(&s.models);
+    let (status, v) = s.post(
+        "/api/create",
+        json!({"model": "minilm", "files": map, "stream": false}),
+    );
+    assert_eq!(status, 507, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not enough space")),
+        "{v}"
+    );
+    assert_eq!(s.get("/api/tags"), (200, json!({"models": []})));
+    assert_eq!(crate::harness::blob_names(&s.models), before);
+    assert!(std::fs::read_dir(s.models.join(".hearth-tmp"))
+        .expect("tmp")
+        .next()
+        .is_none());
+}
+
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
