@@ -89,11 +89,16 @@ impl ApiError {
             ApiError::Infer(e) => match e {
                 infer::Error::ModelNotFound(_) => StatusCode::NOT_FOUND,
                 infer::Error::NoWeights(_)
+                | infer::Error::Invalid(_)
                 | infer::Error::KeepAlive(_)
                 | infer::Error::Options(_)
                 | infer::Error::Image(_) => StatusCode::BAD_REQUEST,
-                infer::Error::BrokenModel(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                infer::Error::BrokenModel(_) | infer::Error::Internal(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
                 infer::Error::Store(s) => store_status(s),
+                infer::Error::Schedule(scheduler::Error::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+                infer::Error::Schedule(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Schedule(scheduler::Error::Busy) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Schedule(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -14,14 +14,13 @@ use serde_json::{json, Map, Value};
 
 use super::body::{self, Body};
 use super::embed::embed_texts;
-use super::inference::{
-    consume, logprobs_json, prepare_chat, prepare_generate, start, tool_calls_json, Job, Outcome,
-    Prepared,
-};
+use super::inference::{logprobs_json, tool_calls_json};
 use super::types::{ChatRequest, GenerateRequest, Message};
 use super::{blocking, AppState};
 use crate::error::ApiError;
+use crate::infer::prepare::{prepare_chat, prepare_generate, Job, Prepared};
 use crate::infer::shape::{split_answer, Piece, Shaper};
+use crate::infer::stream::{consume, resolve_logprobs, start, Outcome};
 use crate::model::ModelName;
 use crate::scheduler::Lease;
 use crate::tools;
@@ -309,7 +308,7 @@ async fn answer(
         let o = consume(rx, &job.opts.stop, |_, _| true).await;
         let logprobs = job
             .logprobs
-            .map(|top| logprobs_json(&lease.runner, &o.logprobs, top));
+            .map(|top| logprobs_json(&resolve_logprobs(&lease, &o.logprobs, top), top));
         drop(lease);
         if let Some(e) = &o.error {
             return Err(ApiError::Internal(e.clone()));
@@ -371,7 +370,7 @@ async fn answer(
                     events.push(event(&Piece::Content(String::new())));
                 }
                 events[0]["choices"][0]["logprobs"] =
-                    json!({ "content": logprobs_json(&lease.runner, lps, top) });
+                    json!({ "content": logprobs_json(&resolve_logprobs(&lease, lps, top), top) });
             }
             events.iter().all(|v| tx.send(sse(v)).is_ok())
         })

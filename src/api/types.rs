@@ -1,14 +1,14 @@
 //! Wire types: the JSON shapes of requests and responses, with Ollama's
 //! field names. The ones that modules below `api` also need live with them
-//! and are re-exported here: `Message` (`prompt`), `Progress` (`progress`)
-//! and `CreateRequest` (`create`).
+//! and are re-exported here: `Message` (`prompt`), `Progress` (`progress`),
+//! `CreateRequest` (`create`) and the generate and chat requests (`infer`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 pub use crate::create::CreateRequest;
+pub use crate::infer::request::{ChatRequest, GenerateRequest};
 pub use crate::progress::Progress;
 pub use crate::prompt::Message;
 
@@ -123,101 +123,4 @@ mod tests {
         let far = UNIX_EPOCH + Duration::from_secs(10_960_000_000);
         assert!(rfc3339(far).starts_with("2317-"));
     }
-}
-
-/// `POST /api/generate`.
-#[derive(Debug, Deserialize, Default)]
-pub struct GenerateRequest {
-    /// The model, as the client names it.
-    #[serde(default)]
-    pub model: String,
-    /// Prompt text; empty loads the model.
-    #[serde(default)]
-    pub prompt: String,
-    /// Text after the insertion point.
-    #[serde(default)]
-    pub suffix: Option<String>,
-    /// Overrides the model's system prompt.
-    #[serde(default)]
-    pub system: Option<String>,
-    /// Overrides the model's template.
-    #[serde(default)]
-    pub template: Option<String>,
-    /// Tokens from a previous answer.
-    #[serde(default)]
-    pub context: Option<Vec<i32>>,
-    /// No template at all.
-    #[serde(default)]
-    pub raw: bool,
-    /// `"json"` or a JSON schema.
-    #[serde(default)]
-    pub format: Option<Value>,
-    /// Base64 images.
-    #[serde(default)]
-    pub images: Option<Vec<String>>,
-    /// Reasoning control.
-    #[serde(default)]
-    pub think: Option<Value>,
-    /// Defaults to true.
-    #[serde(default)]
-    pub stream: Option<bool>,
-    /// Number (seconds) or duration string.
-    #[serde(default)]
-    pub keep_alive: Option<Value>,
-    /// Model options.
-    #[serde(default)]
-    pub options: Option<Map<String, Value>>,
-    /// Allow a context shift when the prompt is too long.
-    #[serde(default)]
-    pub shift: Option<bool>,
-    /// Trim old history to fit.
-    #[serde(default)]
-    pub truncate: Option<bool>,
-    /// Per-token log probabilities.
-    #[serde(default)]
-    pub logprobs: Option<bool>,
-    /// Alternatives per token.
-    #[serde(default)]
-    pub top_logprobs: Option<i64>,
-}
-
-/// `POST /api/chat`.
-#[derive(Debug, Deserialize, Default)]
-pub struct ChatRequest {
-    /// The model.
-    #[serde(default)]
-    pub model: String,
-    /// The conversation.
-    #[serde(default)]
-    pub messages: Vec<Message>,
-    /// Tool definitions.
-    #[serde(default)]
-    pub tools: Option<Value>,
-    /// `"json"` or a JSON schema.
-    #[serde(default)]
-    pub format: Option<Value>,
-    /// Reasoning control.
-    #[serde(default)]
-    pub think: Option<Value>,
-    /// Defaults to true.
-    #[serde(default)]
-    pub stream: Option<bool>,
-    /// Number (seconds) or duration string.
-    #[serde(default)]
-    pub keep_alive: Option<Value>,
-    /// Model options.
-    #[serde(default)]
-    pub options: Option<Map<String, Value>>,
-    /// Allow a context shift when the prompt is too long.
-    #[serde(default)]
-    pub shift: Option<bool>,
-    /// Trim old history to fit.
-    #[serde(default)]
-    pub truncate: Option<bool>,
-    /// Per-token log probabilities.
-    #[serde(default)]
-    pub logprobs: Option<bool>,
-    /// Alternatives per token.
-    #[serde(default)]
-    pub top_logprobs: Option<i64>,
 }

@@ -9,18 +9,23 @@
 //! `error.rs` turns into statuses. The shared state every handler reaches
 //! ([`AppState`]) lives here because resolution needs it; `api` re-exports it.
 //!
-//! Still in `api/inference.rs` and `api/embed.rs` (the next steps of this
-//! layer): request preparation and the engine's event stream.
+//! `prepare.rs` turns a generate or chat request (`request.rs`) into a
+//! [`prepare::Job`] and the model's lease; `stream.rs` starts it on the
+//! runner and turns the engine's events into text and statistics. Still in
+//! `api/embed.rs` (the next step of this layer): the embedding logic.
 
 pub mod media;
 pub mod model;
+pub mod prepare;
+pub mod request;
 pub mod shape;
+pub mod stream;
 
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::engine::CpuBudget;
-use crate::scheduler::{Scheduler, Settings};
+use crate::scheduler::{self, Scheduler, Settings};
 use crate::store::{self, Store};
 
 /// What every handler can reach.
@@ -87,7 +92,25 @@ pub enum Error {
     /// A stored model that cannot be read as written (bad digest, template).
     #[error("{0}")]
     BrokenModel(String),
+    /// A request field that cannot be honoured; the message names it.
+    #[error("{0}")]
+    Invalid(String),
+    /// Something on our side failed (tokenizing, the runner); logged.
+    #[error("{0}")]
+    Internal(String),
     /// From the store.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// From the scheduler (queue full, load failure).
+    #[error(transparent)]
+    Schedule(#[from] scheduler::Error),
+}
+
+/// Runs blocking work (store reads, image decoding) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
 }
