@@ -10,18 +10,21 @@ use crate::harness::{inference_lock, models_dir, Server};
 
 const REFERENCE: &str = include_str!("../src/convert/testdata/minilm-reference.json");
 
+/// The files of all-MiniLM-L6-v2 that a create uploads.
+const MINILM_FILES: [&str; 7] = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "modules.json",
+    "model.safetensors",
+    "1_Pooling/config.json",
+];
+
 /// Uploads every file of a model directory and creates a model from them.
 fn create_from_dir(s: &Server, name: &str, dir: &Path) -> (u16, Vec<Value>) {
     let mut files = serde_json::Map::new();
-    for rel in [
-        "config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "modules.json",
-        "model.safetensors",
-        "1_Pooling/config.json",
-    ] {
+    for rel in MINILM_FILES {
         let digest = s.upload_file(&dir.join(rel));
         files.insert(rel.to_string(), Value::String(digest));
     }
@@ -34,16 +37,7 @@ fn create_from_dir(s: &Server, name: &str, dir: &Path) -> (u16, Vec<Value>) {
 #[test]
 fn safetensors_create_over_the_disk_budget_is_507() {
     let dir = models_dir().join("all-minilm-l6-v2");
-    let files = [
-        "config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "modules.json",
-        "model.safetensors",
-        "1_Pooling/config.json",
-    ];
-    let uploads: u64 = files
+    let uploads: u64 = MINILM_FILES
         .iter()
         .map(|f| {
             std::fs::metadata(dir.join(f))
@@ -55,7 +49,7 @@ fn safetensors_create_over_the_disk_budget_is_507() {
     let budget = (uploads + 10_000_000).to_string();
     let s = Server::start_with(&[("HEARTH_MAX_DISK", budget.as_str())]);
     let mut map = serde_json::Map::new();
-    for rel in files {
+    for rel in MINILM_FILES {
         map.insert(
             rel.to_string(),
             Value::String(s.upload_file(&dir.join(rel))),
