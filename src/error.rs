@@ -87,7 +87,9 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Store(e) => store_status(e),
             ApiError::Infer(e) => match e {
-                infer::Error::ModelNotFound(_) => StatusCode::NOT_FOUND,
+                infer::Error::ModelNotFound(_) | infer::Error::EmbedModelNotFound(_) => {
+                    StatusCode::NOT_FOUND
+                }
                 infer::Error::NoWeights(_)
                 | infer::Error::Invalid(_)
                 | infer::Error::KeepAlive(_)

@@ -13,11 +13,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::body::{self, Body};
-use super::embed::embed_texts;
 use super::inference::{logprobs_json, tool_calls_json};
 use super::types::{ChatRequest, GenerateRequest, Message};
 use super::{blocking, AppState};
 use crate::error::ApiError;
+use crate::infer::embed::embed_texts;
 use crate::infer::prepare::{prepare_chat, prepare_generate, Job, Prepared};
 use crate::infer::shape::{split_answer, Piece, Shaper};
 use crate::infer::stream::{consume, resolve_logprobs, start, Outcome};

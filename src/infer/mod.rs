@@ -11,9 +11,10 @@
 //!
 //! `prepare.rs` turns a generate or chat request (`request.rs`) into a
 //! [`prepare::Job`] and the model's lease; `stream.rs` starts it on the
-//! runner and turns the engine's events into text and statistics. Still in
-//! `api/embed.rs` (the next step of this layer): the embedding logic.
+//! runner and turns the engine's events into text and statistics;
+//! `embed.rs` embeds inputs for every dialect.
 
+pub mod embed;
 pub mod media;
 pub mod model;
 pub mod prepare;
@@ -77,6 +78,9 @@ pub enum Error {
     /// No model by that name (the message names it as the client wrote it).
     #[error("model '{0}' not found")]
     ModelNotFound(String),
+    /// No model by that name, in the embedding routes' wording.
+    #[error("model \"{0}\" not found, try pulling it first")]
+    EmbedModelNotFound(String),
     /// The model's manifest has no weights layer.
     #[error("{0} has no model weights to run")]
     NoWeights(String),
