@@ -3,14 +3,15 @@
 //! embedding itself are `infer::embed`'s.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::Response;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::body::{self, Body};
+use super::types::{nanos, EmbedResponse, LegacyEmbedResponse, Metrics};
 use super::AppState;
 use crate::error::ApiError;
 use crate::infer::embed::{embed, find, lease, shorten};
@@ -46,10 +47,6 @@ struct LegacyRequest {
     options: Option<Map<String, Value>>,
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 /// `POST /api/embed`.
 pub async fn embed_route(
     state: &Arc<AppState>,
@@ -75,19 +72,26 @@ pub async fn embed_route(
     )?;
     let lease = lease(state, &model, req.options.as_ref(), keep_alive).await?;
     if inputs.is_empty() {
-        return body::json(&json!({"model": req.model, "embeddings": []}));
+        return body::json(&EmbedResponse {
+            model: &req.model,
+            embeddings: Vec::new(),
+            metrics: Metrics::default(),
+        });
     }
     let out = embed(&lease, inputs, req.truncate.unwrap_or(true)).await?;
     drop(lease);
     let dims = req.dimensions.unwrap_or(0);
     let embeddings: Vec<Vec<f32>> = out.vectors.into_iter().map(|v| shorten(v, dims)).collect();
-    body::json(&json!({
-        "model": req.model,
-        "embeddings": embeddings,
-        "total_duration": nanos(started.elapsed()),
-        "load_duration": nanos(out.load),
-        "prompt_eval_count": out.prompt_tokens,
-    }))
+    body::json(&EmbedResponse {
+        model: &req.model,
+        embeddings,
+        metrics: Metrics {
+            total_duration: nanos(started.elapsed()),
+            load_duration: nanos(out.load),
+            prompt_eval_count: out.prompt_tokens as u64,
+            ..Metrics::default()
+        },
+    })
 }
 
 /// `POST /api/embeddings`: one prompt, one vector; errors are 500s upstream,
@@ -107,7 +111,9 @@ pub async fn embeddings_route(
     )?;
     let lease = lease(state, &model, req.options.as_ref(), keep_alive).await?;
     if req.prompt.is_empty() {
-        return body::json(&json!({"embedding": []}));
+        return body::json(&LegacyEmbedResponse {
+            embedding: Vec::new(),
+        });
     }
     let out = embed(&lease, vec![req.prompt], true)
         .await
@@ -115,5 +121,5 @@ pub async fn embeddings_route(
     let vector = out.vectors.into_iter().next().unwrap_or_default();
     // Upstream sends float64s; the values are the same numbers.
     let vector: Vec<f64> = vector.into_iter().map(f64::from).collect();
-    body::json(&json!({ "embedding": vector }))
+    body::json(&LegacyEmbedResponse { embedding: vector })
 }

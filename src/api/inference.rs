@@ -10,39 +10,55 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::Response;
-use serde_json::{json, Value};
 
 use super::body::{self, Body};
 use super::models::details;
-use super::types::{rfc3339, ChatRequest, GenerateRequest};
+use super::types::{
+    nanos, rfc3339, AssistantMessage, ChatRequest, Chunk, ChunkBody, GenerateRequest, LogprobEntry,
+    Metrics, ModelList, RunningModel, ToolCall, ToolFunction,
+};
 use super::{blocking, AppState};
 use crate::error::{error_json, ApiError};
+use crate::infer::answer::{self, Update};
 use crate::infer::prepare::{prepare_chat, prepare_generate, Job, Kind, Prepared};
-use crate::infer::shape::{split_answer, Calls, Piece, Shaper};
-use crate::infer::stream::{consume, resolve_logprobs, start, Logprob, Outcome};
-use crate::scheduler::Lease;
+use crate::infer::shape::Piece;
+use crate::infer::stream::{Logprob, Outcome};
 use crate::tools;
 
-fn now() -> String {
-    rfc3339(SystemTime::now())
-}
-
-fn chunk(kind: &Kind, model: &str, text: &str) -> Value {
-    match kind {
-        Kind::Generate { .. } => {
-            json!({"model": model, "created_at": now(), "response": text, "done": false})
-        }
-        Kind::Chat => json!({"model": model, "created_at": now(),
-            "message": {"role": "assistant", "content": text}, "done": false}),
+/// A chunk with text (and reasoning) and nothing else.
+fn chunk<'a>(kind: &Kind, model: &'a str, text: &'a str, thinking: Option<&'a str>) -> Chunk<'a> {
+    let body = match kind {
+        Kind::Generate { .. } => ChunkBody::Generate {
+            response: text,
+            thinking,
+        },
+        Kind::Chat => ChunkBody::Chat {
+            message: AssistantMessage {
+                role: "assistant",
+                content: text,
+                thinking,
+                tool_calls: None,
+            },
+        },
+    };
+    Chunk {
+        model,
+        created_at: rfc3339(SystemTime::now()),
+        body,
+        done: false,
+        done_reason: None,
+        context: None,
+        metrics: Metrics::default(),
+        logprobs: None,
     }
 }
 
 /// Replies that need no generation: `load` and `unload`.
 fn short_reply(kind: &Kind, model: &str, reason: &str) -> Result<Response<Body>, ApiError> {
-    let mut v = chunk(kind, model, "");
-    v["done"] = Value::Bool(true);
-    v["done_reason"] = Value::String(reason.into());
-    body::json(&v)
+    let mut c = chunk(kind, model, "", None);
+    c.done = true;
+    c.done_reason = Some(reason);
+    body::json(&c)
 }
 
 /// `POST /api/generate`.
@@ -67,119 +83,100 @@ pub async fn chat(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
 
 /// Ollama's `logprobs` array: token text, log probability, bytes and (when
 /// asked) the most likely alternatives.
-pub(super) fn logprobs_json(lps: &[Logprob], top: usize) -> Value {
-    let entry = |bytes: &[u8], logprob: f32| json!({"token": String::from_utf8_lossy(bytes), "logprob": logprob, "bytes": bytes});
-    let list: Vec<Value> = lps
-        .iter()
-        .map(|lp| {
-            let mut v = entry(&lp.bytes, lp.logprob);
-            if top > 0 {
-                let alts: Vec<Value> = lp.top.iter().map(|(b, l)| entry(b, *l)).collect();
-                v["top_logprobs"] = Value::Array(alts);
-            }
-            v
+pub(super) fn logprobs_json(lps: &[Logprob], top: usize) -> Vec<LogprobEntry<'_>> {
+    fn entry(bytes: &[u8], logprob: f32) -> LogprobEntry<'_> {
+        LogprobEntry {
+            token: String::from_utf8_lossy(bytes).into_owned(),
+            logprob,
+            bytes,
+            top_logprobs: None,
+        }
+    }
+    lps.iter()
+        .map(|lp| LogprobEntry {
+            top_logprobs: (top > 0).then(|| lp.top.iter().map(|(b, l)| entry(b, *l)).collect()),
+            ..entry(&lp.bytes, lp.logprob)
         })
-        .collect();
-    Value::Array(list)
+        .collect()
 }
 
 /// Starts the generation and answers, streaming or not.
-async fn run(job: Job, lease: Lease) -> Result<Response<Body>, ApiError> {
-    let erx = start(&job, &lease)?;
+async fn run(job: Job, lease: crate::scheduler::Lease) -> Result<Response<Body>, ApiError> {
     if !job.stream {
-        let mut outcome = consume(erx, &job.opts.stop, |_, _| true).await;
-        let load = lease.load_duration;
-        let logprobs = job
-            .logprobs
-            .map(|top| logprobs_json(&resolve_logprobs(&lease, &outcome.logprobs, top), top));
-        drop(lease);
-        if let Some(e) = &outcome.error {
-            if outcome.text.is_empty() {
-                return Err(ApiError::Internal(e.clone()));
+        let a = answer::complete(&job, lease).await?;
+        let top = job.logprobs.unwrap_or(0);
+        let calls = tool_calls(&a.calls);
+        let mut c = final_chunk(&job, &a.outcome, a.load, false);
+        c.logprobs = a.logprobs.as_deref().map(|l| logprobs_json(l, top));
+        let thinking = (!a.thinking.is_empty()).then_some(a.thinking.as_str());
+        match &mut c.body {
+            ChunkBody::Generate { thinking: t, .. } => *t = thinking,
+            ChunkBody::Chat { message } => {
+                message.thinking = thinking;
+                message.tool_calls = (!calls.is_empty()).then_some(calls);
             }
         }
-        let (thinking, content, calls) = split_answer(job.think, job.tools, &outcome.text);
-        outcome.text = content;
-        let mut line = final_fields(&job, &outcome, load, false);
-        if !calls.is_empty() {
-            line["message"]["tool_calls"] = tool_calls_json(&calls);
-        }
-        if !thinking.is_empty() {
-            set_thinking(&mut line, &job.kind, &thinking);
-        }
-        if let Some(logprobs) = logprobs {
-            line["logprobs"] = logprobs;
-        }
-        return Ok(super::body::response(
+        return Ok(body::response(
             hyper::StatusCode::OK,
             "application/json; charset=utf-8",
-            body::ndjson_line(&line),
+            body::ndjson_line(&c),
         ));
     }
+    let started = answer::begin(&job, &lease)?;
     let (tx, resp) = body::ndjson_stream();
     tokio::spawn(async move {
-        let lease = lease;
-        let piece_line = |p: &Piece| match p {
-            Piece::Content(c) => chunk(&job.kind, &job.model, c),
-            Piece::Thinking(t) => {
-                let mut v = chunk(&job.kind, &job.model, "");
-                set_thinking(&mut v, &job.kind, t);
-                v
+        let top = job.logprobs.unwrap_or(0);
+        fn line<'a>(job: &'a Job, p: &'a Piece) -> Chunk<'a> {
+            match p {
+                Piece::Content(c) => chunk(&job.kind, &job.model, c, None),
+                Piece::Thinking(t) => chunk(&job.kind, &job.model, "", Some(t)),
             }
-        };
-        let mut shaper = Shaper::new(job.think, job.tools);
-        let mut outcome = consume(erx, &job.opts.stop, |text, lps| {
-            let mut lines: Vec<Value> = shaper.push(text).iter().map(piece_line).collect();
-            if let (Some(top), false) = (job.logprobs, lps.is_empty()) {
-                // Each chunk carries the log probabilities of its tokens,
-                // with empty text while the text is held back.
-                if lines.is_empty() {
-                    lines.push(chunk(&job.kind, &job.model, ""));
+        }
+        let end = answer::stream(&job, lease, started, |update| match update {
+            Update::Text(pieces, lps) => {
+                let mut lines: Vec<Chunk> = pieces.iter().map(|p| line(&job, p)).collect();
+                if let Some(lps) = &lps {
+                    // Each chunk carries the log probabilities of its
+                    // tokens, with empty text while the text is held back.
+                    if lines.is_empty() {
+                        lines.push(chunk(&job.kind, &job.model, "", None));
+                    }
+                    lines[0].logprobs = Some(logprobs_json(lps, top));
                 }
-                lines[0]["logprobs"] = logprobs_json(&resolve_logprobs(&lease, lps, top), top);
+                lines.iter().all(|c| tx.send(body::ndjson_line(c)).is_ok())
             }
-            lines.iter().all(|v| tx.send(body::ndjson_line(v)).is_ok())
+            Update::Calls(calls) => {
+                let mut c = chunk(&job.kind, &job.model, &calls.rest, None);
+                if let ChunkBody::Chat { message } = &mut c.body {
+                    message.tool_calls = Some(tool_calls(&calls.calls));
+                }
+                tx.send(body::ndjson_line(&c)).is_ok()
+            }
         })
         .await;
-        let (rest, calls) = shaper.finish();
-        for p in &rest {
-            let _ = tx.send(body::ndjson_line(&piece_line(p)));
-        }
-        if let Some(Calls { calls, rest }) = calls {
-            let mut v = chunk(&job.kind, &job.model, &rest);
-            v["message"]["tool_calls"] = tool_calls_json(&calls);
-            let _ = tx.send(body::ndjson_line(&v));
-            outcome.text = rest;
-        }
-        let _ = tx.send(final_line(&job, &outcome, lease.load_duration, true));
-        drop(lease);
+        let _ = tx.send(final_line(&job, &end.outcome, end.load));
     });
     Ok(resp)
 }
 
-/// Puts reasoning where Ollama does: `thinking` (generate) or
-/// `message.thinking` (chat).
-fn set_thinking(v: &mut Value, kind: &Kind, thinking: &str) {
-    match kind {
-        Kind::Generate { .. } => v["thinking"] = Value::String(thinking.into()),
-        Kind::Chat => v["message"]["thinking"] = Value::String(thinking.into()),
-    }
-}
-
 /// Tool calls as Ollama writes them: an id, and the arguments as an object.
-pub(super) fn tool_calls_json(calls: &[tools::Call]) -> Value {
-    let calls: Vec<Value> = calls
+pub(super) fn tool_calls(calls: &[tools::Call]) -> Vec<ToolCall<'_>> {
+    calls
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            json!({"id": call_id(i), "function": {"index": i, "name": c.name, "arguments": c.arguments}})
+        .map(|(index, c)| ToolCall {
+            id: call_id(index),
+            function: ToolFunction {
+                index,
+                name: &c.name,
+                arguments: &c.arguments,
+            },
         })
-        .collect();
-    Value::Array(calls)
+        .collect()
 }
 
 /// `call_` and 8 characters of [a-z0-9], different per call and request.
-fn call_id(i: usize) -> String {
+pub(super) fn call_id(i: usize) -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -198,44 +195,36 @@ fn call_id(i: usize) -> String {
     format!("call_{id}")
 }
 
-/// The last line: stats and `done_reason`, or an in-stream error.
-fn final_line(job: &Job, o: &Outcome, load: Duration, streamed: bool) -> Bytes {
+/// The last line of a stream: stats and `done_reason`, or an in-stream error.
+fn final_line(job: &Job, o: &Outcome, load: Duration) -> Bytes {
     if let Some(e) = &o.error {
-        if streamed || o.text.is_empty() {
-            let mut line = error_json(e).into_bytes();
-            line.push(b'\n');
-            return Bytes::from(line);
-        }
+        let mut line = error_json(e).into_bytes();
+        line.push(b'\n');
+        return Bytes::from(line);
     }
-    body::ndjson_line(&final_fields(job, o, load, streamed))
+    body::ndjson_line(&final_chunk(job, o, load, true))
 }
 
 /// The final chunk: text (when not streamed), `done_reason` and statistics.
-fn final_fields(job: &Job, o: &Outcome, load: Duration, streamed: bool) -> Value {
+fn final_chunk<'a>(job: &'a Job, o: &'a Outcome, load: Duration, streamed: bool) -> Chunk<'a> {
     let text = if streamed { "" } else { o.text.as_str() };
-    let mut v = chunk(&job.kind, &job.model, text);
-    v["done"] = Value::Bool(true);
-    v["done_reason"] = Value::String(o.done_reason.unwrap_or("stop").into());
+    let mut c = chunk(&job.kind, &job.model, text, None);
+    c.done = true;
+    c.done_reason = Some(o.done_reason.unwrap_or("stop"));
     if let Kind::Generate { context: Some(ctx) } = &job.kind {
         let mut all = ctx.clone();
         all.extend(&o.out_tokens);
-        v["context"] = json!(all);
+        c.context = Some(all);
     }
-    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    let metrics = [
-        ("total_duration", nanos(job.started.elapsed())),
-        ("load_duration", nanos(load)),
-        ("prompt_eval_count", o.prompt_eval_count as u64),
-        ("prompt_eval_duration", nanos(o.prompt_eval_duration)),
-        ("eval_count", o.eval_count as u64),
-        ("eval_duration", nanos(o.eval_duration)),
-    ];
-    for (k, n) in metrics {
-        if n > 0 {
-            v[k] = json!(n);
-        }
-    }
-    v
+    c.metrics = Metrics {
+        total_duration: nanos(job.started.elapsed()),
+        load_duration: nanos(load),
+        prompt_eval_count: o.prompt_eval_count as u64,
+        prompt_eval_duration: nanos(o.prompt_eval_duration),
+        eval_count: o.eval_count as u64,
+        eval_duration: nanos(o.eval_duration),
+    };
+    c
 }
 
 /// `GET /api/ps`.
@@ -255,19 +244,19 @@ pub async fn ps(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
             let expires = r
                 .expires_at
                 .unwrap_or_else(|| SystemTime::UNIX_EPOCH + Duration::from_secs(10_960_000_000));
-            out.push(json!({
-                "name": r.name,
-                "model": r.name,
-                "size": r.size_bytes,
-                "digest": r.digest,
-                "details": d,
-                "expires_at": rfc3339(expires),
-                "size_vram": 0,
-                "context_length": r.context_length,
-            }));
+            out.push(RunningModel {
+                name: r.name.clone(),
+                model: r.name,
+                size: r.size_bytes,
+                digest: r.digest,
+                details: d,
+                expires_at: rfc3339(expires),
+                size_vram: 0,
+                context_length: r.context_length,
+            });
         }
         Ok(out)
     })
     .await?;
-    body::json(&json!({ "models": models }))
+    body::json(&ModelList { models })
 }

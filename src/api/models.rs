@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::Response;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::body::{self, Body};
 use super::types::{
-    rfc3339, CopyRequest, CreateRequest, DeleteRequest, Details, Message, ShowRequest, TagsModel,
+    rfc3339, CopyRequest, CreateRequest, DeleteRequest, Details, Message, ModelList, ShowRequest,
+    ShowResponse, TagsModel, TensorInfo,
 };
 use super::{blocking, AppState};
 use crate::create::{read_json_blob, read_text_blob, Plan};
@@ -51,7 +52,7 @@ pub async fn tags(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
             .collect::<Vec<_>>())
     })
     .await?;
-    body::json(&json!({ "models": models }))
+    body::json(&ModelList { models })
 }
 
 /// `POST /api/show`.
@@ -80,7 +81,11 @@ pub async fn show(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
     body::json(&value)
 }
 
-fn show_value(store: &Store, entry: &store::Entry, req: &ShowRequest) -> Result<Value, ApiError> {
+fn show_value(
+    store: &Store,
+    entry: &store::Entry,
+    req: &ShowRequest,
+) -> Result<ShowResponse, ApiError> {
     let m = &entry.manifest;
     let texts = |media: &str| -> Vec<String> {
         m.layers
@@ -108,74 +113,52 @@ fn show_value(store: &Store, entry: &store::Entry, req: &ShowRequest) -> Result<
         .unwrap_or_default();
     let licenses = texts(mf::MEDIA_LICENSE);
 
-    let mut out = Map::new();
-    if !licenses.is_empty() {
-        out.insert("license".into(), Value::String(licenses.join("\n")));
-    }
-    out.insert(
-        "modelfile".into(),
-        Value::String(modelfile(
-            store,
-            entry,
-            template.as_deref(),
-            system.as_deref(),
-            &params,
-            &messages,
-            &licenses,
-        )),
+    let modelfile = modelfile(
+        store,
+        entry,
+        template.as_deref(),
+        system.as_deref(),
+        &params,
+        &messages,
+        &licenses,
     );
-    if !params.is_empty() {
-        out.insert(
-            "parameters".into(),
-            Value::String(options::show_parameters(&params)),
-        );
-    }
-    if let Some(t) = &template {
-        out.insert("template".into(), Value::String(t.clone()));
-    }
-    if let Some(s) = &system {
-        out.insert("system".into(), Value::String(s.clone()));
-    }
-    out.insert(
-        "details".into(),
-        serde_json::to_value(details(store, m)).unwrap_or(Value::Null),
-    );
-    if !messages.is_empty() {
-        out.insert(
-            "messages".into(),
-            serde_json::to_value(&messages).unwrap_or(Value::Null),
-        );
-    }
-    let info = gguf
+    let model_info = gguf
         .as_ref()
         .map(|g| g.model_info(req.verbose))
         .unwrap_or_default();
-    out.insert("model_info".into(), Value::Object(info));
     // Ollama shows the first projector's metadata, like `model_info`.
-    let projector = m
+    let projector_info = m
         .layer(mf::MEDIA_PROJECTOR)
         .and_then(|l| Digest::parse(&l.digest).ok())
-        .and_then(|d| Gguf::open(&store.blob_path(&d), req.verbose).ok());
-    if let Some(p) = &projector {
-        out.insert(
-            "projector_info".into(),
-            Value::Object(p.model_info(req.verbose)),
-        );
-    }
-    if req.verbose {
-        if let Some(g) = &gguf {
-            let tensors: Vec<Value> = g
-                .tensors
+        .and_then(|d| Gguf::open(&store.blob_path(&d), req.verbose).ok())
+        .map(|p| p.model_info(req.verbose));
+    let tensors = match (&gguf, req.verbose) {
+        (Some(g), true) => Some(
+            g.tensors
                 .iter()
-                .map(|t| json!({"name": t.name, "type": crate::gguf::ggml_type_name(t.ggml_type), "shape": t.shape}))
-                .collect();
-            out.insert("tensors".into(), Value::Array(tensors));
-        }
-    }
-    let caps = capabilities(gguf.as_ref(), template.as_deref(), m);
-    out.insert("capabilities".into(), json!(caps));
-    out.insert("modified_at".into(), Value::String(rfc3339(entry.modified)));
-    Ok(Value::Object(out))
+                .map(|t| TensorInfo {
+                    name: t.name.clone(),
+                    kind: crate::gguf::ggml_type_name(t.ggml_type),
+                    shape: t.shape.clone(),
+                })
+                .collect(),
+        ),
+        _ => None,
+    };
+    Ok(ShowResponse {
+        license: (!licenses.is_empty()).then(|| licenses.join("\n")),
+        modelfile,
+        parameters: (!params.is_empty()).then(|| options::show_parameters(&params)),
+        capabilities: capabilities(gguf.as_ref(), template.as_deref(), m),
+        template,
+        system,
+        details: details(store, m),
+        messages: (!messages.is_empty()).then_some(messages),
+        model_info,
+        projector_info,
+        tensors,
+        modified_at: rfc3339(entry.modified),
+    })
 }
 
 /// The Modelfile `ollama show --modelfile` prints.

@@ -85,6 +85,229 @@ pub struct TagsModel {
     pub details: Details,
 }
 
+/// One chunk of `/api/generate` or `/api/chat`, or the whole answer.
+#[derive(Debug, Serialize)]
+pub struct Chunk<'a> {
+    /// The model as the client named it.
+    pub model: &'a str,
+    /// When the chunk was written.
+    pub created_at: String,
+    /// `response` (generate) or `message` (chat).
+    #[serde(flatten)]
+    pub body: ChunkBody<'a>,
+    /// Whether this is the last chunk.
+    pub done: bool,
+    /// `stop`, `length`, `load` or `unload` on the last chunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub done_reason: Option<&'a str>,
+    /// Generate's prompt and answer tokens, for the next request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<Vec<i32>>,
+    /// Statistics of the last chunk.
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    /// Log probabilities of this chunk's tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<LogprobEntry<'a>>>,
+}
+
+/// What differs between a generate and a chat chunk.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ChunkBody<'a> {
+    /// `/api/generate`.
+    Generate {
+        /// Answer text.
+        response: &'a str,
+        /// Reasoning.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thinking: Option<&'a str>,
+    },
+    /// `/api/chat`.
+    Chat {
+        /// The assistant's message (so far).
+        message: AssistantMessage<'a>,
+    },
+}
+
+/// The assistant's message of a chat chunk.
+#[derive(Debug, Serialize)]
+pub struct AssistantMessage<'a> {
+    /// Always `assistant`.
+    pub role: &'static str,
+    /// Answer text.
+    pub content: &'a str,
+    /// Reasoning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<&'a str>,
+    /// Tool calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall<'a>>>,
+}
+
+/// A tool call as Ollama writes it.
+#[derive(Debug, Serialize)]
+pub struct ToolCall<'a> {
+    /// `call_` and 8 characters.
+    pub id: String,
+    /// The call.
+    pub function: ToolFunction<'a>,
+}
+
+/// The function of a tool call.
+#[derive(Debug, Serialize)]
+pub struct ToolFunction<'a> {
+    /// Position in the answer.
+    pub index: usize,
+    /// Function name.
+    pub name: &'a str,
+    /// Arguments as an object.
+    pub arguments: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// Statistics of a last chunk; zeros are left out.
+#[derive(Debug, Serialize, Default)]
+pub struct Metrics {
+    /// Nanoseconds from request to answer.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub total_duration: u64,
+    /// Nanoseconds spent loading the model.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub load_duration: u64,
+    /// Tokens in the prompt.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub prompt_eval_count: u64,
+    /// Nanoseconds spent evaluating the prompt.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub prompt_eval_duration: u64,
+    /// Tokens generated.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub eval_count: u64,
+    /// Nanoseconds spent generating.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub eval_duration: u64,
+}
+
+/// A duration in nanoseconds, as Ollama's statistics count.
+pub fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One token's log probability: text, value, bytes and (when asked) the
+/// most likely alternatives.
+#[derive(Debug, Serialize)]
+pub struct LogprobEntry<'a> {
+    /// The token's text (lossy UTF-8).
+    pub token: String,
+    /// Its log probability.
+    pub logprob: f32,
+    /// Its bytes.
+    pub bytes: &'a [u8],
+    /// The alternatives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<Vec<LogprobEntry<'a>>>,
+}
+
+/// One model of `GET /api/ps`.
+#[derive(Debug, Serialize)]
+pub struct RunningModel {
+    /// Short name.
+    pub name: String,
+    /// Short name again.
+    pub model: String,
+    /// Bytes in memory.
+    pub size: u64,
+    /// sha256 of the manifest.
+    pub digest: String,
+    /// From the config blob.
+    pub details: Details,
+    /// When it will be unloaded.
+    pub expires_at: String,
+    /// Always 0: no GPU.
+    pub size_vram: u64,
+    /// The loaded context length.
+    pub context_length: u32,
+}
+
+/// `{"models": [...]}` of tags and ps.
+#[derive(Debug, Serialize)]
+pub struct ModelList<T> {
+    /// The models.
+    pub models: Vec<T>,
+}
+
+/// The answer of `POST /api/show`.
+#[derive(Debug, Serialize)]
+pub struct ShowResponse {
+    /// License texts, joined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    /// The Modelfile that would recreate the model.
+    pub modelfile: String,
+    /// Parameters, one per line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<String>,
+    /// The prompt template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The system prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// From the config blob.
+    pub details: Details,
+    /// Messages of the model's conversation layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<Message>>,
+    /// The weights' GGUF metadata.
+    pub model_info: serde_json::Map<String, serde_json::Value>,
+    /// The projector's GGUF metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projector_info: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Tensors, when verbose.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensors: Option<Vec<TensorInfo>>,
+    /// What the model can do.
+    pub capabilities: Vec<&'static str>,
+    /// Manifest mtime.
+    pub modified_at: String,
+}
+
+/// One tensor of a verbose show.
+#[derive(Debug, Serialize)]
+pub struct TensorInfo {
+    /// Tensor name.
+    pub name: String,
+    /// ggml type name.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Dimensions.
+    pub shape: Vec<u64>,
+}
+
+/// The answer of `POST /api/embed`.
+#[derive(Debug, Serialize)]
+pub struct EmbedResponse<'a> {
+    /// The model as the client named it.
+    pub model: &'a str,
+    /// One vector per input.
+    pub embeddings: Vec<Vec<f32>>,
+    /// Statistics (none for an empty input).
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// The answer of `POST /api/embeddings`.
+#[derive(Debug, Serialize)]
+pub struct LegacyEmbedResponse {
+    /// The vector (float64s upstream; the same numbers).
+    pub embedding: Vec<f64>,
+}
+
 /// Formats a time as RFC 3339 in UTC with nanoseconds, like Go's `time.Time`.
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();

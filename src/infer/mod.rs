@@ -12,8 +12,10 @@
 //! `prepare.rs` turns a generate or chat request (`request.rs`) into a
 //! [`prepare::Job`] and the model's lease; `stream.rs` starts it on the
 //! runner and turns the engine's events into text and statistics;
+//! `answer.rs` drives a job to a whole answer or a stream of updates;
 //! `embed.rs` embeds inputs for every dialect.
 
+pub mod answer;
 pub mod embed;
 pub mod media;
 pub mod model;
