@@ -3,7 +3,8 @@
 
 use hyper::StatusCode;
 
-use crate::{create, infer, model, pull, push, scheduler, store};
+use crate::registry::{pull, push};
+use crate::{create, infer, model, registry, scheduler, store};
 
 /// Any error a request can end in.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,10 @@ pub enum ApiError {
         /// What was not found.
         message: String,
     },
+    /// A `/v2/` registry request the registry refuses; answered in the
+    /// registry protocol's `{"errors": [...]}` shape.
+    #[error(transparent)]
+    Registry(#[from] registry::serve::Error),
     /// A route hearth knows but does not implement.
     #[error("{0}")]
     NotImplemented(String),
@@ -119,6 +124,13 @@ impl ApiError {
             ApiError::RegistryUnknown { .. } => StatusCode::NOT_FOUND,
             ApiError::RegistryInvalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Registry(e) => match e {
+                registry::serve::Error::UploadUnknown(_)
+                | registry::serve::Error::ManifestUnknown(_) => StatusCode::NOT_FOUND,
+                registry::serve::Error::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
+                registry::serve::Error::Store(s) => store_status(s),
+                _ => StatusCode::BAD_REQUEST,
+            },
             ApiError::Create(e) => match e {
                 create::Error::Store(s) => store_status(s),
                 create::Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -137,6 +149,11 @@ impl ApiError {
         | ApiError::RegistryInvalid { code, message } = self
         {
             return serde_json::json!({ "errors": [{ "code": code, "message": message }] })
+                .to_string();
+        }
+        if let ApiError::Registry(e) = self {
+            let message = e.to_string();
+            return serde_json::json!({ "errors": [{ "code": e.code(), "message": message }] })
                 .to_string();
         }
         error_json(&self.to_string())

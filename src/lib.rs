@@ -2,7 +2,6 @@
 //! so that benchmarks and tests can drive the engine and the store directly.
 
 pub mod api;
-pub mod auth;
 pub mod build_info;
 pub mod cli;
 pub mod config;
@@ -17,8 +16,7 @@ pub mod model;
 pub mod options;
 pub mod progress;
 pub mod prompt;
-pub mod pull;
-pub mod push;
+pub mod registry;
 pub mod scheduler;
 pub mod store;
 pub mod template;

@@ -269,7 +269,7 @@ fn serve(config: config::Config) -> anyhow::Result<()> {
     // with exists from the first start, so its public key can be shown and
     // registered before it is needed. A read-only home is no reason not to
     // serve; a pull that needs the key tries again.
-    match hearth::auth::Key::ensure(&config.key_dir) {
+    match hearth::registry::auth::Key::ensure(&config.key_dir) {
         Ok(Some(line)) => log::info!(
             "generated a new key pair in {}; your public key is: {line}",
             config.key_dir.display()

@@ -598,6 +598,20 @@ fn registry_uploads_verify_digests_and_manifests() {
         "MANIFEST_BLOB_UNKNOWN"
     );
     assert_eq!(b.get("/v2/library/t/manifests/latest").0, 404);
+
+    // Open sessions are bounded: past the limit a new one is refused with
+    // 429 until one finishes.
+    let open: Vec<String> = (0..64).map(|_| start()).collect();
+    let (status, body) = b.call("POST", "/v2/library/t/blobs/uploads/", None);
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        crate::harness::parse(&body)["errors"][0]["code"],
+        "TOOMANYREQUESTS"
+    );
+    let digest = format!("sha256:{}", crate::harness::sha256_hex(b"x"));
+    let (status, _) = b.send_bytes("PUT", &format!("{}?digest={digest}", open[0]), b"x");
+    assert_eq!(status, 201);
+    start();
 }
 
 /// How the token registry below answers token requests.

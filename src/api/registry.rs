@@ -3,18 +3,15 @@
 //! and manifest `PUT`, so other boxes can push to it), both only when
 //! `HEARTH_SERVE_REGISTRY` is on; and `POST /api/pull` and `/api/push`.
 //!
-//! This file speaks HTTP only: the pull and push clients are `crate::pull`
-//! and `crate::push`, the bytes are the store's, and statuses of errors come
-//! from `error.rs`. The success statuses of the registry protocol (200, 201,
+//! This file speaks HTTP only: the pull and push clients and what the
+//! `/v2` endpoints do with the store are `crate::registry`'s, the bytes are
+//! the store's, and statuses of errors come from `error.rs`. The success statuses of the registry protocol (200, 201,
 //! 202, 206) and the 416 for an unsatisfiable range are set here, as the
 //! blob routes set theirs. Uploads are anonymous: there is no
 //! authentication, so the registry is for trusted networks.
 
-use std::collections::HashMap;
 use std::io::SeekFrom;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -29,17 +26,16 @@ use super::body::{self, response, Body};
 use super::{blocking, AppState};
 use crate::error::ApiError;
 use crate::model::ModelName;
-use crate::pull::Plan;
-use crate::push;
-use crate::store::{self, manifest::MANIFEST_MEDIA_TYPE, BlobWriter, Digest, Manifest};
+use crate::registry::pull::Plan;
+use crate::registry::push;
+use crate::registry::serve::{self, Upload};
+use crate::store::{self, manifest::MANIFEST_MEDIA_TYPE, Digest};
 
 /// Bytes read from disk per body chunk.
 const CHUNK: usize = 256 << 10;
 /// Chunks read ahead of the client at most: the body channel is unbounded,
 /// so this is what keeps a slow client from pulling a whole blob into memory.
 const CHUNKS_IN_FLIGHT: usize = 8;
-/// An upload session unused for this long is dropped with its temp file.
-const UPLOAD_IDLE: Duration = Duration::from_secs(600);
 /// Bodies up to this size are read and dropped when a write is refused
 /// before it starts, so simple clients see the error; larger ones are cut.
 const DRAIN_LIMIT: u64 = 64 << 20;
@@ -193,59 +189,6 @@ pub async fn serve(
     Ok(resp)
 }
 
-/// An upload session that was started and not finished: one blob writer,
-/// whose temp file goes away when it is dropped.
-struct Upload {
-    writer: BlobWriter,
-    /// When the session was last used; idle ones are dropped.
-    touched: Instant,
-}
-
-/// Upload sessions by id. A session is taken out of the map while a
-/// request writes to it, so two requests never write one blob at once (the
-/// second finds no session and gets `BLOB_UPLOAD_UNKNOWN`). Ids are random,
-/// so one map serves every store in the process.
-fn uploads() -> MutexGuard<'static, HashMap<String, Upload>> {
-    static UPLOADS: OnceLock<Mutex<HashMap<String, Upload>>> = OnceLock::new();
-    let mut map = UPLOADS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    // Sessions a client abandoned are dropped here, on the next upload
-    // request; one that nobody follows is cleaned when the store opens next.
-    map.retain(|id, u| {
-        let keep = u.touched.elapsed() < UPLOAD_IDLE;
-        if !keep {
-            log::info!("dropping upload {id}: idle for {UPLOAD_IDLE:?}");
-        }
-        keep
-    });
-    map
-}
-
-fn upload_unknown(id: &str) -> ApiError {
-    ApiError::RegistryUnknown {
-        code: "BLOB_UPLOAD_UNKNOWN",
-        message: format!("blob upload unknown to registry: {id}"),
-    }
-}
-
-/// Takes a session out of the map for the duration of one request.
-fn take_upload(id: &str) -> Result<Upload, ApiError> {
-    uploads().remove(id).ok_or_else(|| upload_unknown(id))
-}
-
-/// A fresh, unguessable session id.
-fn new_upload_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let seed = format!("{}-{nanos}-{n}-{:p}", std::process::id(), &COUNTER);
-    Digest::of(seed.as_bytes()).hex()[..32].to_string()
-}
-
 /// A 202 naming where the session continues and what it holds.
 fn accepted(ns: &str, model: &str, id: &str, written: u64) -> Response<Body> {
     let mut r = Response::new(Body::Full(None));
@@ -273,15 +216,7 @@ async fn start_upload(
 ) -> Result<Response<Body>, ApiError> {
     body::drain(body, DRAIN_LIMIT).await;
     let store = Arc::clone(&state.store);
-    let writer = blocking(move || Ok(store.blob_writer(None, None)?)).await?;
-    let id = new_upload_id();
-    uploads().insert(
-        id.clone(),
-        Upload {
-            writer,
-            touched: Instant::now(),
-        },
-    );
+    let id = blocking(move || Ok(serve::start_upload(&store)?)).await?;
     Ok(accepted(ns, model, &id, 0))
 }
 
@@ -293,8 +228,7 @@ async fn append(upload: &mut Upload, body: &mut Incoming) -> Result<(), ApiError
             // Frames are a few hundred KiB at most; writing one inline does
             // not stall the runtime long enough to be worth a thread hop,
             // as for `/api/blobs` uploads.
-            upload.writer.write(&data)?;
-            upload.touched = Instant::now();
+            upload.write(&data)?;
         }
     }
     Ok(())
@@ -307,11 +241,11 @@ async fn patch_upload(
     id: &str,
     mut body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
-    let mut upload = match take_upload(id) {
+    let mut upload = match serve::take_upload(id) {
         Ok(u) => u,
         Err(e) => {
             body::drain(body, DRAIN_LIMIT).await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     if let Err(e) = append(&mut upload, &mut body).await {
@@ -321,8 +255,8 @@ async fn patch_upload(
         body::drain(body, DRAIN_LIMIT).await;
         return Err(e);
     }
-    let written = upload.writer.written();
-    uploads().insert(id.to_string(), upload);
+    let written = upload.written();
+    serve::put_back(id, upload);
     Ok(accepted(ns, model, id, written))
 }
 
@@ -344,17 +278,14 @@ async fn finish_upload(
         Some(Ok(d)) => d,
         _ => {
             body::drain(body, DRAIN_LIMIT).await;
-            return Err(ApiError::RegistryInvalid {
-                code: "DIGEST_INVALID",
-                message: "the upload is committed with ?digest=sha256:<hex>".into(),
-            });
+            return Err(serve::Error::DigestMissing.into());
         }
     };
-    let mut upload = match take_upload(id) {
+    let mut upload = match serve::take_upload(id) {
         Ok(u) => u,
         Err(e) => {
             body::drain(body, DRAIN_LIMIT).await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     if let Err(e) = append(&mut upload, &mut body).await {
@@ -362,18 +293,8 @@ async fn finish_upload(
         body::drain(body, DRAIN_LIMIT).await;
         return Err(e);
     }
-    let mut writer = upload.writer;
-    writer.expect(digest.clone());
-    // A mismatch leaves nothing behind: finishing deletes the temp file.
-    blocking(move || match writer.finish() {
-        Ok(_) => Ok(()),
-        Err(store::Error::DigestMismatch { expected, got }) => Err(ApiError::RegistryInvalid {
-            code: "DIGEST_INVALID",
-            message: format!("digest mismatch: the upload named {expected}, its bytes are {got}"),
-        }),
-        Err(e) => Err(e.into()),
-    })
-    .await?;
+    let d = digest.clone();
+    blocking(move || Ok(upload.finish(d)?)).await?;
     let mut r = Response::new(Body::Full(None));
     *r.status_mut() = StatusCode::CREATED;
     let h = r.headers_mut();
@@ -396,23 +317,13 @@ async fn put_manifest(
     let name = repo_name(ns, model, tag)?;
     // Manifests are a few kilobytes; this one body is read whole.
     let bytes = body::read_limited(body, MAX_MANIFEST_BYTES).await?;
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::RegistryInvalid {
-            code: "MANIFEST_INVALID",
-            message: format!("manifest invalid: {e}"),
-        })?;
-    for d in manifest.digests() {
-        let known = Digest::parse(d).is_ok_and(|d| state.store.has_blob(&d));
-        if !known {
-            return Err(ApiError::RegistryInvalid {
-                code: "MANIFEST_BLOB_UNKNOWN",
-                message: format!("blob unknown to registry: {d}"),
-            });
-        }
-    }
     let store = Arc::clone(&state.store);
-    let digest = Digest::of(&bytes);
-    blocking(move || Ok(store.write_manifest_raw(&name, &bytes)?)).await?;
+    let digest = blocking(move || {
+        let digest = serve::check_manifest(&store, &bytes)?;
+        store.write_manifest_raw(&name, &bytes)?;
+        Ok(digest)
+    })
+    .await?;
     let mut r = Response::new(Body::Full(None));
     *r.status_mut() = StatusCode::CREATED;
     let h = r.headers_mut();
@@ -446,10 +357,9 @@ async fn manifest(
     let store = Arc::clone(&state.store);
     let bytes = blocking(move || match store.manifest_bytes(&name) {
         Ok((_, bytes)) => Ok(bytes),
-        Err(store::Error::ModelNotFound(_)) => Err(ApiError::RegistryUnknown {
-            code: "MANIFEST_UNKNOWN",
-            message: format!("manifest unknown: {}", name.display_short()),
-        }),
+        Err(store::Error::ModelNotFound(_)) => {
+            Err(serve::Error::ManifestUnknown(name.display_short()).into())
+        }
         Err(e) => Err(e.into()),
     })
     .await?;

@@ -13,7 +13,7 @@
 //! whole blob is hashed before it becomes visible. It leaves HTTP serving and status codes to `api` and
 //! `error.rs`, and every byte on disk to the store (`partial_writer`,
 //! `write_manifest_raw`). A registry that asks for a token gets one through
-//! `crate::auth::Session`.
+//! `crate::registry::auth::Session`.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use crate::auth::{self, Failure, Session};
 use crate::config::Config;
 use crate::model::{InvalidName, ModelName};
 use crate::progress::Progress;
+use crate::registry::auth::{self, Failure, Session};
 use crate::store::{self, Digest, Manifest, RangedWriter, Store};
 
 /// Connecting to a registry is quick or not at all; an unreachable one

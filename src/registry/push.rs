@@ -6,9 +6,9 @@
 //! the registry's digest of the model equals ours.
 //!
 //! This is the client side only, blocking `ureq` run on a blocking thread by
-//! the caller, as `crate::pull` is. The serving side (the upload endpoints)
+//! the caller, as `crate::registry::pull` is. The serving side (the upload endpoints)
 //! is the api's registry module (`/v2/`). A registry that asks for a token gets one through
-//! `crate::auth::Session` (Ollama's ed25519-signed token request).
+//! `crate::registry::auth::Session` (Ollama's ed25519-signed token request).
 //! Cross-repository mounts and chunked uploads are not implemented.
 
 use std::fs::File;
@@ -17,9 +17,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::auth::{Failure, Session};
 use crate::model::{InvalidName, ModelName};
 use crate::progress::Progress;
+use crate::registry::auth::{Failure, Session};
 use crate::store::{self, manifest::MANIFEST_MEDIA_TYPE, Digest, Manifest, Store};
 
 /// Connecting to a registry is quick or not at all.

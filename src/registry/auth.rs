@@ -13,7 +13,7 @@
 //! `{"token": "…"}`, then sent as `Authorization: Bearer <token>`.
 //!
 //! This module knows the key files and the registry's auth protocol; which
-//! requests a pull or push makes is `crate::pull`'s and `crate::push`'s, and
+//! requests a pull or push makes is `crate::registry::pull`'s and `crate::registry::push`'s, and
 //! where the key lives is `Config::key_dir`'s. Keys protected by a
 //! passphrase are not supported (Ollama never writes one).
 
