@@ -16,6 +16,7 @@ mod runner;
 mod sys;
 #[cfg(test)]
 mod tests;
+mod worker;
 
 use std::path::PathBuf;
 use std::time::Duration;

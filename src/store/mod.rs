@@ -10,9 +10,11 @@
 //! cleanly when the budget cannot be met. It knows nothing of HTTP; the api
 //! module maps [`Error`] to status codes.
 
+mod budget;
 mod digest;
 pub mod manifest;
 mod ranged;
+mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -24,9 +26,11 @@ use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
+pub use budget::Pin;
 pub use digest::{Digest, InvalidDigest};
 pub use manifest::{Layer, Manifest};
 pub use ranged::RangedWriter;
+pub use writer::BlobWriter;
 
 use crate::model::ModelName;
 
@@ -241,87 +245,6 @@ impl Store {
             .join(format!("{what}-{}-{n}", std::process::id()))
     }
 
-    /// Starts a streaming blob write. `expected` is the digest the client
-    /// named (checked at the end); `size_hint` reserves budget up front.
-    pub fn blob_writer(
-        self: &Arc<Self>,
-        expected: Option<Digest>,
-        size_hint: Option<u64>,
-    ) -> Result<BlobWriter> {
-        let reserved = size_hint.unwrap_or(0);
-        self.reserve(reserved)?;
-        let path = self.temp_path("blob");
-        let file = match File::create(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                self.release(reserved);
-                return Err(io_err("create temp blob")(e));
-            }
-        };
-        Ok(BlobWriter {
-            store: Arc::clone(self),
-            path,
-            file: Some(file),
-            hasher: Sha256::new(),
-            written: 0,
-            reserved,
-            expected,
-            partial: None,
-        })
-    }
-
-    /// Where an interrupted download of `digest` keeps its bytes
-    /// (`blobs/sha256-<hex>-partial`, Ollama's name), so a later pull can
-    /// resume it instead of starting over.
-    pub fn partial_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(format!("{}-partial", digest.file_name()))
-    }
-
-    /// Starts or resumes a download of `expected` into its partial file.
-    /// The bytes already there are hashed first, so the writer only needs
-    /// what follows; `size` (the manifest's) reserves the missing budget.
-    /// Unlike [`Store::blob_writer`], dropping it unfinished keeps the
-    /// partial file for the next attempt; a digest mismatch deletes it.
-    pub fn partial_writer(self: &Arc<Self>, expected: Digest, size: u64) -> Result<BlobWriter> {
-        let path = self.partial_path(&expected);
-        let mut file = File::options()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(format!("open {}", path.display())))?;
-        let mut hasher = Sha256::new();
-        let base = io::copy(&mut file, &mut hasher).map_err(io_err("hash partial blob"))?;
-        // A partial file of unknown origin was counted when the store opened;
-        // one this process left behind was counted when its writer dropped.
-        let reserved = size.saturating_sub(base);
-        self.reserve(reserved)?;
-        Ok(BlobWriter {
-            store: Arc::clone(self),
-            path,
-            file: Some(file),
-            hasher,
-            written: base,
-            reserved,
-            expected: Some(expected),
-            partial: Some(Partial {
-                base,
-                committed: false,
-            }),
-        })
-    }
-
-    /// Checks that `bytes` more would fit the budget now (evicting
-    /// unreferenced blobs if needed), without keeping a reservation: a pull
-    /// refuses up front instead of failing halfway.
-    pub fn ensure_room(&self, bytes: u64) -> Result<()> {
-        self.reserve(bytes)?;
-        self.release(bytes);
-        Ok(())
-    }
-
     /// Turns a finished file in the temp area into a blob: reserves its size,
     /// hashes it, and renames it into place. The file is gone afterwards,
     /// whether this succeeds or not.
@@ -368,96 +291,6 @@ impl Store {
         w.write(bytes)?;
         let (digest, size, _) = w.finish()?;
         Ok((digest, size))
-    }
-
-    /// Reserves `bytes` of budget, evicting unreferenced blobs oldest-first if needed.
-    fn reserve(&self, bytes: u64) -> Result<()> {
-        let mut st = self.state();
-        let Some(budget) = self.budget else {
-            st.reserved += bytes;
-            return Ok(());
-        };
-        if st.used + st.reserved + bytes > budget {
-            let want = st.used + st.reserved + bytes - budget;
-            self.evict(&mut st, want);
-        }
-        let in_use = st.used + st.reserved;
-        if in_use + bytes > budget {
-            return Err(Error::QuotaExceeded {
-                needed: bytes,
-                free: budget.saturating_sub(in_use),
-                budget,
-            });
-        }
-        st.reserved += bytes;
-        Ok(())
-    }
-
-    fn release(&self, bytes: u64) {
-        let mut st = self.state();
-        st.reserved = st.reserved.saturating_sub(bytes);
-    }
-
-    /// Deletes unreferenced, unpinned blobs, least recently used first, until
-    /// `want` bytes are freed; deletes nothing if that many cannot be freed. Runs under the state lock, so
-    /// no manifest can start referencing a blob while it is being removed.
-    fn evict(&self, st: &mut State, want: u64) {
-        let referenced = match self.referenced_digests() {
-            Ok(r) => r,
-            Err(e) => {
-                // If a manifest cannot be read we cannot know what is safe to delete.
-                log::warn!("not evicting: {e}");
-                return;
-            }
-        };
-        let mut candidates: Vec<(SystemTime, PathBuf, u64, String)> = Vec::new();
-        let Ok(dir) = fs::read_dir(self.root.join("blobs")) else {
-            return;
-        };
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(digest) = Digest::parse(&name) else {
-                continue;
-            };
-            if referenced.contains(digest.hex()) || st.pinned.contains_key(&digest) {
-                continue;
-            }
-            if let Ok(meta) = entry.metadata() {
-                let when = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                candidates.push((when, entry.path(), meta.len(), name));
-            }
-        }
-        // Evicting is only worth it when it makes the write fit; otherwise the
-        // write is refused and the cache of unreferenced blobs stays intact.
-        if candidates.iter().map(|c| c.2).sum::<u64>() < want {
-            return;
-        }
-        candidates.sort();
-        let mut freed = 0;
-        for (_, path, len, name) in candidates {
-            if freed >= want {
-                break;
-            }
-            if fs::remove_file(&path).is_ok() {
-                log::info!(
-                    "evicted unreferenced blob {name} ({len} bytes) to stay within the disk budget"
-                );
-                freed += len;
-                st.used = st.used.saturating_sub(len);
-            }
-        }
-    }
-
-    /// Keeps these blobs from eviction until the guard drops.
-    pub fn pin(self: &Arc<Self>, digests: Vec<Digest>) -> Pin {
-        let mut st = self.state();
-        for d in &digests {
-            *st.pinned.entry(d.clone()).or_default() += 1;
-        }
-        Pin {
-            store: Arc::clone(self),
-            digests,
-        }
     }
 
     fn manifests_dir(&self) -> PathBuf {
@@ -729,160 +562,6 @@ impl Store {
                 st.used = st.used.saturating_sub(len);
             }
         }
-    }
-}
-
-/// Keeps blobs from eviction while a create uses them.
-#[derive(Debug)]
-pub struct Pin {
-    store: Arc<Store>,
-    digests: Vec<Digest>,
-}
-
-impl Drop for Pin {
-    fn drop(&mut self) {
-        let mut st = self.store.state();
-        for d in &self.digests {
-            if let Some(n) = st.pinned.get_mut(d) {
-                *n -= 1;
-                if *n == 0 {
-                    st.pinned.remove(d);
-                }
-            }
-        }
-    }
-}
-
-/// A blob being written: hashed as bytes arrive, visible only after
-/// [`BlobWriter::finish`]. Dropping it unfinished deletes the temp file and
-/// gives back its reservation.
-#[derive(Debug)]
-pub struct BlobWriter {
-    store: Arc<Store>,
-    path: PathBuf,
-    file: Option<File>,
-    hasher: Sha256,
-    written: u64,
-    reserved: u64,
-    expected: Option<Digest>,
-    /// Set for a resumable download written in place as `-partial`.
-    partial: Option<Partial>,
-}
-
-/// The bookkeeping of a partial download.
-#[derive(Debug)]
-struct Partial {
-    /// Bytes that were in the file when the writer opened it; they are
-    /// already counted as used.
-    base: u64,
-    /// Whether the file was renamed into place or deleted, so drop must not
-    /// count it again.
-    committed: bool,
-}
-
-impl BlobWriter {
-    /// Bytes in the blob so far, including a resumed prefix.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Sets the digest [`BlobWriter::finish`] must find, for writes whose
-    /// digest is named only at the end (a registry upload session).
-    pub fn expect(&mut self, digest: Digest) {
-        self.expected = Some(digest);
-    }
-
-    /// Appends bytes, reserving more budget when the size hint is passed.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let after = self.written + bytes.len() as u64;
-        let base = self.partial.as_ref().map_or(0, |p| p.base);
-        if after - base > self.reserved {
-            // Grow the reservation in steps, so a stream of small chunks does
-            // not take the state lock for each one.
-            let step = (after - base - self.reserved).max(8 << 20);
-            self.store.reserve(step)?;
-            self.reserved += step;
-        }
-        let file = self.file.as_mut().ok_or_else(|| Error::Io {
-            context: "write to a finished blob".into(),
-            source: io::Error::from(io::ErrorKind::Other),
-        })?;
-        file.write_all(bytes).map_err(io_err("write blob"))?;
-        self.hasher.update(bytes);
-        self.written = after;
-        Ok(())
-    }
-
-    /// Verifies the digest, syncs and renames the blob into place.
-    /// Returns the digest, the size and whether the blob is new.
-    pub fn finish(mut self) -> Result<(Digest, u64, bool)> {
-        let file = self.file.take().ok_or_else(|| Error::Io {
-            context: "finish a finished blob".into(),
-            source: io::Error::from(io::ErrorKind::Other),
-        })?;
-        let got = Digest::from_hasher(std::mem::take(&mut self.hasher));
-        if let Some(expected) = &self.expected {
-            if *expected != got {
-                if let Some(p) = self.partial.as_mut() {
-                    // Bad bytes must be downloaded again, not resumed.
-                    drop(file);
-                    let _ = fs::remove_file(&self.path);
-                    p.committed = true;
-                    let mut st = self.store.state();
-                    st.used = st.used.saturating_sub(p.base);
-                }
-                return Err(Error::DigestMismatch {
-                    expected: expected.to_string(),
-                    got: got.to_string(),
-                });
-            }
-        }
-        file.sync_all().map_err(io_err("sync blob"))?;
-        drop(file);
-        let target = self.store.blob_path(&got);
-        let base = self.partial.as_ref().map_or(0, |p| p.base);
-        let mut st = self.store.state();
-        if target.is_file() {
-            if let Some(p) = self.partial.as_mut() {
-                let _ = fs::remove_file(&self.path);
-                p.committed = true;
-                st.used = st.used.saturating_sub(base);
-            }
-            drop(st);
-            self.store.touch_blob(&got);
-            return Ok((got, self.written, false));
-        }
-        fs::rename(&self.path, &target).map_err(io_err("rename blob into place"))?;
-        if let Some(dir) = target.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        st.used += self.written - base;
-        if let Some(p) = self.partial.as_mut() {
-            p.committed = true;
-        }
-        Ok((got, self.written, true))
-    }
-}
-
-impl Drop for BlobWriter {
-    fn drop(&mut self) {
-        match &self.partial {
-            None => {
-                // After a successful rename the temp path no longer exists; removing it is harmless.
-                let _ = fs::remove_file(&self.path);
-            }
-            Some(p) if !p.committed => {
-                // An interrupted download stays on disk to be resumed, so
-                // its new bytes now count as used, as the store's opening
-                // scan would count them.
-                let mut st = self.store.state();
-                st.used += self.written - p.base;
-            }
-            Some(_) => {}
-        }
-        self.store.release(self.reserved);
     }
 }
 

@@ -1,0 +1,135 @@
+//! The disk budget: reservations before every write, eviction of
+//! unreferenced blobs (least recently used first) when a write would not
+//! fit, and pins that keep a create's blobs from eviction.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{Digest, Error, Result, State, Store};
+
+impl Store {
+    /// Checks that `bytes` more would fit the budget now (evicting
+    /// unreferenced blobs if needed), without keeping a reservation: a pull
+    /// refuses up front instead of failing halfway.
+    pub fn ensure_room(&self, bytes: u64) -> Result<()> {
+        self.reserve(bytes)?;
+        self.release(bytes);
+        Ok(())
+    }
+
+    /// Reserves `bytes` of budget, evicting unreferenced blobs oldest-first if needed.
+    pub(super) fn reserve(&self, bytes: u64) -> Result<()> {
+        let mut st = self.state();
+        let Some(budget) = self.budget else {
+            st.reserved = st.reserved.saturating_add(bytes);
+            return Ok(());
+        };
+        // Saturating: sizes come from the network and from disk, and a sum
+        // that wrapped would let a huge write through.
+        let in_use = st.used.saturating_add(st.reserved);
+        if in_use.saturating_add(bytes) > budget {
+            let want = in_use.saturating_add(bytes) - budget;
+            self.evict(&mut st, want);
+        }
+        let in_use = st.used.saturating_add(st.reserved);
+        if in_use.saturating_add(bytes) > budget {
+            return Err(Error::QuotaExceeded {
+                needed: bytes,
+                free: budget.saturating_sub(in_use),
+                budget,
+            });
+        }
+        st.reserved = st.reserved.saturating_add(bytes);
+        Ok(())
+    }
+
+    pub(super) fn release(&self, bytes: u64) {
+        let mut st = self.state();
+        st.reserved = st.reserved.saturating_sub(bytes);
+    }
+
+    /// Deletes unreferenced, unpinned blobs, least recently used first, until
+    /// `want` bytes are freed; deletes nothing if that many cannot be freed. Runs under the state lock, so
+    /// no manifest can start referencing a blob while it is being removed.
+    fn evict(&self, st: &mut State, want: u64) {
+        let referenced = match self.referenced_digests() {
+            Ok(r) => r,
+            Err(e) => {
+                // If a manifest cannot be read we cannot know what is safe to delete.
+                log::warn!("not evicting: {e}");
+                return;
+            }
+        };
+        let mut candidates: Vec<(SystemTime, PathBuf, u64, String)> = Vec::new();
+        let Ok(dir) = fs::read_dir(self.root.join("blobs")) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(digest) = Digest::parse(&name) else {
+                continue;
+            };
+            if referenced.contains(digest.hex()) || st.pinned.contains_key(&digest) {
+                continue;
+            }
+            if let Ok(meta) = entry.metadata() {
+                let when = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                candidates.push((when, entry.path(), meta.len(), name));
+            }
+        }
+        // Evicting is only worth it when it makes the write fit; otherwise the
+        // write is refused and the cache of unreferenced blobs stays intact.
+        if candidates.iter().map(|c| c.2).sum::<u64>() < want {
+            return;
+        }
+        candidates.sort();
+        let mut freed = 0;
+        for (_, path, len, name) in candidates {
+            if freed >= want {
+                break;
+            }
+            if fs::remove_file(&path).is_ok() {
+                log::info!(
+                    "evicted unreferenced blob {name} ({len} bytes) to stay within the disk budget"
+                );
+                freed += len;
+                st.used = st.used.saturating_sub(len);
+            }
+        }
+    }
+
+    /// Keeps these blobs from eviction until the guard drops.
+    pub fn pin(self: &Arc<Self>, digests: Vec<Digest>) -> Pin {
+        let mut st = self.state();
+        for d in &digests {
+            *st.pinned.entry(d.clone()).or_default() += 1;
+        }
+        Pin {
+            store: Arc::clone(self),
+            digests,
+        }
+    }
+}
+
+/// Keeps blobs from eviction while a create uses them.
+#[derive(Debug)]
+pub struct Pin {
+    store: Arc<Store>,
+    digests: Vec<Digest>,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut st = self.store.state();
+        for d in &self.digests {
+            if let Some(n) = st.pinned.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    st.pinned.remove(d);
+                }
+            }
+        }
+    }
+}
