@@ -241,7 +241,7 @@ impl Plan {
             .map(|(_, d)| d.clone())
             .collect();
         if let Some((_, base)) = &self.base {
-            pinned.extend(base.digests().filter_map(|d| Digest::parse(d).ok()));
+            pinned.extend(base.digests().cloned());
         }
         let mut pins = vec![store.pin(pinned)];
         let mut layers: Vec<Layer> = Vec::new();
@@ -252,10 +252,10 @@ impl Plan {
         let mut detected = None;
 
         if let Some((base_name, manifest)) = &self.base {
-            config = read_json_blob(store, &manifest.config).unwrap_or_default();
+            config = store.read_json(&manifest.config).unwrap_or_default();
             config.parent_model = base_name.display_short();
             if let Some(l) = manifest.layer(mf::MEDIA_PARAMS) {
-                base_params = read_json_blob(store, l).unwrap_or_default();
+                base_params = store.read_json(l).unwrap_or_default();
             }
             for l in &manifest.layers {
                 progress(Progress::status(format!(
@@ -434,7 +434,7 @@ impl Plan {
         let manifest = Manifest::new(
             Layer {
                 media_type: mf::CONFIG_MEDIA_TYPE.to_string(),
-                digest: config_digest.to_string(),
+                digest: config_digest.clone(),
                 size: config_size,
                 from: None,
                 name: None,
@@ -461,7 +461,7 @@ impl Plan {
         let Some(weights) = layers.iter_mut().find(|l| l.media_type == mf::MEDIA_MODEL) else {
             return Err(Error::NoFiles);
         };
-        let source = Digest::parse(&weights.digest).map_err(|_| Error::InvalidDigest)?;
+        let source = weights.digest.clone();
         let status = format!("quantizing {} model to {}", config.file_type, quant.name());
         let tmp = store.temp_path("quantize");
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -511,7 +511,7 @@ impl Plan {
             "using existing layer"
         };
         progress(Progress::status(format!("{verb} {digest}")));
-        weights.digest = digest.to_string();
+        weights.digest = digest.clone();
         weights.size = size;
         config.file_type = quant.name().to_string();
         Ok(())
@@ -674,7 +674,7 @@ pub fn config_from_gguf(g: &Gguf) -> ConfigBlob {
 fn layer(media: &str, digest: &Digest, size: u64) -> Layer {
     Layer {
         media_type: media.to_string(),
-        digest: digest.to_string(),
+        digest: digest.clone(),
         size,
         from: None,
         name: None,
@@ -734,24 +734,4 @@ impl Layers<'_> {
             .retain(|l| !replaces.contains(&l.media_type.as_str()));
         self.add(media, bytes, progress)
     }
-}
-
-/// Reads a small JSON blob (config, params); `None` if absent or corrupt.
-pub fn read_json_blob<T: serde::de::DeserializeOwned>(store: &Store, layer: &Layer) -> Option<T> {
-    let digest = Digest::parse(&layer.digest).ok()?;
-    // Small layers only: a config or params blob is a few hundred bytes.
-    if layer.size > 16 << 20 {
-        return None;
-    }
-    let bytes = std::fs::read(store.blob_path(&digest)).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// Reads a small text blob (template, system, license).
-pub fn read_text_blob(store: &Store, layer: &Layer) -> Option<String> {
-    let digest = Digest::parse(&layer.digest).ok()?;
-    if layer.size > 16 << 20 {
-        return None;
-    }
-    std::fs::read_to_string(store.blob_path(&digest)).ok()
 }

@@ -12,18 +12,18 @@ use super::types::{
     ShowResponse, TagsModel, TensorInfo,
 };
 use super::{blocking, AppState};
-use crate::create::{read_json_blob, read_text_blob, Plan};
+use crate::create::Plan;
 use crate::error::ApiError;
 use crate::gguf::Gguf;
 use crate::infer::model::{capabilities, template_text};
 use crate::model::ModelName;
 use crate::options;
 use crate::store::manifest::{self as mf, ConfigBlob, Manifest};
-use crate::store::{self, Digest, Store};
+use crate::store::{self, Store};
 
 /// `details` as tags and show report them, from the config blob.
 pub fn details(store: &Store, manifest: &Manifest) -> Details {
-    let c: ConfigBlob = read_json_blob(store, &manifest.config).unwrap_or_default();
+    let c: ConfigBlob = store.read_json(&manifest.config).unwrap_or_default();
     Details {
         parent_model: c.parent_model,
         format: c.model_format,
@@ -91,12 +91,12 @@ fn show_value(
         m.layers
             .iter()
             .filter(|l| l.media_type == media)
-            .filter_map(|l| read_text_blob(store, l))
+            .filter_map(|l| store.read_text(l))
             .collect()
     };
     let model_layer = m.layer(mf::MEDIA_MODEL);
     let gguf = model_layer
-        .and_then(|l| Digest::parse(&l.digest).ok())
+        .map(|l| l.digest.clone())
         .and_then(|d| Gguf::open(&store.blob_path(&d), req.verbose).ok());
     let template = template_text(store, m);
     let system = req
@@ -105,11 +105,11 @@ fn show_value(
         .or_else(|| texts(mf::MEDIA_SYSTEM).into_iter().next());
     let params: Map<String, Value> = m
         .layer(mf::MEDIA_PARAMS)
-        .and_then(|l| read_json_blob(store, l))
+        .and_then(|l| store.read_json(l))
         .unwrap_or_default();
     let messages: Vec<Message> = m
         .layer(mf::MEDIA_MESSAGES)
-        .and_then(|l| read_json_blob(store, l))
+        .and_then(|l| store.read_json(l))
         .unwrap_or_default();
     let licenses = texts(mf::MEDIA_LICENSE);
 
@@ -129,7 +129,7 @@ fn show_value(
     // Ollama shows the first projector's metadata, like `model_info`.
     let projector_info = m
         .layer(mf::MEDIA_PROJECTOR)
-        .and_then(|l| Digest::parse(&l.digest).ok())
+        .map(|l| l.digest.clone())
         .and_then(|d| Gguf::open(&store.blob_path(&d), req.verbose).ok())
         .map(|p| p.model_info(req.verbose));
     let tensors = match (&gguf, req.verbose) {
@@ -176,7 +176,7 @@ fn modelfile(
     let from = entry
         .manifest
         .layer(mf::MEDIA_MODEL)
-        .and_then(|l| Digest::parse(&l.digest).ok())
+        .map(|l| l.digest.clone())
         .map(|d| store.blob_path(&d).display().to_string())
         .unwrap_or_else(|| entry.name.display_short());
     s.push_str(&format!("FROM {from}\n"));
@@ -187,9 +187,7 @@ fn modelfile(
         .iter()
         .filter(|l| l.media_type == mf::MEDIA_PROJECTOR)
     {
-        if let Ok(d) = Digest::parse(&l.digest) {
-            s.push_str(&format!("FROM {}\n", store.blob_path(&d).display()));
-        }
+        s.push_str(&format!("FROM {}\n", store.blob_path(&l.digest).display()));
     }
     for l in entry
         .manifest
@@ -197,9 +195,10 @@ fn modelfile(
         .iter()
         .filter(|l| l.media_type == mf::MEDIA_ADAPTER)
     {
-        if let Ok(d) = Digest::parse(&l.digest) {
-            s.push_str(&format!("ADAPTER {}\n", store.blob_path(&d).display()));
-        }
+        s.push_str(&format!(
+            "ADAPTER {}\n",
+            store.blob_path(&l.digest).display()
+        ));
     }
     if let Some(t) = template {
         s.push_str(&format!("TEMPLATE \"\"\"{t}\"\"\"\n"));

@@ -8,14 +8,13 @@ use serde_json::{Map, Value};
 
 use super::{AppState, Error};
 use crate::config::{keep_alive_from_secs, parse_go_duration};
-use crate::create::{read_json_blob, read_text_blob};
 use crate::gguf::Gguf;
 use crate::model::ModelName;
 use crate::options::Options;
 use crate::prompt::{self, Message};
 use crate::scheduler::{KeepAlive, LoadKey};
 use crate::store::manifest::{self as mf, ConfigBlob, Manifest};
-use crate::store::{self, Digest, Store};
+use crate::store::{self, Store};
 use crate::template::Template;
 
 /// Parses `keep_alive`: a number of seconds or a Go duration string.
@@ -47,7 +46,7 @@ pub fn template_text(store: &Store, manifest: &Manifest) -> Option<String> {
     manifest
         .layer(mf::MEDIA_TEMPLATE)
         .or_else(|| manifest.layer(mf::MEDIA_PROMPT))
-        .and_then(|l| read_text_blob(store, l))
+        .and_then(|l| store.read_text(l))
 }
 
 /// Capabilities Ollama reports, from the weights' metadata and the template.
@@ -147,9 +146,7 @@ fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<M
     let layer = m
         .layer(mf::MEDIA_MODEL)
         .ok_or_else(|| Error::NoWeights(raw.to_string()))?;
-    let digest = Digest::parse(&layer.digest)
-        .map_err(|_| Error::BrokenModel(format!("bad digest in {raw}")))?;
-    let path = store.blob_path(&digest);
+    let path = store.blob_path(&layer.digest);
     let gguf = Gguf::open(&path, false).ok();
     let text = template_text(store, m);
     let template_src = text
@@ -164,28 +161,26 @@ fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<M
     let template = Template::parse(&template_src)
         .map_err(|e| Error::BrokenModel(format!("template of {raw}: {e}")))?;
     let caps = capabilities(gguf.as_ref(), Some(&template_src), m);
-    let config: ConfigBlob = read_json_blob(store, &m.config).unwrap_or_default();
+    let config: ConfigBlob = store.read_json(&m.config).unwrap_or_default();
     // A build without the vision feature treats the model as text-only.
     let projector = m
         .layer(mf::MEDIA_PROJECTOR)
         .filter(|_| crate::engine::VISION)
-        .and_then(|l| Digest::parse(&l.digest).ok())
+        .map(|l| l.digest.clone())
         .map(|d| store.blob_path(&d));
     Ok(Model {
         name: entry.name.clone(),
         digest: entry.digest.clone(),
         path,
         template,
-        system: m
-            .layer(mf::MEDIA_SYSTEM)
-            .and_then(|l| read_text_blob(store, l)),
+        system: m.layer(mf::MEDIA_SYSTEM).and_then(|l| store.read_text(l)),
         params: m
             .layer(mf::MEDIA_PARAMS)
-            .and_then(|l| read_json_blob(store, l))
+            .and_then(|l| store.read_json(l))
             .unwrap_or_default(),
         messages: m
             .layer(mf::MEDIA_MESSAGES)
-            .and_then(|l| read_json_blob(store, l))
+            .and_then(|l| store.read_json(l))
             .unwrap_or_default(),
         caps,
         ctx_train: config

@@ -152,10 +152,8 @@ impl Plan {
             .iter()
             .chain(std::iter::once(&manifest.config))
         {
-            let digest = Digest::parse(&layer.digest)
-                .map_err(|_| Error::Manifest(format!("invalid layer digest {:?}", layer.digest)))?;
-            if !blobs.iter().any(|(d, _)| *d == digest) {
-                blobs.push((digest, layer.size));
+            if !blobs.iter().any(|(d, _)| *d == layer.digest) {
+                blobs.push((layer.digest.clone(), layer.size));
             }
         }
         // Refusing up front beats failing after gigabytes: count what is
@@ -209,13 +207,13 @@ impl Plan {
         }
         progress(Progress::status("verifying sha256 digest"));
         // The blobs the name's previous manifest used and this one does not.
-        let replaced: Vec<String> = store
+        let replaced: Vec<Digest> = store
             .entry(&self.name)
             .map(|old| {
                 old.manifest
                     .digests()
-                    .filter(|d| !self.blobs.iter().any(|(b, _)| b.to_string() == *d))
-                    .map(str::to_string)
+                    .filter(|d| !self.blobs.iter().any(|(b, _)| b == *d))
+                    .cloned()
                     .collect()
             })
             .unwrap_or_default();

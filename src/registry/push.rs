@@ -117,10 +117,8 @@ impl Plan {
             .iter()
             .chain(std::iter::once(&manifest.config))
         {
-            let digest = Digest::parse(&layer.digest)
-                .map_err(|_| Error::Manifest(format!("invalid layer digest {:?}", layer.digest)))?;
-            if !blobs.iter().any(|(d, _)| *d == digest) {
-                blobs.push((digest, layer.size));
+            if !blobs.iter().any(|(d, _)| *d == layer.digest) {
+                blobs.push((layer.digest.clone(), layer.size));
             }
         }
         // The blobs are read while they upload; eviction must not take one

@@ -182,7 +182,7 @@ pub fn check_manifest(store: &Store, bytes: &[u8]) -> Result<Digest, Error> {
     let manifest: Manifest =
         serde_json::from_slice(bytes).map_err(|e| Error::ManifestInvalid(e.to_string()))?;
     for d in manifest.digests() {
-        if !Digest::parse(d).is_ok_and(|d| store.has_blob(&d)) {
+        if !store.has_blob(d) {
             return Err(Error::ManifestBlobUnknown(d.to_string()));
         }
     }

@@ -71,7 +71,7 @@ impl Store {
             let Ok(digest) = Digest::parse(&name) else {
                 continue;
             };
-            if referenced.contains(digest.hex()) || st.pinned.contains_key(&digest) {
+            if referenced.contains(&digest) || st.pinned.contains_key(&digest) {
                 continue;
             }
             if let Ok(meta) = entry.metadata() {

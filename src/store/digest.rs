@@ -4,9 +4,28 @@ use std::fmt;
 
 use sha2::{Digest as _, Sha256};
 
-/// A validated sha256 digest, kept as 64 lowercase hex characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A validated sha256 digest, kept as 64 lowercase hex characters. In JSON
+/// (manifests) it is the string `sha256:<hex>`; a string of another shape
+/// does not deserialize.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct Digest(String);
+
+impl TryFrom<String> for Digest {
+    type Error = InvalidDigest;
+
+    fn try_from(s: String) -> Result<Digest, InvalidDigest> {
+        Digest::parse(&s)
+    }
+}
+
+impl From<Digest> for String {
+    fn from(d: Digest) -> String {
+        d.to_string()
+    }
+}
 
 /// The digest string did not have the `sha256:<64 hex>` shape.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Digest;
+
 /// Media type of a manifest.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Media type of the config blob.
@@ -48,8 +50,8 @@ pub struct Manifest {
 pub struct Layer {
     /// What the blob holds.
     pub media_type: String,
-    /// `sha256:<hex>`.
-    pub digest: String,
+    /// The blob's digest (`sha256:<hex>` in JSON).
+    pub digest: Digest,
     /// Blob size in bytes.
     pub size: u64,
     /// Source model, used for cross-repo mounts on push.
@@ -77,14 +79,16 @@ impl Manifest {
     }
 
     /// All digests this manifest keeps alive, config included.
-    pub fn digests(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.config.digest.as_str())
-            .chain(self.layers.iter().map(|l| l.digest.as_str()))
+    pub fn digests(&self) -> impl Iterator<Item = &Digest> {
+        std::iter::once(&self.config.digest).chain(self.layers.iter().map(|l| &l.digest))
     }
 
     /// Sum of all layer sizes plus the config size, as `/api/tags` reports.
     pub fn total_size(&self) -> u64 {
-        self.config.size + self.layers.iter().map(|l| l.size).sum::<u64>()
+        // Saturating: the sizes are read from disk or a registry.
+        self.layers
+            .iter()
+            .fold(self.config.size, |sum, l| sum.saturating_add(l.size))
     }
 }
 

@@ -32,6 +32,9 @@ pub use manifest::{Layer, Manifest};
 pub use ranged::RangedWriter;
 pub use writer::BlobWriter;
 
+/// The largest blob read whole as JSON or text (the manifest says its size).
+const SMALL_BLOB: u64 = 16 << 20;
+
 use crate::model::ModelName;
 
 /// What can go wrong in the store.
@@ -199,7 +202,7 @@ impl Store {
                 continue;
             }
             let keep = Digest::parse(&name)
-                .is_ok_and(|d| referenced.contains(d.hex()) || st.pinned.contains_key(&d));
+                .is_ok_and(|d| referenced.contains(&d) || st.pinned.contains_key(&d));
             if !keep && fs::remove_file(entry.path()).is_ok() {
                 log::info!("pruned unused blob {name}");
                 st.used = st.used.saturating_sub(meta.len());
@@ -227,6 +230,25 @@ impl Store {
     /// Whether a blob is present.
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()
+    }
+
+    /// Reads a small JSON blob (config, params); `None` if absent, corrupt
+    /// or larger than 16 MiB (these are a few hundred bytes).
+    pub fn read_json<T: serde::de::DeserializeOwned>(&self, layer: &Layer) -> Option<T> {
+        if layer.size > SMALL_BLOB {
+            return None;
+        }
+        let bytes = fs::read(self.blob_path(&layer.digest)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Reads a small text blob (template, system, license); `None` if
+    /// absent, not UTF-8 or larger than 16 MiB.
+    pub fn read_text(&self, layer: &Layer) -> Option<String> {
+        if layer.size > SMALL_BLOB {
+            return None;
+        }
+        fs::read_to_string(self.blob_path(&layer.digest)).ok()
     }
 
     /// Marks a blob as recently used, so eviction takes it last.
@@ -423,15 +445,11 @@ impl Store {
 
     /// Every digest any manifest references (hex only). Fails if any manifest
     /// cannot be read, because then no blob is known to be safe to delete.
-    fn referenced_digests(&self) -> Result<HashSet<String>> {
+    fn referenced_digests(&self) -> Result<HashSet<Digest>> {
         let mut set = HashSet::new();
         for name in self.manifest_names()? {
             let e = self.read_entry(name)?;
-            for d in e.manifest.digests() {
-                if let Ok(d) = Digest::parse(d) {
-                    set.insert(d.hex().to_string());
-                }
-            }
+            set.extend(e.manifest.digests().cloned());
         }
         Ok(set)
     }
@@ -456,8 +474,7 @@ impl Store {
             reason: e.to_string(),
         })?;
         for d in manifest.digests() {
-            let digest = Digest::parse(d).map_err(|_| Error::BlobNotFound(d.to_string()))?;
-            if !self.has_blob(&digest) {
+            if !self.has_blob(d) {
                 return Err(Error::BlobNotFound(d.to_string()));
             }
         }
@@ -469,12 +486,12 @@ impl Store {
         let _st = self.state();
         self.write_file_atomic(&target, bytes)?;
         if let Some(old) = old {
-            let keep: HashSet<&str> = manifest.digests().collect();
-            let stale: Vec<String> = old
+            let keep: HashSet<&Digest> = manifest.digests().collect();
+            let stale: Vec<Digest> = old
                 .manifest
                 .digests()
                 .filter(|d| !keep.contains(d))
-                .map(str::to_string)
+                .cloned()
                 .collect();
             drop(_st);
             self.remove_unreferenced(&stale);
@@ -534,13 +551,13 @@ impl Store {
             }
             dir = d.parent().map(Path::to_path_buf);
         }
-        let digests: Vec<String> = entry.manifest.digests().map(str::to_string).collect();
+        let digests: Vec<Digest> = entry.manifest.digests().cloned().collect();
         self.remove_unreferenced(&digests);
         Ok(())
     }
 
     /// Deletes those of `digests` that no manifest references and no create pins.
-    pub fn remove_unreferenced(&self, digests: &[String]) {
+    pub fn remove_unreferenced(&self, digests: &[Digest]) {
         let mut st = self.state();
         let referenced = match self.referenced_digests() {
             Ok(r) => r,
@@ -549,14 +566,11 @@ impl Store {
                 return;
             }
         };
-        for d in digests {
-            let Ok(digest) = Digest::parse(d) else {
-                continue;
-            };
-            if referenced.contains(digest.hex()) || st.pinned.contains_key(&digest) {
+        for digest in digests {
+            if referenced.contains(digest) || st.pinned.contains_key(digest) {
                 continue;
             }
-            let path = self.blob_path(&digest);
+            let path = self.blob_path(digest);
             let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if fs::remove_file(&path).is_ok() {
                 st.used = st.used.saturating_sub(len);
@@ -599,7 +613,7 @@ mod tests {
         let config = s.put_bytes(b"{}").expect("config");
         let layer = |d: &Digest, size| Layer {
             media_type: manifest::MEDIA_MODEL.into(),
-            digest: d.to_string(),
+            digest: d.clone(),
             size,
             from: None,
             name: None,
