@@ -1,8 +1,8 @@
 //! Model creation: turns a create request (uploaded GGUF files, or an
 //! existing model plus overrides) into layers and a manifest.
 //!
-//! Validation that can fail fast runs in [`Plan::new`], before the HTTP
-//! response starts streaming; [`Plan::run`] then reports progress through a
+//! Validation that can fail fast runs in [`CreatePlan::new`], before the HTTP
+//! response starts streaming; [`CreatePlan::run`] then reports progress through a
 //! callback. Bytes on disk are the store's business; HTTP is the api's.
 
 use std::sync::Arc;
@@ -136,7 +136,7 @@ pub enum Error {
 
 /// A validated create request, ready to run.
 #[derive(Debug)]
-pub struct Plan {
+pub struct CreatePlan {
     name: ModelName,
     base: Option<(ModelName, Manifest)>,
     files: Vec<(String, Digest)>,
@@ -159,9 +159,9 @@ struct Built {
     detected: Option<KnownTemplate>,
 }
 
-impl Plan {
+impl CreatePlan {
     /// Checks everything that can be checked without reading weights.
-    pub fn new(store: &Store, req: CreateRequest) -> Result<Plan, Error> {
+    pub fn new(store: &Store, req: CreateRequest) -> Result<CreatePlan, Error> {
         let raw_name = if req.model.is_empty() {
             &req.name
         } else {
@@ -211,7 +211,7 @@ impl Plan {
             None => None,
             Some(q) => Some(Quant::parse(&q).ok_or(Error::QuantizeUnsupported(q))?),
         };
-        Ok(Plan {
+        Ok(CreatePlan {
             name,
             base,
             files,

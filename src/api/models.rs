@@ -12,7 +12,7 @@ use super::types::{
     ShowResponse, TagsModel, TensorInfo,
 };
 use super::{blocking, AppState};
-use crate::create::Plan;
+use crate::create::CreatePlan;
 use crate::error::ApiError;
 use crate::gguf::Gguf;
 use crate::infer::model::{capabilities, template_text};
@@ -232,7 +232,7 @@ pub async fn create(state: &Arc<AppState>, body: Incoming) -> Result<Response<Bo
     let store = Arc::clone(&state.store);
     let plan = {
         let store = Arc::clone(&store);
-        blocking(move || Ok(Plan::new(&store, req)?)).await?
+        blocking(move || Ok(CreatePlan::new(&store, req)?)).await?
     };
     log::info!("creating model {}", plan.name().display_short());
     super::progress_job(stream, "create", move |progress| {

@@ -26,7 +26,7 @@ use super::body::{self, response, Body};
 use super::{blocking, AppState};
 use crate::error::ApiError;
 use crate::model::ModelName;
-use crate::registry::pull::Plan;
+use crate::registry::pull::PullPlan;
 use crate::registry::push;
 use crate::registry::serve::{self, Upload};
 use crate::store::{self, manifest::MANIFEST_MEDIA_TYPE, Digest};
@@ -81,7 +81,7 @@ pub async fn pull(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
     let plan = {
         let store = Arc::clone(&store);
         let config = state.config.clone();
-        blocking(move || Ok(Plan::new(&store, &raw, insecure, &config)?)).await?
+        blocking(move || Ok(PullPlan::new(&store, &raw, insecure, &config)?)).await?
     };
     log::info!("pulling model {}", plan.name());
     super::progress_job(stream, "pull", move |progress| {
@@ -103,7 +103,7 @@ pub async fn push(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
     let plan = {
         let store = Arc::clone(&store);
         let key_dir = state.config.key_dir.clone();
-        blocking(move || Ok(push::Plan::new(&store, &raw, insecure, &key_dir)?)).await?
+        blocking(move || Ok(push::PushPlan::new(&store, &raw, insecure, &key_dir)?)).await?
     };
     log::info!("pushing model {}", plan.name().display_short());
     super::progress_job(stream, "push", move |progress| {

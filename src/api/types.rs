@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use crate::create::CreateRequest;
-pub use crate::infer::request::{ChatRequest, GenerateRequest};
+pub use crate::infer::request::{ChatRequest, GenerateRequest, Settings};
 pub use crate::progress::Progress;
 pub use crate::prompt::Message;
 

@@ -18,7 +18,7 @@ const POOLING_LAST: u32 = 3;
 
 /// The hyperparameters written as `bert.*` metadata.
 #[derive(Debug)]
-pub struct Config {
+pub struct HfConfig {
     pub name: String,
     pub hidden: u64,
     pub intermediate: u64,
@@ -30,9 +30,9 @@ pub struct Config {
     pub vocab_size: u64,
 }
 
-impl Config {
+impl HfConfig {
     /// Reads and checks `config.json`.
-    pub fn read(json: &Json) -> Result<Config, Error> {
+    pub fn read(json: &Json) -> Result<HfConfig, Error> {
         let num = |key: &str| -> Result<u64, Error> {
             json.get(key)
                 .and_then(Json::as_u64)
@@ -61,7 +61,7 @@ impl Config {
                 "position_embedding_type {pos:?} is not supported (only absolute)"
             )));
         }
-        let config = Config {
+        let config = HfConfig {
             name: model_name(json),
             hidden: num("hidden_size")?,
             intermediate: num("intermediate_size")?,
@@ -237,7 +237,7 @@ pub fn target_type(gguf_name: &str, n_dims: usize) -> GgmlType {
 /// The GGUF tensors llama.cpp refuses to load without, with their expected
 /// ggml dims, for a config. Optional ones (biases of q/k/v, token types)
 /// are checked only for shape when present.
-pub fn expected_shape(config: &Config, n_vocab: u64, gguf_name: &str) -> Option<Vec<u64>> {
+pub fn expected_shape(config: &HfConfig, n_vocab: u64, gguf_name: &str) -> Option<Vec<u64>> {
     let (e, f) = (config.hidden, config.intermediate);
     let tail = gguf_name
         .strip_prefix("blk.")
@@ -258,7 +258,7 @@ pub fn expected_shape(config: &Config, n_vocab: u64, gguf_name: &str) -> Option<
 
 /// The names llama.cpp requires for a config (see `llama_model_bert::
 /// load_arch_tensors`).
-pub fn required(config: &Config) -> Vec<String> {
+pub fn required(config: &HfConfig) -> Vec<String> {
     let mut names: Vec<String> = [
         "token_embd.weight",
         "position_embd.weight",

@@ -30,7 +30,7 @@ use super::{Arch, Error};
 
 /// The hyperparameters written as `<arch>.*` metadata.
 #[derive(Debug)]
-pub struct Config {
+pub struct HfConfig {
     pub arch: Arch,
     pub name: String,
     pub hidden: u64,
@@ -160,9 +160,9 @@ fn multimodal_part(name: &str) -> Option<MultimodalPart> {
     Some(MultimodalPart::Text(text))
 }
 
-impl Config {
+impl HfConfig {
     /// Reads and checks `config.json` for `arch` (one of the Gemmas).
-    pub fn read(arch: Arch, json: &Json) -> Result<Config, Error> {
+    pub fn read(arch: Arch, json: &Json) -> Result<HfConfig, Error> {
         let float = |key: &str| json.get(key).and_then(Json::as_f64).map(|v| v as f32);
         // HF's Gemma configs name the MLP activation hidden_activation
         // (older ones hidden_act); both mean tanh-approximated GELU, which
@@ -211,7 +211,7 @@ impl Config {
             )));
         }
         let (rope_theta, rope_local, rope_linear) = rope(arch, json)?;
-        let mut config = Config {
+        let mut config = HfConfig {
             arch,
             name: json
                 .get("_name_or_path")
@@ -359,7 +359,7 @@ fn check_layer_types(json: &Json, layers: u64, pattern: u64) -> Result<(), Error
 /// llama.cpp scales queries by 1/√head_dim (1/√(hidden/heads) for the 27B
 /// layer counts) and does not read `query_pre_attn_scalar`, so a model
 /// that asks for another scale is refused rather than computed wrong.
-fn check_query_scale(config: &Config, json: &Json) -> Result<(), Error> {
+fn check_query_scale(config: &HfConfig, json: &Json) -> Result<(), Error> {
     if config.arch == Arch::Gemma {
         return Ok(());
     }
@@ -385,7 +385,7 @@ fn check_query_scale(config: &Config, json: &Json) -> Result<(), Error> {
     Ok(())
 }
 
-impl Spec for Config {
+impl Spec for HfConfig {
     fn arch_name(&self) -> &'static str {
         self.arch.name()
     }
@@ -579,7 +579,7 @@ mod tests {
         assert_eq!(multimodal_config(&gemma3()).unwrap(), None);
         let text = multimodal_config(&json).unwrap().unwrap();
         assert!(text.get("vision_config").is_none());
-        let mut c = Config::read(Arch::Gemma3, &text).unwrap();
+        let mut c = HfConfig::read(Arch::Gemma3, &text).unwrap();
         assert_eq!((c.hidden, c.layers, c.heads, c.heads_kv), (2560, 34, 8, 4));
         assert_eq!((c.head_dim, c.max_positions), (256, 131_072));
         assert_eq!(c.rope_theta, 1_000_000.0);
@@ -621,7 +621,7 @@ mod tests {
         big["text_config"]["hidden_size"] = json!(5376);
         big["text_config"]["query_pre_attn_scalar"] = json!(168);
         let text = multimodal_config(&big).unwrap().unwrap();
-        assert!(Config::read(Arch::Gemma3, &text).is_ok());
+        assert!(HfConfig::read(Arch::Gemma3, &text).is_ok());
         // Without text_config there is nothing to convert.
         let err = multimodal_config(&json!({"architectures": ["Gemma3ForConditionalGeneration"]}))
             .unwrap_err();
@@ -630,7 +630,7 @@ mod tests {
 
     #[test]
     fn reads_gemma3_270m() {
-        let c = Config::read(Arch::Gemma3, &gemma3()).unwrap();
+        let c = HfConfig::read(Arch::Gemma3, &gemma3()).unwrap();
         assert_eq!(c.sliding_window, Some(512));
         assert_eq!(c.swa_pattern, None);
         assert_eq!(c.rope_local, Some(10_000.0));
@@ -653,7 +653,7 @@ mod tests {
         let check = |edit: &dyn Fn(&mut Json), want: &str| {
             let mut j = gemma3();
             edit(&mut j);
-            let err = Config::read(Arch::Gemma3, &j).unwrap_err().to_string();
+            let err = HfConfig::read(Arch::Gemma3, &j).unwrap_err().to_string();
             assert!(err.contains(want), "{err}");
         };
         check(
@@ -679,7 +679,7 @@ mod tests {
     fn gemma1_keeps_the_mlp_norm_name() {
         let mut j = gemma3();
         j["architectures"] = json!(["GemmaForCausalLM"]);
-        let c = Config::read(Arch::Gemma, &j).unwrap();
+        let c = HfConfig::read(Arch::Gemma, &j).unwrap();
         assert_eq!(
             c.map_name("model.layers.0.post_attention_layernorm.weight"),
             Some(Mapping::Keep("blk.0.ffn_norm.weight".into()))

@@ -37,7 +37,7 @@ pub const ARCHITECTURES: [&str; 2] = ["LlamaForCausalLM", "MistralForCausalLM"];
 
 /// The hyperparameters written as `<arch>.*` metadata.
 #[derive(Debug)]
-pub struct Config {
+pub struct HfConfig {
     /// Which llama.cpp architecture the model is written as.
     pub arch: Arch,
     pub name: String,
@@ -60,9 +60,9 @@ pub struct Config {
     pub tied: bool,
 }
 
-impl Config {
+impl HfConfig {
     /// Reads and checks `config.json` for the architecture `arch`.
-    pub fn read(arch: Arch, json: &Json) -> Result<Config, Error> {
+    pub fn read(arch: Arch, json: &Json) -> Result<HfConfig, Error> {
         let num = |key: &str| -> Result<u64, Error> {
             json.get(key)
                 .and_then(Json::as_u64)
@@ -144,7 +144,7 @@ impl Config {
                 }
             }
         };
-        let config = Config {
+        let config = HfConfig {
             arch,
             name: model_name(json, arch.name()),
             hidden,
@@ -344,7 +344,7 @@ pub fn target_type(gguf_name: &str, n_dims: usize) -> GgmlType {
 /// The head count whose rows llama.cpp's converter permutes for a tensor:
 /// the query heads for `attn_q`, the key/value heads for `attn_k`, and
 /// nothing for Qwen, whose NEOX RoPE works on the Hugging Face layout.
-pub fn permute_heads(config: &Config, gguf_name: &str) -> Option<usize> {
+pub fn permute_heads(config: &HfConfig, gguf_name: &str) -> Option<usize> {
     if config.arch != Arch::Llama {
         None
     } else if gguf_name.ends_with(".attn_q.weight") {
@@ -357,7 +357,7 @@ pub fn permute_heads(config: &Config, gguf_name: &str) -> Option<usize> {
 }
 
 /// The ggml dims a tensor must have for the config.
-pub fn expected_shape(config: &Config, n_vocab: u64, gguf_name: &str) -> Option<Vec<u64>> {
+pub fn expected_shape(config: &HfConfig, n_vocab: u64, gguf_name: &str) -> Option<Vec<u64>> {
     let (e, f) = (config.hidden, config.intermediate);
     let q = config.heads * config.head_dim;
     let kv = config.heads_kv * config.head_dim;
@@ -382,7 +382,7 @@ pub fn expected_shape(config: &Config, n_vocab: u64, gguf_name: &str) -> Option<
 }
 
 /// The names llama.cpp requires for a config.
-pub fn required(config: &Config) -> Vec<String> {
+pub fn required(config: &HfConfig) -> Vec<String> {
     let mut names = vec![
         "token_embd.weight".to_string(),
         "output_norm.weight".to_string(),
@@ -421,7 +421,7 @@ pub fn convert(
     out: &mut dyn Write,
     progress: &mut dyn FnMut(&str),
 ) -> Result<u64, Error> {
-    let config = Config::read(arch, config_json)?;
+    let config = HfConfig::read(arch, config_json)?;
     // Refuse unsupported tokenizers before touching the weights.
     let kind = spm::kind(files)?;
     let mut sources = open_sources(files, progress)?;
@@ -486,7 +486,7 @@ fn rope_freqs_tensor(factors: &[f32]) -> Planned {
 /// Maps every source tensor to its output entry, refusing names llama.cpp's
 /// architecture does not know (they would signal a variant it computes
 /// differently).
-fn plan_tensors(config: &Config, sources: &[SourceFile]) -> Result<Vec<Planned>, Error> {
+fn plan_tensors(config: &HfConfig, sources: &[SourceFile]) -> Result<Vec<Planned>, Error> {
     let mut plan = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     for (file, src) in sources.iter().enumerate() {

@@ -219,7 +219,7 @@ pub fn convert(
         arch @ (Arch::Gemma | Arch::Gemma2 | Arch::Gemma3) => {
             // Gemma 3's multimodal checkpoints: the text model only.
             if let Some(text_json) = gemma::multimodal_config(&config_json)? {
-                let mut config = gemma::Config::read(arch, &text_json)?;
+                let mut config = gemma::HfConfig::read(arch, &text_json)?;
                 config.multimodal = true;
                 progress("Gemma3ForConditionalGeneration: converting the text model; the vision tower and projector go to the projector file");
                 let tokenizer = decoder::TokenizerChoice {
@@ -228,7 +228,7 @@ pub fn convert(
                 };
                 return decoder::convert(&config, tokenizer, files, &text_json, out, progress);
             }
-            let config = gemma::Config::read(arch, &config_json)?;
+            let config = gemma::HfConfig::read(arch, &config_json)?;
             // Gemma's converter always writes add_space_prefix false.
             let tokenizer = decoder::TokenizerChoice {
                 allow_bpe: false,
@@ -237,7 +237,7 @@ pub fn convert(
             return decoder::convert(&config, tokenizer, files, &config_json, out, progress);
         }
         Arch::Phi3 => {
-            let config = phi3::Config::read(&config_json)?;
+            let config = phi3::HfConfig::read(&config_json)?;
             // Phi-4 ships a byte-level BPE under the same architecture.
             let tokenizer = decoder::TokenizerChoice {
                 allow_bpe: true,
@@ -246,7 +246,7 @@ pub fn convert(
             return decoder::convert(&config, tokenizer, files, &config_json, out, progress);
         }
     }
-    let config = bert::Config::read(&config_json)?;
+    let config = bert::HfConfig::read(&config_json)?;
     let pooling = bert::pooling(files)?;
     let mut sources = open_sources(files, progress)?;
 
@@ -291,7 +291,7 @@ pub fn convert(
 /// config of a multimodal Gemma 3 whose checkpoint holds the vision tensors,
 /// and the model's name. `None` for every other model, and for a multimodal
 /// one whose vision tensors were left out.
-fn projector_plan(files: &Files) -> Result<Option<(siglip::Config, String)>, Error> {
+fn projector_plan(files: &Files) -> Result<Option<(siglip::HfConfig, String)>, Error> {
     let config_path = files
         .get("config.json")
         .ok_or_else(|| Error::MissingFile("config.json".into()))?;
@@ -302,8 +302,8 @@ fn projector_plan(files: &Files) -> Result<Option<(siglip::Config, String)>, Err
     let Some(text_json) = gemma::multimodal_config(&config_json)? else {
         return Ok(None);
     };
-    let text = gemma::Config::read(Arch::Gemma3, &text_json)?;
-    let Some(vision) = siglip::Config::read(&config_json, files, text.hidden)? else {
+    let text = gemma::HfConfig::read(Arch::Gemma3, &text_json)?;
+    let Some(vision) = siglip::HfConfig::read(&config_json, files, text.hidden)? else {
         return Ok(None);
     };
     if !siglip::has_vision_tensors(&open_sources(files, &mut |_| {})?) {

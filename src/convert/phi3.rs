@@ -17,7 +17,7 @@ use super::Error;
 
 /// The hyperparameters written as `phi3.*` metadata.
 #[derive(Debug)]
-pub struct Config {
+pub struct HfConfig {
     pub name: String,
     pub hidden: u64,
     pub intermediate: u64,
@@ -36,9 +36,9 @@ pub struct Config {
     pub tied: bool,
 }
 
-impl Config {
+impl HfConfig {
     /// Reads and checks `config.json`.
-    pub fn read(json: &Json) -> Result<Config, Error> {
+    pub fn read(json: &Json) -> Result<HfConfig, Error> {
         let act = json
             .get("hidden_act")
             .and_then(Json::as_str)
@@ -106,7 +106,7 @@ impl Config {
                 "num_hidden_layers {layers} is implausible"
             )));
         }
-        Ok(Config {
+        Ok(HfConfig {
             name: json
                 .get("_name_or_path")
                 .and_then(Json::as_str)
@@ -149,7 +149,7 @@ impl Config {
     }
 }
 
-impl Spec for Config {
+impl Spec for HfConfig {
     fn arch_name(&self) -> &'static str {
         "phi3"
     }
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn reads_phi3_mini_and_maps_fused_tensors() {
-        let c = Config::read(&mini()).unwrap();
+        let c = HfConfig::read(&mini()).unwrap();
         assert_eq!(c.rope_dims, 96);
         assert_eq!(c.sliding_window, 2047);
         assert_eq!(
@@ -284,7 +284,7 @@ mod tests {
         j["rope_scaling"] = json!(null);
         j["rope_parameters"] =
             json!({"rope_type": "default", "rope_theta": 250000.0, "partial_rotary_factor": 0.5});
-        let c = Config::read(&j).unwrap();
+        let c = HfConfig::read(&j).unwrap();
         assert_eq!(c.rope_theta, 250000.0);
         assert_eq!(c.rope_dims, 48);
     }
@@ -294,12 +294,12 @@ mod tests {
         let mut j = mini();
         j["rope_scaling"] =
             json!({"type": "longrope", "long_factor": [1.0], "short_factor": [1.0]});
-        let err = Config::read(&j).unwrap_err().to_string();
+        let err = HfConfig::read(&j).unwrap_err().to_string();
         assert!(err.contains("longrope"), "{err}");
         j["rope_scaling"] = json!({"type": "su", "long_factor": [1.0]});
-        assert!(Config::read(&j).is_err());
+        assert!(HfConfig::read(&j).is_err());
         j["rope_scaling"] = json!(null);
         j["rope_parameters"] = json!({"rope_type": "longrope", "long_factor": [1.0]});
-        assert!(Config::read(&j).is_err());
+        assert!(HfConfig::read(&j).is_err());
     }
 }

@@ -25,7 +25,7 @@ pub struct Piece {
 /// The parts of a SentencePiece `ModelProto` that the vocabulary needs,
 /// with the protobuf defaults for absent fields.
 #[derive(Debug)]
-pub struct Model {
+pub struct SpModel {
     pub pieces: Vec<Piece>,
     pub model_type: u64,
     pub unk_id: i64,
@@ -108,8 +108,8 @@ impl<'a> Reader<'a> {
 
 /// Parses a `tokenizer.model` (SentencePiece `ModelProto`): field 1 the
 /// pieces, 2 the trainer spec, 3 the normalizer spec.
-pub fn parse_model(bytes: &[u8]) -> Result<Model, String> {
-    let mut model = Model {
+pub fn parse_model(bytes: &[u8]) -> Result<SpModel, String> {
+    let mut model = SpModel {
         pieces: Vec::new(),
         // TrainerSpec's defaults: Unigram, unk 0, bos 1, eos 2, no pad.
         model_type: 1,

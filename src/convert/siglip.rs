@@ -34,7 +34,7 @@ const DEFAULT_SCALE_FACTOR: u64 = 4;
 
 /// The vision tower's and projector's hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Config {
+pub struct HfConfig {
     pub width: u64,
     pub ff: u64,
     pub layers: u64,
@@ -50,12 +50,12 @@ pub struct Config {
     pub image_std: Vec<f32>,
 }
 
-impl Config {
+impl HfConfig {
     /// Reads the vision config of a `Gemma3ForConditionalGeneration`
     /// `config.json` (`None` when it has no `vision_config`), with
     /// `preprocessor_config.json` when the files hold one. `text_width` is
     /// the text model's `hidden_size`.
-    pub fn read(json: &Json, files: &Files, text_width: u64) -> Result<Option<Config>, Error> {
+    pub fn read(json: &Json, files: &Files, text_width: u64) -> Result<Option<HfConfig>, Error> {
         let Some(v) = json.get("vision_config").filter(|v| !v.is_null()) else {
             return Ok(None);
         };
@@ -130,7 +130,7 @@ impl Config {
                 ))),
             }
         };
-        Ok(Some(Config {
+        Ok(Some(HfConfig {
             width: vnum("hidden_size")?,
             ff: vnum("intermediate_size")?,
             layers: vnum("num_hidden_layers")?,
@@ -311,7 +311,7 @@ pub fn has_vision_tensors(sources: &[SourceFile]) -> bool {
 /// Writes the clip GGUF of `config` from the checkpoint's vision tensors
 /// into `out`, streaming; returns the bytes written.
 pub fn convert(
-    config: &Config,
+    config: &HfConfig,
     name: &str,
     files: &Files,
     out: &mut dyn Write,
@@ -358,7 +358,7 @@ pub fn convert(
                     });
                 }
             }
-            let ggml_type = Config::target_type(&gguf_name, dims.len());
+            let ggml_type = HfConfig::target_type(&gguf_name, dims.len());
             let shift = if gguf_name == "mm.soft_emb_norm.weight" {
                 1.0
             } else {

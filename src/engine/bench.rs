@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use super::sys::{Batch, Context, ContextSettings, Model};
+use super::sys::{Batch, Context, ContextSettings, LlamaModel};
 use super::{Error, Event, GenerateRequest, KvType, Runner, SamplingParams};
 
 /// Result of one [`bench_decode`] run.
@@ -146,13 +146,13 @@ pub fn load_phases(path: &Path, s: PhaseSettings) -> Result<LoadPhases, String> 
         evict_from_page_cache(path)?;
     }
     let t = Instant::now();
-    drop(Model::load_vocab(path)?);
+    drop(LlamaModel::load_vocab(path)?);
     phases.vocab = t.elapsed();
     if s.from_disk {
         evict_from_page_cache(path)?;
     }
     let t = Instant::now();
-    let model = Arc::new(Model::load(path, true)?);
+    let model = Arc::new(LlamaModel::load(path, true)?);
     phases.model = t.elapsed();
     let threads = i32::try_from(s.threads.max(1)).unwrap_or(1);
     let t = Instant::now();

@@ -32,7 +32,8 @@ use std::thread::JoinHandle;
 
 use super::cpu::CpuBudget;
 use super::sys::{
-    Chunks, Context, ContextSettings, MediaPart, Model, Mtmd, Sampler, SamplerSpec, RANDOM_SEED,
+    Chunks, Context, ContextSettings, LlamaModel, MediaPart, Mtmd, Sampler, SamplerSpec,
+    RANDOM_SEED,
 };
 use super::worker::Worker;
 use super::{Error, GenerateRequest, KvType, LoadParams, ModelInfo, Sink};
@@ -99,7 +100,7 @@ impl MediaPrompt {
 /// A loaded model with its runner thread. `Send + Sync`; share it via `Arc`.
 pub struct Runner {
     tx: mpsc::Sender<Command>,
-    model: Arc<Model>,
+    model: Arc<LlamaModel>,
     /// The projector, when the model was loaded with one.
     mtmd: Option<Arc<Mtmd>>,
     info: ModelInfo,
@@ -127,7 +128,7 @@ impl Runner {
             .checked_mul(params.n_parallel)
             .ok_or_else(|| Error::InvalidParams("n_ctx * n_parallel overflows".into()))?;
         let (tx, rx) = mpsc::channel::<Command>();
-        type Ready = (Arc<Model>, Option<Arc<Mtmd>>, ModelInfo);
+        type Ready = (Arc<LlamaModel>, Option<Arc<Mtmd>>, ModelInfo);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, Error>>();
         let path_buf = path.to_path_buf();
         let thread_params = params.clone();
@@ -140,7 +141,7 @@ impl Runner {
         let handle = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                let model = match Model::load(&path_buf, thread_params.use_mmap) {
+                let model = match LlamaModel::load(&path_buf, thread_params.use_mmap) {
                     Ok(m) => Arc::new(m),
                     Err(reason) => {
                         let _ = ready_tx.send(Err(Error::LoadFailed {
@@ -389,7 +390,7 @@ impl Drop for Runner {
 }
 
 fn model_info(
-    model: &Model,
+    model: &LlamaModel,
     ctx: &Context,
     n_ctx_total: u32,
     n_parallel: u32,

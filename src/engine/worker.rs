@@ -26,7 +26,7 @@ enum Phase {
 }
 
 /// The active request of a slot.
-struct Job {
+struct Active {
     sink: Sink,
     sampler: Sampler,
     prompt: Vec<i32>,
@@ -54,7 +54,7 @@ struct Slot {
     seq: i32,
     /// Tokens whose KV sits at positions `0..cache.len()` of this sequence.
     cache: Vec<i32>,
-    job: Option<Job>,
+    job: Option<Active>,
     last_used: u64,
 }
 
@@ -256,7 +256,7 @@ impl<'a> Worker<'a> {
             history
         };
         sampler.accept_prompt(&prompt[history..]);
-        slot.job = Some(Job {
+        slot.job = Some(Active {
             sink,
             sampler,
             prompt,
@@ -338,7 +338,7 @@ impl<'a> Worker<'a> {
         let mut layout = media.layout.as_ref().clone();
         layout.resize(n_past, -1);
         self.slots[idx].cache = layout;
-        self.slots[idx].job = Some(Job {
+        self.slots[idx].job = Some(Active {
             sink,
             sampler,
             prompt: text,
@@ -667,7 +667,7 @@ fn normalised(mut v: Vec<f32>) -> Vec<f32> {
 }
 
 /// Sends the final `Done` event of a job.
-fn done(mut job: Job, reason: DoneReason) {
+fn done(mut job: Active, reason: DoneReason) {
     let since = job.prompt_done.unwrap_or(job.started);
     (job.sink)(Event::Done {
         reason,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::model::{load_key, merged_options, resolve, Model};
+use super::model::{load_key, merged_options, resolve, ResolvedModel};
 use super::{blocking, AppState, Error};
 use crate::model::ModelName;
 use crate::scheduler::{KeepAlive, Lease};
@@ -26,7 +26,7 @@ pub(crate) struct Embedded {
 
 /// The model of an embedding request. These routes name an unknown model
 /// in their own words ([`Error::EmbedModelNotFound`]).
-pub(crate) async fn find(state: &Arc<AppState>, raw: &str) -> Result<Arc<Model>, Error> {
+pub(crate) async fn find(state: &Arc<AppState>, raw: &str) -> Result<Arc<ResolvedModel>, Error> {
     let not_found = || Error::EmbedModelNotFound(raw.to_string());
     let name = ModelName::parse(raw).map_err(|_| not_found())?;
     let st = Arc::clone(state);
@@ -42,7 +42,7 @@ pub(crate) async fn find(state: &Arc<AppState>, raw: &str) -> Result<Arc<Model>,
 /// Leases the model with embedding settings.
 pub(crate) async fn lease(
     state: &Arc<AppState>,
-    model: &Model,
+    model: &ResolvedModel,
     options: Option<&Map<String, Value>>,
     keep_alive: KeepAlive,
 ) -> Result<Lease, Error> {

@@ -1,4 +1,4 @@
-//! Model resolution for inference routes: from a name to the weights,
+//! ResolvedModel resolution for inference routes: from a name to the weights,
 //! template, defaults and capabilities (cached per manifest digest), plus
 //! the request fields every inference route shares (`keep_alive`, options).
 
@@ -83,7 +83,7 @@ pub fn capabilities(
 
 /// A model resolved from the store, with everything inference needs.
 #[derive(Debug)]
-pub struct Model {
+pub struct ResolvedModel {
     /// The name with on-disk spelling.
     pub name: ModelName,
     /// Manifest digest.
@@ -110,9 +110,9 @@ pub struct Model {
 /// vocabulary (262k strings for Gemma 3), which is worth doing once per
 /// manifest, not once per request; a new manifest has a new digest.
 #[derive(Debug, Default)]
-pub struct ModelCache(std::sync::Mutex<std::collections::HashMap<String, Arc<Model>>>);
+pub struct ModelCache(std::sync::Mutex<std::collections::HashMap<String, Arc<ResolvedModel>>>);
 
-pub fn resolve(state: &AppState, name: &ModelName, raw: &str) -> Result<Arc<Model>, Error> {
+pub fn resolve(state: &AppState, name: &ModelName, raw: &str) -> Result<Arc<ResolvedModel>, Error> {
     let store = &state.store;
     let entry = store.entry(name).map_err(|e| match e {
         store::Error::ModelNotFound(_) => Error::ModelNotFound(raw.to_string()),
@@ -141,7 +141,11 @@ fn cache_key(entry: &store::Entry) -> String {
     format!("{}@{}", entry.name, entry.digest)
 }
 
-fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<Model, Error> {
+fn read_model(
+    store: &store::Store,
+    entry: &store::Entry,
+    raw: &str,
+) -> Result<ResolvedModel, Error> {
     let m = &entry.manifest;
     let layer = m
         .layer(mf::MEDIA_MODEL)
@@ -168,7 +172,7 @@ fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<M
         .filter(|_| crate::engine::VISION)
         .map(|l| l.digest.clone())
         .map(|d| store.blob_path(&d));
-    Ok(Model {
+    Ok(ResolvedModel {
         name: entry.name.clone(),
         digest: entry.digest.clone(),
         path,
@@ -192,7 +196,7 @@ fn read_model(store: &store::Store, entry: &store::Entry, raw: &str) -> Result<M
 
 pub fn merged_options(
     state: &AppState,
-    model: &Model,
+    model: &ResolvedModel,
     request: Option<&Map<String, Value>>,
 ) -> Result<Options, Error> {
     let mut o = Options::defaults(state.config.context_length);
@@ -213,7 +217,7 @@ pub fn merged_options(
     Ok(o)
 }
 
-pub fn load_key(model: &Model, o: &Options) -> LoadKey {
+pub fn load_key(model: &ResolvedModel, o: &Options) -> LoadKey {
     LoadKey {
         path: model.path.clone(),
         num_ctx: o.num_ctx,

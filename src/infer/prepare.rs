@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::media;
-use super::model::{load_key, merged_options, parse_keep_alive, resolve, Model};
-use super::request::{ChatRequest, GenerateRequest};
+use super::model::{load_key, merged_options, parse_keep_alive, resolve, ResolvedModel};
+use super::request::{ChatRequest, GenerateRequest, Settings};
 use super::{blocking, AppState, Error};
 use crate::engine;
 use crate::grammar;
@@ -39,7 +39,7 @@ fn grammar_for(format: Option<&Value>) -> Result<Option<String>, Error> {
 /// Validates `think` and says whether reasoning is split from the answer:
 /// on by default for models whose template has thinking tags, off with
 /// `think: false`.
-fn check_think(think: Option<&Value>, model: &Model, raw: &str) -> Result<bool, Error> {
+fn check_think(think: Option<&Value>, model: &ResolvedModel, raw: &str) -> Result<bool, Error> {
     let off = matches!(think, Some(Value::Bool(false)));
     let wants = match think {
         None | Some(Value::Null) | Some(Value::Bool(false)) => false,
@@ -56,7 +56,7 @@ fn check_think(think: Option<&Value>, model: &Model, raw: &str) -> Result<bool, 
     Ok(capable && !off)
 }
 
-fn check_completion(model: &Model, raw: &str, what: &str) -> Result<(), Error> {
+fn check_completion(model: &ResolvedModel, raw: &str, what: &str) -> Result<(), Error> {
     if model.caps.contains(&"completion") {
         Ok(())
     } else {
@@ -99,7 +99,7 @@ enum Located {
     /// An empty request with `keep_alive: 0`: the model was unloaded.
     Unloaded,
     /// The model and the request's keep-alive.
-    Model(Arc<Model>, crate::scheduler::KeepAlive),
+    Found(Arc<ResolvedModel>, crate::scheduler::KeepAlive),
 }
 
 /// The checks generate and chat share, in Ollama's order: `top_logprobs`,
@@ -108,11 +108,11 @@ enum Located {
 async fn locate(
     state: &Arc<AppState>,
     raw_name: &str,
-    top_logprobs: Option<i64>,
-    keep_alive: Option<&Value>,
+    settings: &Settings,
     empty: bool,
 ) -> Result<Located, Error> {
-    check_top_logprobs(top_logprobs)?;
+    check_top_logprobs(settings.top_logprobs)?;
+    let keep_alive = settings.keep_alive.as_ref();
     let name =
         ModelName::parse(raw_name).map_err(|_| Error::ModelNotFound(raw_name.to_string()))?;
     let st = Arc::clone(state);
@@ -123,14 +123,14 @@ async fn locate(
         state.scheduler.unload_path(&model.path);
         return Ok(Located::Unloaded);
     }
-    Ok(Located::Model(model, keep_alive))
+    Ok(Located::Found(model, keep_alive))
 }
 
 /// The checks and the lease both routes need once the request is validated:
 /// images, `format`, merged options, then the model itself.
 async fn admit(
     state: &Arc<AppState>,
-    model: &Model,
+    model: &ResolvedModel,
     has_images: bool,
     format: &Option<Value>,
     options: &Option<serde_json::Map<String, Value>>,
@@ -159,24 +159,17 @@ pub(crate) async fn prepare_generate(
     req: GenerateRequest,
 ) -> Result<Prepared, Error> {
     let raw_name = req.model.clone();
-    let (model, keep_alive) = match locate(
-        state,
-        &raw_name,
-        req.top_logprobs,
-        req.keep_alive.as_ref(),
-        req.prompt.is_empty(),
-    )
-    .await?
-    {
-        Located::Unloaded => return Ok(Prepared::Reply("unload")),
-        Located::Model(m, k) => (m, k),
-    };
+    let (model, keep_alive) =
+        match locate(state, &raw_name, &req.settings, req.prompt.is_empty()).await? {
+            Located::Unloaded => return Ok(Prepared::Reply("unload")),
+            Located::Found(m, k) => (m, k),
+        };
     if req.raw && (req.template.is_some() || req.system.is_some() || req.context.is_some()) {
         return Err(Error::Invalid(
             "raw mode does not support template, system, or context".into(),
         ));
     }
-    let think = check_think(req.think.as_ref(), &model, &raw_name)?;
+    let think = check_think(req.settings.think.as_ref(), &model, &raw_name)?;
     check_completion(&model, &raw_name, "generate")?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) && !model.caps.contains(&"insert") {
         return Err(Error::Invalid(format!(
@@ -191,8 +184,8 @@ pub(crate) async fn prepare_generate(
         state,
         &model,
         has_images,
-        &req.format,
-        &req.options,
+        &req.settings.format,
+        &req.settings.options,
         keep_alive,
     )
     .await?;
@@ -275,16 +268,13 @@ pub(crate) async fn prepare_generate(
         tokens,
         opts,
         grammar,
-        shift: req.shift.unwrap_or(true),
-        stream: req.stream.unwrap_or(true),
+        shift: req.settings.shift.unwrap_or(true),
+        stream: req.settings.stream.unwrap_or(true),
         started,
         tools: false,
         think: think.then(|| opens_thinking(&text)),
         media: media_prompt,
-        logprobs: req
-            .logprobs
-            .unwrap_or(false)
-            .then(|| req.top_logprobs.unwrap_or(0).clamp(0, 20) as usize),
+        logprobs: req.settings.logprobs(),
     };
     Ok(Prepared::Run(Box::new(job), lease))
 }
@@ -298,19 +288,12 @@ pub(crate) async fn prepare_chat(
     if raw_name.is_empty() {
         return Err(Error::Invalid("model is required".into()));
     }
-    let (model, keep_alive) = match locate(
-        state,
-        &raw_name,
-        req.top_logprobs,
-        req.keep_alive.as_ref(),
-        req.messages.is_empty(),
-    )
-    .await?
-    {
-        Located::Unloaded => return Ok(Prepared::Reply("unload")),
-        Located::Model(m, k) => (m, k),
-    };
-    let think = check_think(req.think.as_ref(), &model, &raw_name)?;
+    let (model, keep_alive) =
+        match locate(state, &raw_name, &req.settings, req.messages.is_empty()).await? {
+            Located::Unloaded => return Ok(Prepared::Reply("unload")),
+            Located::Found(m, k) => (m, k),
+        };
+    let think = check_think(req.settings.think.as_ref(), &model, &raw_name)?;
     check_completion(&model, &raw_name, "chat")?;
     let tools = req
         .tools
@@ -328,8 +311,8 @@ pub(crate) async fn prepare_chat(
         state,
         &model,
         has_images,
-        &req.format,
-        &req.options,
+        &req.settings.format,
+        &req.settings.options,
         keep_alive,
     )
     .await?;
@@ -391,7 +374,7 @@ pub(crate) async fn prepare_chat(
             .position(|m| m.role != "system")
             .filter(|&i| i + 1 < messages.len());
         match droppable {
-            Some(i) if len >= limit && req.truncate.unwrap_or(true) => {
+            Some(i) if len >= limit && req.settings.truncate.unwrap_or(true) => {
                 messages.remove(i);
             }
             _ => break (tokens, media_prompt),
@@ -403,16 +386,13 @@ pub(crate) async fn prepare_chat(
         tokens,
         opts,
         grammar,
-        shift: req.shift.unwrap_or(true),
-        stream: req.stream.unwrap_or(true),
+        shift: req.settings.shift.unwrap_or(true),
+        stream: req.settings.stream.unwrap_or(true),
         started,
         tools: tools.is_some(),
         think: think.then(|| opens_thinking(&rendered)),
         media: media_prompt,
-        logprobs: req
-            .logprobs
-            .unwrap_or(false)
-            .then(|| req.top_logprobs.unwrap_or(0).clamp(0, 20) as usize),
+        logprobs: req.settings.logprobs(),
     };
     Ok(Prepared::Run(Box::new(job), lease))
 }

@@ -105,7 +105,7 @@ impl From<store::Error> for Error {
 /// A pull whose manifest is fetched and whose disk needs are checked: what
 /// can fail before progress starts streaming has failed by now.
 #[derive(Debug)]
-pub struct Plan {
+pub struct PullPlan {
     name: ModelName,
     /// `<scheme>://<host>/v2/<namespace>/<model>`.
     repo_url: String,
@@ -121,11 +121,16 @@ pub struct Plan {
     prune: bool,
 }
 
-impl Plan {
+impl PullPlan {
     /// Parses the name, fetches the manifest and checks that the missing
     /// blobs fit the disk budget. The config names the key that signs
     /// token requests, should the registry ask for one, and the part size.
-    pub fn new(store: &Store, raw: &str, insecure: bool, config: &Config) -> Result<Plan, Error> {
+    pub fn new(
+        store: &Store,
+        raw: &str,
+        insecure: bool,
+        config: &Config,
+    ) -> Result<PullPlan, Error> {
         let raw = raw.trim();
         if raw.starts_with("http://") && !insecure {
             return Err(Error::InsecureProtocol);
@@ -164,7 +169,7 @@ impl Plan {
             .map(|(d, size)| size.saturating_sub(partial_len(store, d)))
             .sum();
         store.ensure_room(missing)?;
-        Ok(Plan {
+        Ok(PullPlan {
             name,
             repo_url,
             session,
@@ -373,7 +378,7 @@ impl PartsRecord {
     }
 }
 
-impl Plan {
+impl PullPlan {
     /// Downloads a blob in parts, several at once, each written at its
     /// offset in the sized partial file; resumes what an earlier pull left
     /// (a sidecar, or a prefix from a one-stream pull); verifies the whole

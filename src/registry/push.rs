@@ -57,7 +57,7 @@ pub enum Error {
 /// A push whose local manifest is read: a missing model or a bad name has
 /// failed by now, before progress starts streaming.
 #[derive(Debug)]
-pub struct Plan {
+pub struct PushPlan {
     name: ModelName,
     /// `<scheme>://<host>`, against which relative `Location`s resolve.
     origin: String,
@@ -68,10 +68,15 @@ pub struct Plan {
     manifest_bytes: Vec<u8>,
 }
 
-impl Plan {
+impl PushPlan {
     /// Parses the name and reads its manifest from the store. `key_dir`
     /// holds the key that signs token requests.
-    pub fn new(store: &Store, raw: &str, insecure: bool, key_dir: &Path) -> Result<Plan, Error> {
+    pub fn new(
+        store: &Store,
+        raw: &str,
+        insecure: bool,
+        key_dir: &Path,
+    ) -> Result<PushPlan, Error> {
         let raw = raw.trim();
         if raw.starts_with("http://") && !insecure {
             return Err(Error::InsecureProtocol);
@@ -91,7 +96,7 @@ impl Plan {
             .user_agent(&format!("hearth/{}", env!("CARGO_PKG_VERSION")))
             .build();
         let session = Session::new(agent, key_dir.to_path_buf(), name.host.clone());
-        Ok(Plan {
+        Ok(PushPlan {
             name,
             origin,
             repo_url,

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::body::{self, Body};
 use super::inference::logprobs_json;
-use super::types::{ChatRequest, GenerateRequest};
+use super::types::{ChatRequest, GenerateRequest, Settings};
 use super::{blocking, AppState};
 use crate::error::ApiError;
 use crate::infer::answer::{self, Update};
@@ -351,12 +351,14 @@ async fn chat_completions(
         model: req.model.clone(),
         messages: native_messages(&req.messages)?,
         tools: req.tools.clone(),
-        logprobs: req.logprobs,
-        top_logprobs: req.top_logprobs,
-        format: format_of(req.response_format.as_ref()),
-        stream: Some(req.sampling.stream.unwrap_or(false)),
-        options: Some(req.sampling.options()?),
-        ..ChatRequest::default()
+        settings: Settings {
+            logprobs: req.logprobs,
+            top_logprobs: req.top_logprobs,
+            format: format_of(req.response_format.as_ref()),
+            stream: Some(req.sampling.stream.unwrap_or(false)),
+            options: Some(req.sampling.options()?),
+            ..Settings::default()
+        },
     };
     match prepare_chat(state, native).await? {
         Prepared::Run(job, lease) => {
@@ -382,10 +384,13 @@ async fn completions(state: &Arc<AppState>, body: Incoming) -> Result<Response<B
         model: req.model.clone(),
         prompt: prompt.clone(),
         suffix: req.suffix.clone(),
-        logprobs: req.logprobs.map(|n| n > 0),
-        top_logprobs: req.logprobs.filter(|&n| n > 0),
-        stream: Some(req.sampling.stream.unwrap_or(false)),
-        options: Some(req.sampling.options()?),
+        settings: Settings {
+            logprobs: req.logprobs.map(|n| n > 0),
+            top_logprobs: req.logprobs.filter(|&n| n > 0),
+            stream: Some(req.sampling.stream.unwrap_or(false)),
+            options: Some(req.sampling.options()?),
+            ..Settings::default()
+        },
         ..GenerateRequest::default()
     };
     match prepare_generate(state, native).await? {
@@ -481,11 +486,11 @@ fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
-fn model_object(name: &ModelName, modified: SystemTime) -> wire::Model {
+fn model_object(name: &ModelName, modified: SystemTime) -> wire::ModelObject {
     let created = modified
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    wire::Model {
+    wire::ModelObject {
         id: name.display_short(),
         object: "model",
         created,

@@ -199,7 +199,7 @@ pub(super) enum EmbeddingData {
 
 /// A model of `/v1/models`.
 #[derive(Debug, Serialize)]
-pub(super) struct Model {
+pub(super) struct ModelObject {
     pub(super) id: String,
     pub(super) object: &'static str,
     pub(super) created: u64,

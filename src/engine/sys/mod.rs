@@ -94,7 +94,7 @@ thread_local! {
     /// The partial log line being assembled on this thread (llama.cpp emits
     /// lines in pieces, continued with the CONT level).
     static LOG_LINE: RefCell<(ffi::ggml_log_level, String)> = const { RefCell::new((0, String::new())) };
-    /// The last error or warning line llama.cpp logged on this thread. Model
+    /// The last error or warning line llama.cpp logged on this thread. LlamaModel
     /// loading reports failures only through the log, so `load` reads this
     /// to give the caller a reason.
     static LAST_PROBLEM: RefCell<String> = const { RefCell::new(String::new()) };
@@ -184,7 +184,7 @@ pub fn init_backend() {
 }
 
 /// A loaded model (weights and vocabulary). Immutable after load.
-pub struct Model {
+pub struct LlamaModel {
     ptr: NonNull<ffi::llama_model>,
     vocab: NonNull<ffi::llama_vocab>,
     n_vocab: i32,
@@ -194,23 +194,23 @@ pub struct Model {
 // metadata access take `const llama_model*`/`const llama_vocab*` and are
 // documented as thread-safe. Creating contexts mutates nothing we share (we
 // create one context per model, on one thread).
-unsafe impl Send for Model {}
+unsafe impl Send for LlamaModel {}
 // SAFETY: see `Send`; all methods take `&self` and only read.
-unsafe impl Sync for Model {}
+unsafe impl Sync for LlamaModel {}
 
-impl Model {
+impl LlamaModel {
     /// Loads a GGUF file. Errors carry llama.cpp's logged reason.
-    pub fn load(path: &Path, use_mmap: bool) -> Result<Model, String> {
-        Model::open(path, use_mmap, false)
+    pub fn load(path: &Path, use_mmap: bool) -> Result<LlamaModel, String> {
+        LlamaModel::open(path, use_mmap, false)
     }
 
     /// Loads only a GGUF file's metadata and vocabulary, no tensors (for
     /// timing the vocabulary's share of a load).
-    pub fn load_vocab(path: &Path) -> Result<Model, String> {
-        Model::open(path, true, true)
+    pub fn load_vocab(path: &Path) -> Result<LlamaModel, String> {
+        LlamaModel::open(path, true, true)
     }
 
-    fn open(path: &Path, use_mmap: bool, vocab_only: bool) -> Result<Model, String> {
+    fn open(path: &Path, use_mmap: bool, vocab_only: bool) -> Result<LlamaModel, String> {
         init_backend();
         let path_str = path
             .to_str()
@@ -246,7 +246,7 @@ impl Model {
         if use_mmap {
             release_mapped_pages(path);
         }
-        Ok(Model {
+        Ok(LlamaModel {
             ptr,
             vocab,
             n_vocab,
@@ -452,9 +452,9 @@ impl Model {
     }
 }
 
-impl Drop for Model {
+impl Drop for LlamaModel {
     fn drop(&mut self) {
-        // SAFETY: we own the model; every context holds an `Arc<Model>`, so
+        // SAFETY: we own the model; every context holds an `Arc<LlamaModel>`, so
         // none outlives it.
         unsafe { ffi::llama_model_free(self.ptr.as_ptr()) };
     }
@@ -532,7 +532,7 @@ impl Drop for ThreadPool {
 /// it lives on its runner thread.
 pub struct Context {
     ptr: NonNull<ffi::llama_context>,
-    model: Arc<Model>,
+    model: Arc<LlamaModel>,
     n_threads: i32,
     /// Persistent pools by thread count, made when a decode first asks for
     /// that many threads (at most one per count the CPU budget grants). A
@@ -548,7 +548,7 @@ pub struct Context {
 unsafe impl Send for Context {}
 
 impl Context {
-    pub fn new(model: Arc<Model>, s: &ContextSettings) -> Result<Context, String> {
+    pub fn new(model: Arc<LlamaModel>, s: &ContextSettings) -> Result<Context, String> {
         // SAFETY: returns a plain struct of defaults.
         let mut p = unsafe { ffi::llama_context_default_params() };
         p.n_ctx = s.n_ctx_total;
@@ -598,7 +598,7 @@ impl Context {
         Ok(ctx)
     }
 
-    pub fn model(&self) -> &Model {
+    pub fn model(&self) -> &LlamaModel {
         &self.model
     }
 

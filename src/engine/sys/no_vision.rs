@@ -2,7 +2,7 @@ use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Context, Model};
+use super::{Context, LlamaModel};
 
 /// Never created without the `vision` feature.
 pub struct Bitmap(Infallible);
@@ -33,7 +33,7 @@ impl Chunks {
 pub struct Mtmd(Infallible);
 
 impl Mtmd {
-    pub fn load(_path: &Path, _model: Arc<Model>, _n_threads: i32) -> Result<Mtmd, String> {
+    pub fn load(_path: &Path, _model: Arc<LlamaModel>, _n_threads: i32) -> Result<Mtmd, String> {
         Err("this build of hearth has no vision support (cargo feature `vision`)".into())
     }
 

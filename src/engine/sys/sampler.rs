@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::ptr::NonNull;
 
-use super::{ffi, take_problem, Model};
+use super::{ffi, take_problem, LlamaModel};
 
 /// Which samplers to chain; built by the runner from the request.
 pub struct SamplerSpec<'a> {
@@ -36,7 +36,7 @@ pub struct Sampler {
 unsafe impl Send for Sampler {}
 
 impl Sampler {
-    pub fn new(model: &Model, s: &SamplerSpec<'_>) -> Result<Sampler, String> {
+    pub fn new(model: &LlamaModel, s: &SamplerSpec<'_>) -> Result<Sampler, String> {
         // SAFETY: returns a plain struct of defaults.
         let params = unsafe { ffi::llama_sampler_chain_default_params() };
         // SAFETY: creates an empty chain; null only on allocation failure.

@@ -3,7 +3,7 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use super::{ffi, init_backend, take_problem, Context, Model};
+use super::{ffi, init_backend, take_problem, Context, LlamaModel};
 
 /// Where mtmd's image helper would look for `ffmpeg`/`ffprobe` when a
 /// buffer is not an image stb_image can decode (WebP, video). hearth
@@ -104,7 +104,7 @@ pub struct Mtmd {
     ptr: NonNull<ffi::mtmd_context>,
     /// mtmd keeps a pointer to the text model (for its vocabulary and
     /// embedding width); holding the Arc keeps the model alive.
-    _model: Arc<Model>,
+    _model: Arc<LlamaModel>,
     /// Encoding mutates the clip context; mtmd documents only
     /// tokenizing and bitmap decoding as thread-safe.
     encode: Mutex<()>,
@@ -129,7 +129,7 @@ impl Mtmd {
     /// Loads the projector GGUF at `path` for `model`. Errors carry
     /// llama.cpp's logged reason (wrong embedding width, unknown
     /// projector type, missing tensor ...).
-    pub fn load(path: &Path, model: Arc<Model>, n_threads: i32) -> Result<Mtmd, String> {
+    pub fn load(path: &Path, model: Arc<LlamaModel>, n_threads: i32) -> Result<Mtmd, String> {
         init_backend();
         let path_str = path
             .to_str()
