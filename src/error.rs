@@ -96,7 +96,15 @@ impl ApiError {
                     StatusCode::NOT_FOUND
                 }
                 infer::Error::NoWeights(_)
-                | infer::Error::Invalid(_)
+                | infer::Error::Unsupported { .. }
+                | infer::Error::Format(_)
+                | infer::Error::Think(_)
+                | infer::Error::TopLogprobs
+                | infer::Error::RawWithTemplate
+                | infer::Error::ModelRequired
+                | infer::Error::Template(_)
+                | infer::Error::TooLong(_)
+                | infer::Error::EmptyInput
                 | infer::Error::KeepAlive(_)
                 | infer::Error::Options(_)
                 | infer::Error::Image(_) => StatusCode::BAD_REQUEST,

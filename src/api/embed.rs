@@ -15,7 +15,6 @@ use super::types::{nanos, EmbedResponse, LegacyEmbedResponse, Metrics};
 use super::AppState;
 use crate::error::ApiError;
 use crate::infer::embed::{embed, find, lease, shorten};
-use crate::infer::model::parse_keep_alive;
 
 /// `POST /api/embed`.
 #[derive(Debug, Deserialize, Default)]
@@ -66,10 +65,7 @@ pub async fn embed_route(
         _ => return Err(ApiError::BadRequest("invalid input type".into())),
     };
     let model = find(state, &req.model).await?;
-    let keep_alive = parse_keep_alive(
-        req.keep_alive.as_ref(),
-        state.scheduler.default_keep_alive(),
-    )?;
+    let keep_alive = state.keep_alive(req.keep_alive.as_ref())?;
     let lease = lease(state, &model, req.options.as_ref(), keep_alive).await?;
     if inputs.is_empty() {
         return body::json(&EmbedResponse {
@@ -105,10 +101,7 @@ pub async fn embeddings_route(
         return Err(ApiError::BadRequest("model is required".into()));
     }
     let model = find(state, &req.model).await?;
-    let keep_alive = parse_keep_alive(
-        req.keep_alive.as_ref(),
-        state.scheduler.default_keep_alive(),
-    )?;
+    let keep_alive = state.keep_alive(req.keep_alive.as_ref())?;
     let lease = lease(state, &model, req.options.as_ref(), keep_alive).await?;
     if req.prompt.is_empty() {
         return body::json(&LegacyEmbedResponse {

@@ -229,15 +229,11 @@ fn final_chunk<'a>(job: &'a Job, o: &'a Outcome, load: Duration, streamed: bool)
 
 /// `GET /api/ps`.
 pub async fn ps(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
-    let running = state.scheduler.running();
+    let loaded = state.loaded().await?;
     let store = Arc::clone(&state.store);
     let models = blocking(move || {
-        let entries = store.list()?;
         let mut out = Vec::new();
-        for r in running {
-            let Some(e) = entries.iter().find(|e| e.digest == r.digest) else {
-                continue;
-            };
+        for (r, e) in loaded {
             let mut d = details(&store, &e.manifest);
             d.parent_model = String::new();
             // Forever shows as a far-future time, as Ollama does.

@@ -59,7 +59,7 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Resu
         }
     }
     log::info!("shutting down: waiting for requests in flight");
-    state.scheduler.unload_all();
+    state.unload_all();
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
@@ -228,11 +228,9 @@ where
     Ok(resp)
 }
 
-/// Runs blocking store work off the async threads.
+/// [`crate::infer::blocking`] for handlers, whose errors are [`ApiError`]s.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
+    crate::infer::blocking(f).await
 }

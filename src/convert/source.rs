@@ -5,7 +5,7 @@
 //! Plain reads rather than a memory map: touched pages of a map count as
 //! resident memory until the kernel drops them, so a map would make the
 //! conversion's footprint grow with the model, and it would need a second
-//! `unsafe` block outside `engine/sys.rs`. Chunked reads keep the footprint
+//! `unsafe` block outside `engine/sys/`. Chunked reads keep the footprint
 //! at two small buffers whatever the model size.
 
 use std::fs::File;

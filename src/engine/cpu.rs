@@ -14,7 +14,7 @@
 //!   FIFO order so models alternate.
 //!
 //! Idle runners hold nothing: threads are only held for the duration of one
-//! decode. A runner computes on a persistent ggml pool (see `sys.rs`), whose
+//! decode. A runner computes on a persistent ggml pool (see `sys/`), whose
 //! workers poll briefly after a decode; the runner pauses that pool when it
 //! goes idle, and after every decode while another runner is busy, so
 //! nothing spins while a model waits for requests or on another's cores.

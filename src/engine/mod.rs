@@ -6,8 +6,8 @@
 //! stop strings or the model store: callers hand it token ids and sampling
 //! settings and get events back through a callback on the runner's thread.
 //!
-//! Layout: `sys.rs` holds every `unsafe` call; `runner.rs` the per-model thread
-//! and its scheduler; `cpu.rs` the thread budget; `bench.rs` a reusable speed
+//! Layout: `sys/` holds every `unsafe` call; `runner.rs` the per-model thread
+//! handle and `worker.rs` its loop (slots, batches); `cpu.rs` the thread budget; `bench.rs` a reusable speed
 //! probe. This file holds the public types.
 
 mod bench;

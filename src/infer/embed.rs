@@ -85,14 +85,14 @@ pub(crate) async fn embed(
                 .map_err(|e| Error::Internal(e.to_string()))?;
             if tokens.len() > limit {
                 if !truncate {
-                    return Err(Error::Invalid(
-                        "the input length exceeds the context length".into(),
+                    return Err(Error::TooLong(
+                        "the input length exceeds the context length",
                     ));
                 }
                 tokens.truncate(limit);
             }
             if tokens.is_empty() {
-                return Err(Error::Invalid("input is empty after tokenization".into()));
+                return Err(Error::EmptyInput);
             }
             batch.push(tokens);
         }

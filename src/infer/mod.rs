@@ -98,9 +98,39 @@ pub enum Error {
     /// A stored model that cannot be read as written (bad digest, template).
     #[error("{0}")]
     BrokenModel(String),
-    /// A request field that cannot be honoured; the message names it.
+    /// The model lacks what the request asks for (thinking, tools,
+    /// vision, insert, generate, chat).
+    #[error("{model} does not support {what}")]
+    Unsupported {
+        /// The model, as the message names it.
+        model: String,
+        /// The capability.
+        what: &'static str,
+    },
+    /// A `format` that is neither `"json"` nor a schema hearth can honour.
     #[error("{0}")]
-    Invalid(String),
+    Format(String),
+    /// A `think` value that is not a boolean or a level.
+    #[error("invalid think value: {0}")]
+    Think(String),
+    /// `top_logprobs` out of range.
+    #[error("top_logprobs must be between 0 and 20")]
+    TopLogprobs,
+    /// `raw` together with a template, system prompt or context.
+    #[error("raw mode does not support template, system, or context")]
+    RawWithTemplate,
+    /// A request without a model name.
+    #[error("model is required")]
+    ModelRequired,
+    /// A template (the request's or the model's) that does not parse or run.
+    #[error("template error: {0}")]
+    Template(String),
+    /// The prompt does not fit the context, and may not be shifted or cut.
+    #[error("{0}")]
+    TooLong(&'static str),
+    /// An embedding input with no tokens left.
+    #[error("input is empty after tokenization")]
+    EmptyInput,
     /// Something on our side failed (tokenizing, the runner); logged.
     #[error("{0}")]
     Internal(String),
@@ -112,11 +142,47 @@ pub enum Error {
     Schedule(#[from] scheduler::Error),
 }
 
-/// Runs blocking work (store reads, image decoding) off the async workers.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
+impl AppState {
+    /// The request's `keep_alive`, or the server's default.
+    pub fn keep_alive(&self, v: Option<&serde_json::Value>) -> Result<scheduler::KeepAlive, Error> {
+        model::parse_keep_alive(v, self.scheduler.default_keep_alive())
+    }
+
+    /// The loaded models with their store entries (for `/api/ps`); a model
+    /// deleted while loaded is left out.
+    pub async fn loaded(
+        self: &Arc<Self>,
+    ) -> Result<Vec<(scheduler::Running, store::Entry)>, Error> {
+        let running = self.scheduler.running();
+        let store = Arc::clone(&self.store);
+        blocking(move || {
+            let entries = store.list()?;
+            Ok(running
+                .into_iter()
+                .filter_map(|r| {
+                    let e = entries.iter().find(|e| e.digest == r.digest)?.clone();
+                    Some((r, e))
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Unloads every model (at shutdown).
+    pub fn unload_all(&self) {
+        self.scheduler.unload_all();
+    }
+}
+
+/// Runs blocking work (store reads and writes, image decoding) off the
+/// async workers; any error type that can carry an [`Error`] (this layer's,
+/// or `api`'s) comes back as it was.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<Error> + Send + 'static,
+{
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+        .map_err(|e| E::from(Error::Internal(format!("blocking task failed: {e}"))))?
 }

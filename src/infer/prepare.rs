@@ -28,8 +28,8 @@ fn grammar_for(format: Option<&Value>) -> Result<Option<String>, Error> {
         Some(Value::String(s)) if s == "json" => Ok(Some(grammar::JSON_OBJECT.to_string())),
         Some(schema @ Value::Object(_)) => grammar::from_schema(schema)
             .map(Some)
-            .map_err(|e| Error::Invalid(e.to_string())),
-        Some(other) => Err(Error::Invalid(format!(
+            .map_err(|e| Error::Format(e.to_string())),
+        Some(other) => Err(Error::Format(format!(
             "invalid format: {other}; expected \"json\" or a valid JSON Schema object"
         ))),
     }
@@ -45,30 +45,30 @@ fn check_think(think: Option<&Value>, model: &ResolvedModel, raw: &str) -> Resul
         None | Some(Value::Null) | Some(Value::Bool(false)) => false,
         Some(Value::Bool(true)) => true,
         Some(Value::String(s)) if matches!(s.as_str(), "low" | "medium" | "high" | "max") => true,
-        Some(other) => return Err(Error::Invalid(format!("invalid think value: {other}"))),
+        Some(other) => return Err(Error::Think(other.to_string())),
     };
     let capable = model.caps.contains(&"thinking");
     if wants && !capable {
-        return Err(Error::Invalid(format!(
-            "\"{raw}\" does not support thinking"
-        )));
+        return Err(unsupported(format!("\"{raw}\""), "thinking"));
     }
     Ok(capable && !off)
 }
 
-fn check_completion(model: &ResolvedModel, raw: &str, what: &str) -> Result<(), Error> {
+fn check_completion(model: &ResolvedModel, raw: &str, what: &'static str) -> Result<(), Error> {
     if model.caps.contains(&"completion") {
         Ok(())
     } else {
-        Err(Error::Invalid(format!("\"{raw}\" does not support {what}")))
+        Err(unsupported(format!("\"{raw}\""), what))
     }
+}
+
+fn unsupported(model: String, what: &'static str) -> Error {
+    Error::Unsupported { model, what }
 }
 
 fn check_top_logprobs(n: Option<i64>) -> Result<(), Error> {
     match n {
-        Some(n) if !(0..=20).contains(&n) => Err(Error::Invalid(
-            "top_logprobs must be between 0 and 20".into(),
-        )),
+        Some(n) if !(0..=20).contains(&n) => Err(Error::TopLogprobs),
         _ => Ok(()),
     }
 }
@@ -137,10 +137,7 @@ async fn admit(
     keep_alive: crate::scheduler::KeepAlive,
 ) -> Result<(Option<String>, Options, Instant, Lease), Error> {
     if has_images && model.projector.is_none() {
-        return Err(Error::Invalid(format!(
-            "{} does not support vision",
-            model.name
-        )));
+        return Err(unsupported(model.name.to_string(), "vision"));
     }
     let grammar = grammar_for(format.as_ref())?;
     let opts = merged_options(state, model, options.as_ref())?;
@@ -165,17 +162,12 @@ pub(crate) async fn prepare_generate(
             Located::Found(m, k) => (m, k),
         };
     if req.raw && (req.template.is_some() || req.system.is_some() || req.context.is_some()) {
-        return Err(Error::Invalid(
-            "raw mode does not support template, system, or context".into(),
-        ));
+        return Err(Error::RawWithTemplate);
     }
     let think = check_think(req.settings.think.as_ref(), &model, &raw_name)?;
     check_completion(&model, &raw_name, "generate")?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) && !model.caps.contains(&"insert") {
-        return Err(Error::Invalid(format!(
-            "{} does not support insert",
-            model.name
-        )));
+        return Err(unsupported(model.name.to_string(), "insert"));
     }
     // Bad base64 or a non-image is a 400 before anything is loaded.
     let images = media::decode(req.images.as_deref().unwrap_or_default())?;
@@ -198,9 +190,7 @@ pub(crate) async fn prepare_generate(
         user_text.clone()
     } else {
         let template = match &req.template {
-            Some(t) => {
-                Template::parse(t).map_err(|e| Error::Invalid(format!("template error: {e}")))?
-            }
+            Some(t) => Template::parse(t).map_err(|e| Error::Template(e.to_string()))?,
             None => model.template.clone(),
         };
         let mut messages = Vec::new();
@@ -232,7 +222,7 @@ pub(crate) async fn prepare_generate(
                 suffix,
             },
         )
-        .map_err(|e| Error::Invalid(format!("template error: {e}")))?
+        .map_err(|e| Error::Template(e.to_string()))?
     };
     let runner = Arc::clone(&lease.runner);
     let mut tokens = match &req.context {
@@ -286,7 +276,7 @@ pub(crate) async fn prepare_chat(
 ) -> Result<Prepared, Error> {
     let raw_name = req.model.clone();
     if raw_name.is_empty() {
-        return Err(Error::Invalid("model is required".into()));
+        return Err(Error::ModelRequired);
     }
     let (model, keep_alive) =
         match locate(state, &raw_name, &req.settings, req.messages.is_empty()).await? {
@@ -300,10 +290,7 @@ pub(crate) async fn prepare_chat(
         .as_ref()
         .filter(|t| t.as_array().is_some_and(|a| !a.is_empty()));
     if tools.is_some() && !model.caps.contains(&"tools") {
-        return Err(Error::Invalid(format!(
-            "{} does not support tools",
-            model.name
-        )));
+        return Err(unsupported(model.name.to_string(), "tools"));
     }
     // Bad base64 or a non-image is a 400 before anything is loaded.
     let has_images = !media::tag(&req.messages)?.1.is_empty();
@@ -356,7 +343,7 @@ pub(crate) async fn prepare_chat(
                 suffix: None,
             },
         )
-        .map_err(|e| Error::Invalid(format!("template error: {e}")))?;
+        .map_err(|e| Error::Template(e.to_string()))?;
         let (tokens, media_prompt, len) = if images.is_empty() {
             let tokens = runner
                 .tokenize(&text, true, true)

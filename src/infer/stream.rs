@@ -99,10 +99,10 @@ pub(crate) fn start(job: &Job, lease: &Lease) -> Result<mpsc::UnboundedReceiver<
         .runner
         .generate(request, Box::new(move |ev| etx.send(ev).is_ok()))
         .map_err(|e| match e {
-            engine::Error::PromptTooLong { .. } => Error::Invalid(
-                "the prompt is longer than the context length currently available to the model; shorten the prompt, adjust the context length in settings, or use a model with a longer context length".into(),
+            engine::Error::PromptTooLong { .. } => Error::TooLong(
+                "the prompt is longer than the context length currently available to the model; shorten the prompt, adjust the context length in settings, or use a model with a longer context length",
             ),
-            engine::Error::Grammar(g) => Error::Invalid(format!("invalid format grammar: {g}")),
+            engine::Error::Grammar(g) => Error::Format(format!("invalid format grammar: {g}")),
             other => Error::Internal(other.to_string()),
         })?;
     Ok(erx)
