@@ -211,6 +211,15 @@ impl CreatePlan {
             None => None,
             Some(q) => Some(Quant::parse(&q).ok_or(Error::QuantizeUnsupported(q))?),
         };
+        if let (Some(_), Some((_, manifest))) = (quantize, &base) {
+            // Refused before the answer streams, as for files.
+            if !matches!(
+                source_type(store, manifest).as_str(),
+                "F16" | "BF16" | "F32"
+            ) {
+                return Err(Error::QuantizeSource);
+            }
+        }
         Ok(CreatePlan {
             name,
             base,
@@ -284,9 +293,11 @@ impl CreatePlan {
             } else {
                 self.gguf_layers(store, &mut layers, &mut config, &mut detected, progress)?;
             }
-            if let Some(q) = self.quantize {
-                self.quantize_model(store, q, &mut layers, &mut config, &mut pins, progress)?;
-            }
+        }
+        // From files or from an existing model alike, as Ollama's create
+        // quantizes the weights layer either way.
+        if let Some(q) = self.quantize {
+            self.quantize_model(store, q, &mut layers, &mut config, &mut pins, progress)?;
         }
         self.finish(
             store,
@@ -462,7 +473,17 @@ impl CreatePlan {
             return Err(Error::NoFiles);
         };
         let source = weights.digest.clone();
-        let status = format!("quantizing {} model to {}", config.file_type, quant.name());
+        let source_type = match config.file_type.as_str() {
+            "" | "unknown" => weights_type(store, &source),
+            known => known.to_string(),
+        };
+        if !matches!(source_type.as_str(), "F16" | "BF16" | "F32") {
+            return Err(Error::QuantizeSource);
+        }
+        if source_type == quant.name() {
+            return Ok(());
+        }
+        let status = format!("quantizing {source_type} model to {}", quant.name());
         let tmp = store.temp_path("quantize");
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let input = store.blob_path(&source);
@@ -470,7 +491,7 @@ impl CreatePlan {
         // output tensor by tensor: its growth against the expected size is
         // the progress, reported as Ollama does (over the source's size).
         let total = weights.size;
-        let source_bits = match config.file_type.as_str() {
+        let source_bits = match source_type.as_str() {
             "F32" => 32.0,
             _ => 16.0,
         };
@@ -669,6 +690,25 @@ pub fn config_from_gguf(g: &Gguf) -> ConfigBlob {
         context_length: g.context_length(),
         embedding_length: g.embedding_length(),
     }
+}
+
+/// The weights type of an existing model: its config's, or (for a config
+/// that does not say) its GGUF's.
+fn source_type(store: &Store, manifest: &Manifest) -> String {
+    let config: ConfigBlob = store.read_json(&manifest.config).unwrap_or_default();
+    match (config.file_type.as_str(), manifest.layer(mf::MEDIA_MODEL)) {
+        ("" | "unknown", Some(l)) => weights_type(store, &l.digest),
+        (known, _) => known.to_string(),
+    }
+}
+
+/// The file type a GGUF blob's header names.
+fn weights_type(store: &Store, digest: &Digest) -> String {
+    Gguf::open(&store.blob_path(digest), false)
+        .ok()
+        .and_then(|g| g.file_type())
+        .map_or("unknown", gguf::file_type_name)
+        .to_string()
 }
 
 fn layer(media: &str, digest: &Digest, size: u64) -> Layer {

@@ -89,7 +89,10 @@ pub struct Lease {
     /// The loaded model.
     pub runner: Arc<Runner>,
     key: LoadKey,
-    /// Time spent loading for this request (zero when it was loaded already).
+    /// Time from asking for the model until it was ready: its load, or a
+    /// wait for a slot, or next to nothing when it was loaded and free.
+    /// Ollama's `load_duration` measures the same span (handler entry to
+    /// scheduled runner, `server/routes.go` at v0.33), so it is never zero.
     pub load_duration: Duration,
 }
 
@@ -195,12 +198,12 @@ impl Scheduler {
         loop {
             if let Some(runner) = self.try_reuse(&key, keep_alive) {
                 std::mem::forget(guard);
-                return Ok(self.lease(runner, key, Duration::ZERO));
+                return Ok(self.lease(runner, key, started.elapsed()));
             }
             let _load = self.load_lock.lock().await;
             if let Some(runner) = self.try_reuse(&key, keep_alive) {
                 std::mem::forget(guard);
-                return Ok(self.lease(runner, key, Duration::ZERO));
+                return Ok(self.lease(runner, key, started.elapsed()));
             }
             // The same model loaded with other load-time options, and busy:
             // wait for it to go idle, then reload.

@@ -312,6 +312,40 @@ fn quantize_on_create() {
         "Q8_0 MiniLM is smaller than F16: {size}"
     );
 
+    // Quantizing from an existing F16 model (not files) makes a Q8_0
+    // model too, and tags and show say so.
+    let (status, lines) = s.stream(
+        "/api/create",
+        json!({"model": "minilm:f16", "files": files}),
+    );
+    assert_eq!(status, 200, "{lines:?}");
+    let (status, lines) = s.stream(
+        "/api/create",
+        json!({"model": "minilm:q8-from", "from": "minilm:f16", "quantize": "q8_0"}),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["status"] == "quantizing F16 model to Q8_0"),
+        "{lines:?}"
+    );
+    let (_, show) = s.post("/api/show", json!({"model": "minilm:q8-from"}));
+    assert_eq!(show["details"]["quantization_level"], "Q8_0");
+    let (_, tags) = s.get("/api/tags");
+    let entry = tags["models"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "minilm:q8-from"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(entry["details"]["quantization_level"], "Q8_0", "{tags}");
+    // A quantized model cannot be the source, from files or from a model.
+    let (status, v) = s.post(
+        "/api/create",
+        json!({"model": "again", "from": "minilm:q8", "quantize": "q4_K_M", "stream": false}),
+    );
+    assert_eq!(status, 400, "{v}");
+
     let reference: Value = serde_json::from_str(REFERENCE).expect("fixture");
     let first = &reference["sentences"][0];
     let (status, v) = s.post(

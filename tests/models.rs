@@ -58,6 +58,21 @@ fn create_tags_show_copy_delete() {
     assert!(show["modelfile"]
         .as_str()
         .is_some_and(|mf| mf.contains("FROM ") && mf.contains("TEMPLATE \"\"\"")));
+    // A model without a template layer shows Ollama's default template,
+    // in the answer and in the Modelfile (bare, as Ollama quotes it).
+    s.create_linked("bare", &gemma(), json!({}));
+    let (status, bare) = s.post("/api/show", json!({"model": "bare"}));
+    assert_eq!(status, 200, "{bare}");
+    assert_eq!(bare["template"], "{{ .Prompt }}");
+    assert!(
+        bare["modelfile"]
+            .as_str()
+            .is_some_and(|mf| mf.contains("\nTEMPLATE {{ .Prompt }}\n")),
+        "{}",
+        bare["modelfile"]
+    );
+    let gone = s.call("DELETE", "/api/delete", Some(&json!({"model": "bare"})));
+    assert_eq!(gone.0, 200);
     let (_, verbose) = s.post(
         "/api/show",
         json!({"model": "gemma3:270m", "verbose": true}),

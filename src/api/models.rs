@@ -150,7 +150,7 @@ fn show_value(
         modelfile,
         parameters: (!params.is_empty()).then(|| options::show_parameters(&params)),
         capabilities: capabilities(gguf.as_ref(), template.as_deref(), m),
-        template,
+        template: Some(template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_string())),
         system,
         details: details(store, m),
         messages: (!messages.is_empty()).then_some(messages),
@@ -159,6 +159,23 @@ fn show_value(
         tensors,
         modified_at: rfc3339(entry.modified),
     })
+}
+
+/// The template of a model without one, as Ollama shows it
+/// (`template.DefaultTemplate` in Ollama's `template/template.go`).
+const DEFAULT_TEMPLATE: &str = "{{ .Prompt }}";
+
+/// A Modelfile value as Ollama writes it (`quote` in its
+/// `parser/parser.go`, v0.33): bare unless it holds a newline or starts or
+/// ends with a space; then in `\"\"\"` when it holds a quote, else in `"`.
+fn modelfile_quote(v: &str) -> String {
+    if !v.contains('\n') && v.trim() == v {
+        v.to_string()
+    } else if v.contains('"') {
+        format!("\"\"\"{v}\"\"\"")
+    } else {
+        format!("\"{v}\"")
+    }
 }
 
 /// The Modelfile `ollama show --modelfile` prints.
@@ -200,11 +217,11 @@ fn modelfile(
             store.blob_path(&l.digest).display()
         ));
     }
-    if let Some(t) = template {
-        s.push_str(&format!("TEMPLATE \"\"\"{t}\"\"\"\n"));
-    }
+    // Every model has a template: without a layer it is `{{ .Prompt }}`.
+    let template = template.unwrap_or(DEFAULT_TEMPLATE);
+    s.push_str(&format!("TEMPLATE {}\n", modelfile_quote(template)));
     if let Some(sys) = system {
-        s.push_str(&format!("SYSTEM \"\"\"{sys}\"\"\"\n"));
+        s.push_str(&format!("SYSTEM {}\n", modelfile_quote(sys)));
     }
     for (k, v) in params {
         let values: Vec<&Value> = match v {

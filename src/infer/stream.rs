@@ -20,7 +20,7 @@ pub(crate) struct Outcome {
     pub(crate) text: String,
     /// The generated tokens (for `context`).
     pub(crate) out_tokens: Vec<i32>,
-    /// Prompt tokens evaluated (not counting cache hits).
+    /// Tokens in the prompt, cached or not.
     pub(crate) prompt_eval_count: usize,
     /// Time spent evaluating the prompt.
     pub(crate) prompt_eval_duration: Duration,
@@ -125,12 +125,16 @@ pub(crate) async fn consume(
         match ev {
             Event::PromptDone {
                 prompt_tokens,
-                cached_tokens: _,
+                cached_tokens,
                 duration,
             } => {
-                // Like Ollama, count only what was evaluated: tokens reused
-                // from the KV cache of an earlier turn cost nothing.
-                out.prompt_eval_count = prompt_tokens;
+                // The whole prompt, cached tokens included, as Ollama counts
+                // it (its runners report the prompt's length before the
+                // cache trims it; at v0.33 `llm/llama_server.go` adds
+                // llama-server's `cache_n` to `prompt_n`). Clients' usage
+                // and cost figures come from this field. The duration is
+                // the time actually spent on the uncached part.
+                out.prompt_eval_count = prompt_tokens.saturating_add(cached_tokens);
                 out.prompt_eval_duration = duration;
                 eval_started = Instant::now();
             }
