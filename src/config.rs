@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access::Secret;
 use crate::engine::KvType;
 
 /// Ollama's default port.
@@ -57,6 +58,20 @@ pub struct Config {
     /// default 100 MB, Ollama's minimum); blobs up to this size download
     /// as one stream. Small values are for tests and flaky links.
     pub pull_part_bytes: u64,
+    /// Admin API keys (`HEARTH_API_KEYS`, comma-separated).
+    pub api_keys: Vec<Secret>,
+    /// Inference-only API keys (`HEARTH_INFERENCE_KEYS`).
+    pub inference_keys: Vec<Secret>,
+    /// A file of keys with roles (`HEARTH_API_KEYS_FILE`), re-read on SIGHUP.
+    pub api_keys_file: Option<PathBuf>,
+    /// Management routes refused for everyone (`HEARTH_READ_ONLY`).
+    pub read_only: bool,
+    /// Host names a LAN bind answers besides IP literals, `localhost` and
+    /// this machine's name (`HEARTH_ALLOWED_HOSTS`, comma-separated).
+    pub allowed_hosts: Vec<String>,
+    /// PEM certificate chain and key for HTTPS (`HEARTH_TLS_CERT`,
+    /// `HEARTH_TLS_KEY`); both or neither.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
@@ -124,7 +139,39 @@ impl Config {
                 }
             },
         };
+        let keys = |k: &str| -> Vec<Secret> {
+            var(k)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Secret(s.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let tls = match (var("HEARTH_TLS_CERT"), var("HEARTH_TLS_KEY")) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            (None, None) => None,
+            _ => {
+                log::warn!("HEARTH_TLS_CERT and HEARTH_TLS_KEY go together; serving plain HTTP");
+                None
+            }
+        };
         Config {
+            api_keys: keys("HEARTH_API_KEYS"),
+            inference_keys: keys("HEARTH_INFERENCE_KEYS"),
+            api_keys_file: var("HEARTH_API_KEYS_FILE").map(PathBuf::from),
+            read_only: var("HEARTH_READ_ONLY").is_some_and(|v| parse_bool(&v)),
+            allowed_hosts: var("HEARTH_ALLOWED_HOSTS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_ascii_lowercase())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            tls,
             kv_cache_type,
             flash_attention,
             bind,
@@ -244,6 +291,14 @@ fn client_url_for(raw: &str) -> String {
         addr.ip()
     };
     format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// The API key the CLI sends (`OLLAMA_API_KEY`), if set.
+pub fn client_api_key() -> Option<String> {
+    std::env::var("OLLAMA_API_KEY")
+        .ok()
+        .map(|v| clean(&v))
+        .filter(|v| !v.is_empty())
 }
 
 /// `$HOME/.ollama`, where Ollama keeps its key, models and REPL history.

@@ -1,6 +1,7 @@
 //! hearth as a library: the modules the `hearth` binary is made of, public
 //! so that benchmarks and tests can drive the engine and the store directly.
 
+pub mod access;
 pub mod api;
 pub mod build_info;
 pub mod cli;

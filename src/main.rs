@@ -280,7 +280,21 @@ fn serve(config: config::Config) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let bind = config.bind;
         let models = config.models_dir.clone();
-        let state = api::app(config)
+        let keys = hearth::access::KeyStore::new(
+            &config.api_keys,
+            &config.inference_keys,
+            config.api_keys_file.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)
+        .context("read the API keys")?;
+        let (admin, inference) = keys.current().counts();
+        if admin + inference > 0 {
+            log::info!("API keys required: {admin} admin, {inference} inference");
+        }
+        if config.read_only {
+            log::info!("read-only: create, copy, delete, pull, push and uploads are refused");
+        }
+        let state = api::app(config, keys)
             .with_context(|| format!("open the model store at {}", models.display()))?;
         let listener = tokio::net::TcpListener::bind(bind)
             .await

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -55,6 +55,11 @@ pub struct Server {
     pub base: String,
     /// The store root (inside `_dir` unless given).
     pub models: PathBuf,
+    /// The key the helpers send (`Authorization: Bearer`): the first of
+    /// `HEARTH_API_KEYS` when the server was started with some.
+    pub key: Option<String>,
+    /// Every line the server logged so far.
+    log: Arc<Mutex<Vec<String>>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -94,10 +99,16 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn hearth");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&log);
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line.clone());
                 if std::env::var_os("HEARTH_TEST_LOG").is_some() {
                     eprintln!("[hearth] {line}");
                 }
@@ -112,11 +123,32 @@ impl Server {
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("hearth did not log its address within 30s");
+        let key = env
+            .iter()
+            .find(|(k, _)| *k == "HEARTH_API_KEYS")
+            .and_then(|(_, v)| v.split(',').next())
+            .map(str::to_string);
         Server {
             child,
             base: format!("http://{addr}"),
             models: models.to_path_buf(),
+            key,
+            log,
             _dir: None,
+        }
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A request with the helpers' key, if any.
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(300));
+        match &self.key {
+            Some(k) => req.set("Authorization", &format!("Bearer {k}")),
+            None => req,
         }
     }
 
@@ -153,7 +185,7 @@ impl Server {
 
     /// Sends a request with an optional JSON body; returns status and body text.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-        let req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(300));
+        let req = self.request(method, path);
         let res = match body {
             Some(b) => req.send_string(&b.to_string()),
             None => req.call(),
@@ -163,7 +195,7 @@ impl Server {
 
     /// Sends raw bytes.
     pub fn send_bytes(&self, method: &str, path: &str, bytes: &[u8]) -> (u16, String) {
-        let req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(300));
+        let req = self.request(method, path);
         into_parts(req.send_bytes(bytes))
     }
 
@@ -207,8 +239,8 @@ impl Server {
     pub fn upload_file(&self, path: &Path) -> String {
         let digest = sha256_file(path);
         let file = std::fs::File::open(path).expect("open model");
-        let res = ureq::post(&self.url(&format!("/api/blobs/{digest}")))
-            .timeout(Duration::from_secs(300))
+        let res = self
+            .request("POST", &format!("/api/blobs/{digest}"))
             .send(file);
         let (status, body) = into_parts(res);
         assert!(status == 201 || status == 200, "upload {status}: {body}");

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod auth;
 mod blobs;
 mod cli;
 mod embed;

@@ -58,20 +58,51 @@ fn origin_allowed(config: &Config, origin: &str) -> bool {
         || BUILTIN.iter().any(|p| matches(p, origin))
 }
 
-fn host_allowed(config: &Config, host: Option<&HeaderValue>) -> bool {
-    if !config.bind.ip().is_loopback() {
-        return true;
-    }
-    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
-        return true;
-    };
+/// The machine's host name, read once.
+fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
+            .map(|h| h.trim().to_ascii_lowercase())
+            .unwrap_or_default()
+    })
+}
+
+/// The `Host` header's name, without a port, lower case.
+fn host_name(host: &str) -> String {
     // Strip a port, keeping bracketed IPv6 literals whole.
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    let name = name.to_ascii_lowercase();
+    name.to_ascii_lowercase()
+}
+
+/// On a LAN bind a web page's DNS name could be rebound to this box, so
+/// the name must be one the box answers to: an IP literal, `localhost`,
+/// this machine's name (with or without `.local`) or one listed in
+/// `HEARTH_ALLOWED_HOSTS`.
+fn lan_host_allowed(config: &Config, name: &str) -> bool {
+    let me = hostname();
+    name.parse::<IpAddr>().is_ok()
+        || name == "localhost"
+        || (!me.is_empty() && (name == me || name.strip_suffix(".local") == Some(me)))
+        || config.allowed_hosts.iter().any(|h| h == name)
+}
+
+fn host_allowed(config: &Config, host: Option<&HeaderValue>) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return true;
+    };
+    let name = host_name(host);
+    if !config.bind.ip().is_loopback() {
+        return lan_host_allowed(config, &name);
+    }
+    if config.allowed_hosts.contains(&name) {
+        return true;
+    }
     if name.is_empty()
         || name == "localhost"
         || [".localhost", ".local", ".internal"]
@@ -87,8 +118,7 @@ fn host_allowed(config: &Config, host: Option<&HeaderValue>) -> bool {
         Ok(IpAddr::V6(ip)) => {
             ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00
         }
-        Err(_) => std::fs::read_to_string("/etc/hostname")
-            .is_ok_and(|h| h.trim().eq_ignore_ascii_case(&name)),
+        Err(_) => !hostname().is_empty() && hostname() == name,
     }
 }
 

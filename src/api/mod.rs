@@ -8,6 +8,7 @@ mod blobs;
 pub mod body;
 mod cors;
 mod embed;
+mod guard;
 pub mod inference;
 mod models;
 mod openai;
@@ -35,6 +36,7 @@ use body::{response, Body};
 pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
+    reload_keys_on_sighup(Arc::clone(&state));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -67,6 +69,31 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Resu
         }
     }
     Ok(())
+}
+
+/// Re-reads the key file on SIGHUP, so keys rotate without a restart; a
+/// file that does not parse keeps the keys in force.
+fn reload_keys_on_sighup(state: Arc<AppState>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            log::warn!("cannot listen for SIGHUP; API keys reload only at restart");
+            return;
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match state.keys.reload() {
+                    Ok((admin, inference)) => {
+                        log::info!("API keys reloaded: {admin} admin, {inference} inference");
+                    }
+                    Err(e) => log::warn!("API keys not reloaded, the old ones stay: {e}"),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 async fn shutdown_signal() {
@@ -109,9 +136,12 @@ async fn handle(
             r
         }
         cors::Verdict::Preflight if method == Method::OPTIONS => cors::preflight(),
-        _ => match route(&state, req).await {
-            Ok(r) => r,
-            Err(e) => response(e.status(), "application/json; charset=utf-8", e.body()),
+        _ => match guard::check(&state, &method, &path, req.headers()) {
+            Some(refused) => refused,
+            None => match route(&state, req).await {
+                Ok(r) => r,
+                Err(e) => response(e.status(), "application/json; charset=utf-8", e.body()),
+            },
         },
     };
     if let Some(o) = origin {

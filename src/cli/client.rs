@@ -37,6 +37,9 @@ pub fn status_of(err: &anyhow::Error) -> Option<u16> {
 pub struct Client {
     agent: ureq::Agent,
     base: String,
+    /// `Authorization: Bearer` for a server that wants an API key
+    /// (`OLLAMA_API_KEY`, as Ollama's Python client sends it).
+    key: Option<String>,
 }
 
 impl Client {
@@ -47,7 +50,20 @@ impl Client {
             // model load or a long generation can keep a stream quiet for minutes.
             .timeout_connect(Duration::from_secs(5))
             .build();
-        Client { agent, base }
+        Client {
+            agent,
+            base,
+            key: crate::config::client_api_key(),
+        }
+    }
+
+    /// A request with the API key, when one is set.
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let req = self.agent.request(method, &self.url(path));
+        match &self.key {
+            Some(k) => req.set("Authorization", &format!("Bearer {k}")),
+            None => req,
+        }
     }
 
     /// The server's base URL, for messages.
@@ -61,19 +77,19 @@ impl Client {
 
     /// GET a JSON answer.
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let res = self.agent.get(&self.url(path)).call();
+        let res = self.request("GET", path).call();
         read_json(self.check(res)?)
     }
 
     /// POST JSON and read a JSON answer (an empty body reads as `null`).
     pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let res = self.agent.post(&self.url(path)).send_json(body);
+        let res = self.request("POST", path).send_json(body);
         read_json(self.check(res)?)
     }
 
     /// DELETE with a JSON body.
     pub fn delete(&self, path: &str, body: &Value) -> anyhow::Result<()> {
-        let res = self.agent.delete(&self.url(path)).send_json(body);
+        let res = self.request("DELETE", path).send_json(body);
         self.check(res).map(drop)
     }
 
@@ -86,7 +102,7 @@ impl Client {
         body: &Value,
         mut each: impl FnMut(&Value) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let res = self.agent.post(&self.url(path)).send_json(body);
+        let res = self.request("POST", path).send_json(body);
         let reader = BufReader::new(self.check(res)?.into_reader());
         for line in reader.lines() {
             let line = line.context("read the server's answer")?;
@@ -108,10 +124,7 @@ impl Client {
 
     /// Whether the server already has a blob (`HEAD /api/blobs/:digest`).
     pub fn has_blob(&self, digest: &str) -> anyhow::Result<bool> {
-        let res = self
-            .agent
-            .head(&self.url(&format!("/api/blobs/{digest}")))
-            .call();
+        let res = self.request("HEAD", &format!("/api/blobs/{digest}")).call();
         match res {
             Ok(_) => Ok(true),
             Err(ureq::Error::Status(404, _)) => Ok(false),
@@ -122,8 +135,7 @@ impl Client {
     /// Uploads `len` bytes from `body` as the blob `digest`.
     pub fn upload_blob(&self, digest: &str, len: u64, body: impl Read) -> anyhow::Result<()> {
         let res = self
-            .agent
-            .post(&self.url(&format!("/api/blobs/{digest}")))
+            .request("POST", &format!("/api/blobs/{digest}"))
             // A declared length lets the server reserve disk space up front
             // instead of growing its reservation as chunks arrive.
             .set("Content-Length", &len.to_string())
@@ -149,6 +161,21 @@ impl Client {
                             t.to_string()
                         }
                     });
+                let message = match (status, self.key.is_some()) {
+                    (401, false) => format!(
+                        "{message}\nThe server at {} wants an API key: set OLLAMA_API_KEY to one of its keys.",
+                        self.base
+                    ),
+                    (401, true) => format!(
+                        "{message}\nThe server at {} does not accept the key in OLLAMA_API_KEY.",
+                        self.base
+                    ),
+                    (403, _) => format!(
+                        "{message}\nThe server at {} refuses this for the key in use (an inference key, or a read-only server).",
+                        self.base
+                    ),
+                    _ => message,
+                };
                 Err(ApiError { status, message }.into())
             }
             Err(ureq::Error::Transport(t)) => {

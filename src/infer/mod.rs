@@ -26,6 +26,7 @@ pub mod stream;
 
 use std::sync::Arc;
 
+use crate::access::KeyStore;
 use crate::config::Config;
 use crate::engine::CpuBudget;
 use crate::scheduler::{self, Scheduler, Settings};
@@ -42,11 +43,13 @@ pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     /// Models resolved from manifests, by manifest digest.
     pub model_cache: model::ModelCache,
+    /// The API keys in force (none: the API is open).
+    pub keys: KeyStore,
 }
 
 /// Builds the shared state for a config (opens the store).
 /// Must run inside the tokio runtime (the scheduler starts its expiry task).
-pub fn app(config: Config) -> Result<Arc<AppState>, store::Error> {
+pub fn app(config: Config, keys: KeyStore) -> Result<Arc<AppState>, store::Error> {
     let store = Arc::new(Store::open(&config.models_dir, config.max_disk_bytes)?);
     if !config.noprune {
         // As Ollama: blobs unused for an hour are removed at start.
@@ -70,6 +73,7 @@ pub fn app(config: Config) -> Result<Arc<AppState>, store::Error> {
         store,
         scheduler,
         model_cache: model::ModelCache::default(),
+        keys,
     }))
 }
 
