@@ -21,3 +21,14 @@ PID=$!
 trap 'kill $PID 2>/dev/null; rm -rf "$STORE"' EXIT
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/" >/dev/null 2>&1 && break; sleep 0.1; done
 HEARTH_URL="http://127.0.0.1:$PORT" "$VENV/bin/python" tests/clients/test_clients.py || { tail -20 "$LOG"; exit 1; }
+
+# The same clients against a server that wants API keys.
+kill $PID 2>/dev/null; wait $PID 2>/dev/null || true
+ADMIN_KEY="admin-$RANDOM$RANDOM" INFERENCE_KEY="kiosk-$RANDOM$RANDOM"
+PORT=$(( 20000 + RANDOM % 20000 ))
+HEARTH_API_KEYS="$ADMIN_KEY" HEARTH_INFERENCE_KEYS="$INFERENCE_KEY" OLLAMA_HOST="127.0.0.1:$PORT" \
+  OLLAMA_MODELS="$STORE/keyed" "$CARGO_TARGET_DIR/debug/hearth" serve 2>"$LOG" &
+PID=$!
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/" >/dev/null 2>&1 && break; sleep 0.1; done
+ADMIN_KEY="$ADMIN_KEY" INFERENCE_KEY="$INFERENCE_KEY" HEARTH_URL="http://127.0.0.1:$PORT" \
+  "$VENV/bin/python" tests/clients/test_auth_clients.py || { tail -20 "$LOG"; exit 1; }

@@ -45,6 +45,17 @@ impl Run {
 /// Runs `hearth ARGS` against `host` (`127.0.0.1:PORT`) in `dir`, with
 /// `stdin` piped in (empty when `None`).
 fn hearth_at(host: &str, dir: Option<&Path>, args: &[&str], stdin: Option<&str>) -> Run {
+    hearth_env(host, dir, args, stdin, &[])
+}
+
+/// [`hearth_at`] with extra environment variables.
+fn hearth_env(
+    host: &str,
+    dir: Option<&Path>,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
     cmd.args(args)
         .env_clear()
@@ -55,6 +66,9 @@ fn hearth_at(host: &str, dir: Option<&Path>, args: &[&str], stdin: Option<&str>)
         .stderr(Stdio::piped());
     if let Some(d) = dir {
         cmd.current_dir(d);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawn hearth");
     let mut pipe = child.stdin.take().expect("stdin is piped");
@@ -336,4 +350,36 @@ fn run_pulls_a_missing_model() {
         2,
         "a header and the pulled model"
     );
+}
+
+#[test]
+fn the_cli_sends_ollama_api_key_and_explains_refusals() {
+    let s = Server::start_with(&[
+        ("HEARTH_API_KEYS", "cli-admin-3f9a"),
+        ("HEARTH_INFERENCE_KEYS", "cli-kiosk-77b2"),
+    ]);
+    s.create_gemma("gemma3:270m");
+    let h = host(&s);
+    // Without a key: a clear 401 message naming the variable.
+    let run = hearth_env(&h, None, &["list"], None, &[]);
+    let msg = run.err();
+    assert!(msg.contains("unauthorized"), "{msg}");
+    assert!(run.stderr.contains("OLLAMA_API_KEY"), "{}", run.stderr);
+    // A wrong key says so.
+    let run = hearth_env(&h, None, &["list"], None, &[("OLLAMA_API_KEY", "nope")]);
+    run.err();
+    assert!(
+        run.stderr.contains("does not accept the key"),
+        "{}",
+        run.stderr
+    );
+    // The inference key lists but cannot delete.
+    let kiosk = [("OLLAMA_API_KEY", "cli-kiosk-77b2")];
+    let out = hearth_env(&h, None, &["list"], None, &kiosk);
+    assert!(out.ok().contains("gemma3:270m"));
+    let run = hearth_env(&h, None, &["rm", "gemma3:270m"], None, &kiosk);
+    assert!(run.err().contains("forbidden"), "{}", run.stderr);
+    // The admin key deletes.
+    let admin = [("OLLAMA_API_KEY", "cli-admin-3f9a")];
+    hearth_env(&h, None, &["rm", "gemma3:270m"], None, &admin).ok();
 }

@@ -163,15 +163,15 @@ impl Client {
                     });
                 let message = match (status, self.key.is_some()) {
                     (401, false) => format!(
-                        "{message}\nThe server at {} wants an API key: set OLLAMA_API_KEY to one of its keys.",
+                        "{message}; the server at {} wants an API key: set OLLAMA_API_KEY to one of its keys",
                         self.base
                     ),
                     (401, true) => format!(
-                        "{message}\nThe server at {} does not accept the key in OLLAMA_API_KEY.",
+                        "{message}; the server at {} does not accept the key in OLLAMA_API_KEY",
                         self.base
                     ),
                     (403, _) => format!(
-                        "{message}\nThe server at {} refuses this for the key in use (an inference key, or a read-only server).",
+                        "{message}; the server at {} refuses this with the key in use (an inference key, or a read-only server)",
                         self.base
                     ),
                     _ => message,
