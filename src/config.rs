@@ -72,6 +72,9 @@ pub struct Config {
     /// PEM certificate chain and key for HTTPS (`HEARTH_TLS_CERT`,
     /// `HEARTH_TLS_KEY`); both or neither.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// A CA (PEM) that pulls and pushes trust besides the web roots
+    /// (`HEARTH_TLS_CA`), for boxes with certificates of a private CA.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -172,6 +175,7 @@ impl Config {
                 })
                 .unwrap_or_default(),
             tls,
+            tls_ca: var("HEARTH_TLS_CA").map(PathBuf::from),
             kv_cache_type,
             flash_attention,
             bind,
@@ -290,7 +294,22 @@ fn client_url_for(raw: &str) -> String {
     } else {
         addr.ip()
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    // `https://` stays: a server with a certificate is reached over TLS.
+    let scheme = if raw.trim_start().starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// The CA the CLI trusts besides the web roots (`HEARTH_TLS_CA`).
+pub fn client_tls_ca() -> Option<PathBuf> {
+    std::env::var("HEARTH_TLS_CA")
+        .ok()
+        .map(|v| clean(&v))
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The API key the CLI sends (`OLLAMA_API_KEY`), if set.

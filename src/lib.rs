@@ -24,4 +24,5 @@ pub mod template;
 #[cfg(test)]
 mod test_models;
 pub mod think;
+pub mod tls;
 pub mod tools;

@@ -294,6 +294,15 @@ fn serve(config: config::Config) -> anyhow::Result<()> {
         if config.read_only {
             log::info!("read-only: create, copy, delete, pull, push and uploads are refused");
         }
+        let tls = match &config.tls {
+            None => None,
+            Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(
+                hearth::tls::server_config(cert, key)
+                    .map_err(anyhow::Error::msg)
+                    .context("set up HTTPS (HEARTH_TLS_CERT, HEARTH_TLS_KEY)")?,
+            )),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let state = api::app(config, keys)
             .with_context(|| format!("open the model store at {}", models.display()))?;
         let listener = tokio::net::TcpListener::bind(bind)
@@ -301,7 +310,7 @@ fn serve(config: config::Config) -> anyhow::Result<()> {
             .with_context(|| format!("listen on {bind}"))?;
         let local = listener.local_addr().context("read the bound address")?;
         log::info!(
-            "Listening on {local} (version {}), models in {}, ready in {:?}",
+            "Listening on {local} ({scheme}, version {}), models in {}, ready in {:?}",
             env!("CARGO_PKG_VERSION"),
             models.display(),
             started.elapsed()
@@ -311,6 +320,6 @@ fn serve(config: config::Config) -> anyhow::Result<()> {
             hearth::build_info::TARGET,
             hearth::build_info::KERNELS
         );
-        api::serve(state, listener).await.context("serve")
+        api::serve(state, listener, tls).await.context("serve")
     })
 }

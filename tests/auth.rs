@@ -330,3 +330,109 @@ fn lan_binds_answer_only_names_the_box_goes_by() {
         assert_eq!(status_with_host(&port, &format!("{me}.local")), 200);
     }
 }
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private CA and a certificate it signs for 127.0.0.1 and localhost,
+/// made with the `openssl` command in `dir`: (CA, certificate, key) paths.
+fn private_ca_and_certificate(dir: &std::path::Path) -> (String, String, String) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=hearth test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req", "-new", "-subj", "/CN=hearth box"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "box.key", "-out", "box.csr"]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("box.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write extensions");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "box.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "box.ext",
+            "-out",
+            "box.pem",
+        ],
+    );
+    let path = |f: &str| dir.join(f).display().to_string();
+    (path("ca.pem"), path("box.pem"), path("box.key"))
+}
+
+/// `hearth list` against `host` with extra environment.
+fn cli_list(host: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    cmd.arg("list")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("OLLAMA_HOST", host);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run hearth list")
+}
+
+#[test]
+fn https_with_a_certificate_and_a_cli_that_trusts_its_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = private_ca_and_certificate(dir.path());
+    let s = Server::start_with(&[
+        ("HEARTH_TLS_CERT", &cert),
+        ("HEARTH_TLS_KEY", &key),
+        ("HEARTH_API_KEYS", ADMIN),
+    ]);
+    assert!(
+        s.log().iter().any(|l| l.contains("(https, version")),
+        "{:?}",
+        s.log()
+    );
+    let port = s.base.rsplit(':').next().unwrap_or("").to_string();
+    let https = format!("https://127.0.0.1:{port}");
+    // The CLI trusts the box's CA when told, and sends its key over TLS.
+    let out = cli_list(&https, &[("HEARTH_TLS_CA", &ca), ("OLLAMA_API_KEY", ADMIN)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("NAME"));
+    // Without the CA the certificate is not trusted.
+    let out = cli_list(&https, &[("OLLAMA_API_KEY", ADMIN)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HEARTH_TLS_CA"), "{err}");
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    assert_eq!(status_with_host(&port, "127.0.0.1"), 0);
+}

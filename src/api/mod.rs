@@ -19,7 +19,7 @@ pub use crate::infer::{app, AppState};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW};
@@ -32,27 +32,70 @@ use tokio::net::TcpListener;
 use crate::error::ApiError;
 use body::{response, Body};
 
+/// How long a client may take to send a request's headers (a connection
+/// that sends nothing holds a socket and a task, nothing more, and goes).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause after a failed accept (out of file descriptors, say): without
+/// it the loop would spin a core and flood the log until one frees.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Serves until SIGINT/SIGTERM; in-flight requests get a grace period.
-pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {
+/// With `tls`, every connection is HTTPS.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     reload_keys_on_sighup(Arc::clone(&state));
+    let mut http = http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let mut failed_accepts = 0u64;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        log::warn!("accept failed: {e}");
+                        failed_accepts += 1;
+                        // One line per burst, not one per failure.
+                        if failed_accepts.is_power_of_two() {
+                            log::warn!("accept failed ({failed_accepts} so far): {e}");
+                        }
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 };
                 let state = Arc::clone(&state);
                 let svc = service_fn(move |req| handle(Arc::clone(&state), req, peer));
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let http = http.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let result = match tls {
+                        None => watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await,
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                            match handshake.await {
+                                Ok(Ok(tls_stream)) => {
+                                    watcher.watch(http.serve_connection(TokioIo::new(tls_stream), svc)).await
+                                }
+                                Ok(Err(e)) => {
+                                    log::debug!("TLS handshake with {peer} failed: {e}");
+                                    return;
+                                }
+                                Err(_) => {
+                                    log::debug!("TLS handshake with {peer} timed out");
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    if let Err(e) = result {
                         log::debug!("connection from {peer}: {e}");
                     }
                 });
@@ -64,7 +107,7 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Resu
     state.unload_all();
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+        () = tokio::time::sleep(Duration::from_secs(10)) => {
             log::warn!("requests still in flight after 10s; their temp files are removed at next start");
         }
     }

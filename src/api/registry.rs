@@ -102,8 +102,8 @@ pub async fn push(state: &Arc<AppState>, body: Incoming) -> Result<Response<Body
     let store = Arc::clone(&state.store);
     let plan = {
         let store = Arc::clone(&store);
-        let key_dir = state.config.key_dir.clone();
-        blocking(move || Ok(push::PushPlan::new(&store, &raw, insecure, &key_dir)?)).await?
+        let config = state.config.clone();
+        blocking(move || Ok(push::PushPlan::new(&store, &raw, insecure, &config)?)).await?
     };
     log::info!("pushing model {}", plan.name().display_short());
     super::progress_job(stream, "push", move |progress| {

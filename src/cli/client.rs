@@ -45,7 +45,7 @@ pub struct Client {
 impl Client {
     /// A client for `base` (`http://host:port`, no trailing slash).
     pub fn new(base: String) -> Client {
-        let agent = ureq::AgentBuilder::new()
+        let agent = crate::tls::agent_builder(crate::config::client_tls_ca().as_deref())
             // Connecting is quick or not at all; reads have no limit because a
             // model load or a long generation can keep a stream quiet for minutes.
             .timeout_connect(Duration::from_secs(5))
@@ -179,6 +179,13 @@ impl Client {
                 Err(ApiError { status, message }.into())
             }
             Err(ureq::Error::Transport(t)) => {
+                let text = t.to_string();
+                if text.contains("certificate") || text.contains("tls") || text.contains("TLS") {
+                    anyhow::bail!(
+                        "TLS with {} failed: {text}; for a box whose certificate a private CA signs, set HEARTH_TLS_CA to that CA's PEM file",
+                        self.base
+                    )
+                }
                 if t.kind() == ureq::ErrorKind::ConnectionFailed {
                     anyhow::bail!(
                         "could not connect to a hearth server at {}; run 'hearth serve' to start it",

@@ -141,7 +141,7 @@ impl PullPlan {
             "{scheme}://{}/v2/{}/{}",
             name.host, name.namespace, name.model
         );
-        let agent = ureq::AgentBuilder::new()
+        let agent = crate::tls::agent_builder(config.tls_ca.as_deref())
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout_read(READ_TIMEOUT)
             .user_agent(&format!("hearth/{}", env!("CARGO_PKG_VERSION")))

@@ -13,10 +13,10 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::model::{InvalidName, ModelName};
 use crate::progress::Progress;
 use crate::registry::auth::{Failure, Session};
@@ -69,14 +69,16 @@ pub struct PushPlan {
 }
 
 impl PushPlan {
-    /// Parses the name and reads its manifest from the store. `key_dir`
-    /// holds the key that signs token requests.
+    /// Parses the name and reads its manifest from the store. The config's
+    /// `key_dir` holds the key that signs token requests; its `tls_ca` is
+    /// trusted besides the web roots.
     pub fn new(
         store: &Store,
         raw: &str,
         insecure: bool,
-        key_dir: &Path,
+        config: &Config,
     ) -> Result<PushPlan, Error> {
+        let key_dir = &config.key_dir;
         let raw = raw.trim();
         if raw.starts_with("http://") && !insecure {
             return Err(Error::InsecureProtocol);
@@ -86,7 +88,7 @@ impl PushPlan {
         let scheme = if insecure { "http" } else { "https" };
         let origin = format!("{scheme}://{}", name.host);
         let repo_url = format!("{origin}/v2/{}/{}", name.namespace, name.model);
-        let agent = ureq::AgentBuilder::new()
+        let agent = crate::tls::agent_builder(config.tls_ca.as_deref())
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout_read(IO_TIMEOUT)
             .timeout_write(IO_TIMEOUT)
