@@ -842,13 +842,14 @@ fn pull_and_push_fetch_a_signed_token_when_challenged() {
     let reg = TokenRegistry::start(files, public_line.trim().to_string());
     let name = format!("{}/library/tiny", reg.host);
 
-    // The key is refused: a 401 with the token endpoint's words, nothing stored.
+    // The key is refused: a 401 with the token endpoint's message (as a
+    // short line, not its whole body), nothing stored.
     reg.mode.store(TOKEN_REFUSED, Ordering::SeqCst);
     let (status, body) = b.post("/api/pull", json!({"model": name, "insecure": true}));
     assert_eq!(status, 401, "{body}");
     assert_eq!(
         body["error"],
-        r#"pull model manifest: 401: {"errors":[{"code":"UNAUTHORIZED","message":"key not registered"}]}"#
+        "pull model manifest: 401: key not registered"
     );
     // A token the registry does not take: Ollama's words after one retry.
     reg.mode.store(TOKEN_USELESS, Ordering::SeqCst);
@@ -1112,4 +1113,84 @@ fn parted_pull_rejects_a_corrupt_source() {
         .join(host(&a))
         .join("library/junk/latest")
         .exists());
+}
+
+/// A registry on 127.0.0.1 that answers every request with `answer(path)`
+/// (a whole HTTP response); returns its `host:port`.
+fn fake_registry(answer: impl Fn(&str) -> String + Send + 'static) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut reader = std::io::BufReader::new(conn.try_clone().expect("clone"));
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut reader, &mut line).is_err() {
+                continue;
+            }
+            // Drain the headers.
+            let mut h = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut h).is_ok_and(|n| n > 2) {
+                h.clear();
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let _ = std::io::Write::write_all(&mut conn, answer(&path).as_bytes());
+        }
+    });
+    addr
+}
+
+fn redirect_to(location: &str) -> String {
+    format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+}
+
+#[test]
+fn pulls_follow_only_safe_redirects_and_echo_no_error_bodies() {
+    let b = Server::start();
+    let pull = |host: &str| {
+        b.post(
+            "/api/pull",
+            json!({"model": format!("{host}/library/m:latest"), "insecure": true, "stream": false}),
+        )
+    };
+    // To plain http on another host: refused, not followed.
+    let elsewhere =
+        fake_registry(|_| redirect_to("http://127.0.0.2:9/v2/library/m/manifests/latest"));
+    let (status, body) = pull(&elsewhere);
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refusing a redirect to 127.0.0.2:9")),
+        "{body}"
+    );
+    // On the same host, followed, at most five times.
+    let looping = fake_registry(|path| redirect_to(&format!("{path}x")));
+    let (status, body) = pull(&looping);
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too many redirects")),
+        "{body}"
+    );
+    // An error body comes back as one short line, nothing more.
+    let page = format!(
+        "upstream says no\n{}\nsecret-internal-detail",
+        "x".repeat(10_000)
+    );
+    let noisy = fake_registry(move |_| {
+        format!(
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+            page.len()
+        )
+    });
+    let (status, body) = pull(&noisy);
+    assert_eq!(status, 500, "{body}");
+    let e = body["error"].as_str().unwrap_or_default();
+    assert!(e.contains("upstream says no"), "{e}");
+    assert!(
+        !e.contains("secret-internal-detail") && e.len() < 300,
+        "{e}"
+    );
 }

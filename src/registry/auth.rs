@@ -404,6 +404,26 @@ impl Challenge {
 }
 
 /// The `host[:port]` of an `http(s)://` URL.
+/// A `Location` resolved against the URL it answered: absolute as it is,
+/// `/path` on the same origin, anything else relative to the path.
+fn resolve(base: &str, location: &str) -> String {
+    if location.starts_with("https://") || location.starts_with("http://") {
+        return location.to_string();
+    }
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let origin_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    if location.starts_with('/') {
+        return format!("{}{location}", &base[..origin_end]);
+    }
+    let dir_end = base
+        .rfind('/')
+        .filter(|&i| i >= origin_end)
+        .map_or(origin_end, |i| i);
+    format!("{}/{location}", &base[..dir_end])
+}
+
 fn url_host(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("https://")
@@ -525,15 +545,51 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A registry's error body as one trimmed line of text, cut to a sane size.
+/// The longest piece of a registry's error body passed on to a client.
+const MAX_ERROR_LINE: usize = 160;
+
+/// A registry's error as a short status line: the message of a registry
+/// error body (`{"errors": [{"message"}]}` or `{"error"}`), else the
+/// body's first line, without control characters and cut to 160
+/// characters. A pull can be pointed at any host on the LAN; what that host
+/// answers must not come back to the client as more than a status line.
 pub fn read_error_body(resp: ureq::Response) -> String {
     let mut body = Vec::new();
     let _ = resp
         .into_reader()
         .take(MAX_ERROR_BODY)
         .read_to_end(&mut body);
-    String::from_utf8_lossy(&body).trim().to_string()
+    short_line(&String::from_utf8_lossy(&body))
 }
+
+fn short_line(text: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(text).ok();
+    let message = parsed.as_ref().and_then(|v| {
+        v["errors"][0]["message"]
+            .as_str()
+            .or_else(|| v["error"].as_str())
+            .map(str::to_string)
+    });
+    let line = message.unwrap_or_else(|| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+            .to_string()
+    });
+    let mut out: String = line
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_ERROR_LINE)
+        .collect();
+    if line.chars().filter(|c| !c.is_control()).count() > MAX_ERROR_LINE {
+        out.push('…');
+    }
+    out
+}
+
+/// How many redirects a registry request follows.
+const MAX_REDIRECTS: usize = 5;
 
 /// Why a registry request failed.
 #[derive(Debug)]
@@ -612,7 +668,9 @@ impl Session {
         loop {
             let token = self.lock().current.clone();
             let mut req = build(&self.agent);
-            if let Some(t) = &token {
+            // The token is the registry's: an upload URL or a mirror on
+            // another host never sees it.
+            if let (Some(t), true) = (&token, url_host(req.url()) == Some(self.host.as_str())) {
                 req = req.set("Authorization", &format!("Bearer {t}"));
             }
             match send(req).map_err(|e| *e) {
@@ -639,12 +697,71 @@ impl Session {
         }
     }
 
-    /// [`Session::send`] for requests without a body.
+    /// [`Session::send`] for requests without a body. A GET or HEAD
+    /// follows up to five redirects by hand (the agents follow none): to
+    /// `https`, or to plain `http` only on the registry's own host when the
+    /// request was plain `http` already (an insecure pull), never carrying
+    /// the token to another host.
     pub fn call(
         &self,
         build: &dyn Fn(&ureq::Agent) -> ureq::Request,
     ) -> Result<ureq::Response, Failure> {
-        self.send(build, &mut |r| r.call().map_err(Box::new))
+        let mut resp = self.send(build, &mut |r| r.call().map_err(Box::new))?;
+        let template = build(&self.agent);
+        if !matches!(template.method(), "GET" | "HEAD") {
+            return Ok(resp);
+        }
+        let mut url = template.url().to_string();
+        let mut hops = 0;
+        while (300..400).contains(&resp.status()) {
+            let Some(location) = resp.header("Location").map(str::to_string) else {
+                return Ok(resp);
+            };
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(Failure::Transport(format!(
+                    "too many redirects (more than {MAX_REDIRECTS})"
+                )));
+            }
+            let next = resolve(&url, &location);
+            let next_host = url_host(&next);
+            let allowed = next.starts_with("https://")
+                || (next.starts_with("http://")
+                    && url.starts_with("http://")
+                    && next_host == Some(self.host.as_str()));
+            if !allowed {
+                return Err(Failure::Transport(format!(
+                    "refusing a redirect to {}: only https, or the same host for an insecure pull",
+                    next_host.unwrap_or("an unknown host")
+                )));
+            }
+            let mut req = self.agent.request(template.method(), &next);
+            for name in template.header_names() {
+                if name.eq_ignore_ascii_case("authorization") {
+                    continue;
+                }
+                if let Some(v) = template.header(&name) {
+                    req = req.set(&name, v);
+                }
+            }
+            if next_host == Some(self.host.as_str()) {
+                if let Some(t) = self.lock().current.clone() {
+                    req = req.set("Authorization", &format!("Bearer {t}"));
+                }
+            }
+            resp = match req.call() {
+                Ok(r) => r,
+                Err(ureq::Error::Status(code, r)) => {
+                    return Err(Failure::Status {
+                        code,
+                        body: read_error_body(r),
+                    })
+                }
+                Err(e) => return Err(Failure::Transport(e.to_string())),
+            };
+            url = next;
+        }
+        Ok(resp)
     }
 
     /// Makes a token for the challenge's scope current: one this session
@@ -766,5 +883,26 @@ wjKTampPvGwmK7UG5zIVAAAAAAECAwQF
         );
         assert_eq!(query_unescape("a%3Ab+c%zz%4"), "a:b c%zz%4");
         assert_eq!(url_host("http://h:1/v2/token?x"), Some("h:1"));
+    }
+
+    #[test]
+    fn locations_resolve_against_the_url_they_answered() {
+        let base = "http://h:1/v2/a/b/manifests/latest";
+        assert_eq!(resolve(base, "https://cdn/x"), "https://cdn/x");
+        assert_eq!(
+            resolve(base, "/v2/a/b/blobs/s"),
+            "http://h:1/v2/a/b/blobs/s"
+        );
+        assert_eq!(resolve(base, "other"), "http://h:1/v2/a/b/manifests/other");
+    }
+
+    #[test]
+    fn error_bodies_shrink_to_a_status_line() {
+        let docker = r#"{"errors":[{"code":"DENIED","message":"no access"}]}"#;
+        assert_eq!(short_line(docker), "no access");
+        assert_eq!(short_line("\n  first\nsecond"), "first");
+        let long = "y".repeat(500);
+        assert_eq!(short_line(&long).chars().count(), MAX_ERROR_LINE + 1);
+        assert_eq!(short_line("a\u{1b}[31mb"), "a[31mb");
     }
 }

@@ -145,6 +145,9 @@ impl PullPlan {
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout_read(READ_TIMEOUT)
             .user_agent(&format!("hearth/{}", env!("CARGO_PKG_VERSION")))
+            // Redirects are followed by `Session::call`, which checks
+            // where they go.
+            .redirects(0)
             .build();
         let session = Session::new(agent, config.key_dir.clone(), name.host.clone());
         let manifest_bytes =
