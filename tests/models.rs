@@ -57,7 +57,10 @@ fn create_tags_show_copy_delete() {
         .is_some_and(|p| p.starts_with("stop ") && p.contains("\"<end_of_turn>\"")));
     assert!(show["modelfile"]
         .as_str()
-        .is_some_and(|mf| mf.contains("FROM ") && mf.contains("TEMPLATE \"\"\"")));
+        .is_some_and(|mf| mf.contains("\nFROM gemma3:270m\n") && mf.contains("TEMPLATE \"\"\"")));
+    // No path of the store reaches a client.
+    let store_path = s.models.display().to_string();
+    assert!(!show.to_string().contains(&store_path), "{show}");
     // A model without a template layer shows Ollama's default template,
     // in the answer and in the Modelfile (bare, as Ollama quotes it).
     s.create_linked("bare", &gemma(), json!({}));
