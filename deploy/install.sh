@@ -23,6 +23,9 @@ getent passwd hearth >/dev/null ||
   useradd --system --gid hearth --home-dir /var/lib/hearth --no-create-home \
     --shell /usr/sbin/nologin --comment "hearth model server" hearth
 install -d -m 0750 -o hearth -g hearth /var/lib/hearth /var/lib/hearth/models
+# Keys and certificates: readable by the service user only.
+install -d -m 0700 -o hearth -g hearth /etc/hearth
+[ -f /etc/hearth/keys ] || install -m 0600 -o hearth -g hearth /dev/null /etc/hearth/keys
 install -m 0755 "$bin" /usr/local/bin/hearth
 [ -f /etc/default/hearth ] || install -m 0644 "$here/hearth.default" /etc/default/hearth
 install -m 0644 "$here/hearth.service" /etc/systemd/system/hearth.service

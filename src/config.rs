@@ -75,6 +75,19 @@ pub struct Config {
     /// A CA (PEM) that pulls and pushes trust besides the web roots
     /// (`HEARTH_TLS_CA`), for boxes with certificates of a private CA.
     pub tls_ca: Option<PathBuf>,
+    /// API keys of other hearth boxes, sent on pulls from and pushes to
+    /// them (`HEARTH_REGISTRY_KEYS=host:port=key,...`).
+    pub registry_keys: Vec<(String, Secret)>,
+}
+
+impl Config {
+    /// The API key to send to the registry at `host` (`host[:port]`).
+    pub fn registry_key(&self, host: &str) -> Option<String> {
+        self.registry_keys
+            .iter()
+            .find(|(h, _)| h.eq_ignore_ascii_case(host))
+            .map(|(_, k)| k.0.clone())
+    }
 }
 
 impl Config {
@@ -176,6 +189,16 @@ impl Config {
                 .unwrap_or_default(),
             tls,
             tls_ca: var("HEARTH_TLS_CA").map(PathBuf::from),
+            registry_keys: var("HEARTH_REGISTRY_KEYS")
+                .map(|v| {
+                    v.split(',')
+                        .filter_map(|pair| {
+                            let (host, key) = pair.trim().split_once('=')?;
+                            Some((host.trim().to_string(), Secret(key.trim().to_string())))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             kv_cache_type,
             flash_attention,
             bind,

@@ -1194,3 +1194,30 @@ fn pulls_follow_only_safe_redirects_and_echo_no_error_bodies() {
         "{e}"
     );
 }
+
+#[test]
+fn pulls_from_a_keyed_box_need_its_key() {
+    let a = Server::start_with(&[
+        ("HEARTH_SERVE_REGISTRY", "1"),
+        ("HEARTH_API_KEYS", "box-a-key-91c3"),
+    ]);
+    a.create_linked("gemma3:270m", &gemma(), json!({}));
+    let name = format!("{}/library/gemma3:270m", host(&a));
+    // Without a key for box A, its registry refuses.
+    let b = Server::start();
+    let (status, body) = b.post(
+        "/api/pull",
+        json!({"model": name, "insecure": true, "stream": false}),
+    );
+    assert_eq!(status, 401, "{body}");
+    // With HEARTH_REGISTRY_KEYS naming A's key, the pull goes through.
+    let keys = format!("{}=box-a-key-91c3", host(&a));
+    let c = Server::start_with(&[("HEARTH_REGISTRY_KEYS", &keys)]);
+    let (status, body) = c.post(
+        "/api/pull",
+        json!({"model": name, "insecure": true, "stream": false}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "success");
+    assert!(!c.log().join("\n").contains("box-a-key-91c3"));
+}

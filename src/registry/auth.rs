@@ -81,13 +81,20 @@ pub enum Error {
     /// The registry still refuses the request with a fresh token.
     #[error("unauthorized: access denied")]
     Unauthorized,
+    /// Another hearth box that wants an API key (a bare `Bearer`
+    /// challenge, no token realm).
+    #[error("unauthorized: the registry at {0} wants an API key; name it in HEARTH_REGISTRY_KEYS (host:port=key)")]
+    KeyRequired(String),
 }
 
 impl Error {
     /// Whether the registry refused us (as opposed to a local or protocol
     /// failure); the API answers these with 401.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::Token(_) | Error::Unauthorized)
+        matches!(
+            self,
+            Error::Token(_) | Error::Unauthorized | Error::KeyRequired(_)
+        )
     }
 }
 
@@ -650,6 +657,14 @@ impl Session {
         }
     }
 
+    /// A session that sends `key` as its token from the first request: the
+    /// API key of another hearth box whose `/v2` routes want one
+    /// (`HEARTH_REGISTRY_KEYS`).
+    pub fn with_key(self, key: Option<String>) -> Session {
+        self.lock().current = key;
+        self
+    }
+
     /// The agent, for requests that must not carry the token.
     pub fn agent(&self) -> &ureq::Agent {
         &self.agent
@@ -681,6 +696,9 @@ impl Session {
                     let Some(challenge) = challenge else {
                         return Err(Failure::Auth(Error::Unauthorized));
                     };
+                    if !challenge.contains("realm=") {
+                        return Err(Failure::Auth(Error::KeyRequired(self.host.clone())));
+                    }
                     self.refresh(&challenge, token.as_deref())
                         .map_err(Failure::Auth)?;
                     retried = true;

@@ -149,7 +149,8 @@ impl PullPlan {
             // where they go.
             .redirects(0)
             .build();
-        let session = Session::new(agent, config.key_dir.clone(), name.host.clone());
+        let session = Session::new(agent, config.key_dir.clone(), name.host.clone())
+            .with_key(config.registry_key(&name.host));
         let manifest_bytes =
             fetch_manifest(&session, &format!("{repo_url}/manifests/{}", name.tag))?;
         let manifest: Manifest = serde_json::from_slice(&manifest_bytes)

@@ -97,7 +97,8 @@ impl PushPlan {
             .redirects(0)
             .user_agent(&format!("hearth/{}", env!("CARGO_PKG_VERSION")))
             .build();
-        let session = Session::new(agent, key_dir.to_path_buf(), name.host.clone());
+        let session = Session::new(agent, key_dir.to_path_buf(), name.host.clone())
+            .with_key(config.registry_key(&name.host));
         Ok(PushPlan {
             name,
             origin,
