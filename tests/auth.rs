@@ -436,3 +436,24 @@ fn https_with_a_certificate_and_a_cli_that_trusts_its_ca() {
     // Plain HTTP to the TLS port gets no HTTP answer.
     assert_eq!(status_with_host(&port, "127.0.0.1"), 0);
 }
+
+#[test]
+fn registry_reads_need_a_key_and_writes_an_admin_key() {
+    let s = Server::start_with(&[
+        ("HEARTH_SERVE_REGISTRY", "1"),
+        ("HEARTH_API_KEYS", ADMIN),
+        ("HEARTH_INFERENCE_KEYS", INFER),
+    ]);
+    let (status, _, text) = call_as(&s, None, "GET", "/v2/", None);
+    assert_eq!(status, 401);
+    assert_eq!(parse(&text)["errors"][0]["code"], "UNAUTHORIZED");
+    assert_eq!(call_as(&s, Some(INFER), "GET", "/v2/", None).0, 200);
+    let upload = "/v2/library/t/blobs/uploads/";
+    let (status, _, text) = call_as(&s, Some(INFER), "POST", upload, Some(&json!({})));
+    assert_eq!(status, 403);
+    assert_eq!(parse(&text)["errors"][0]["code"], "DENIED");
+    assert_eq!(
+        call_as(&s, Some(ADMIN), "POST", upload, Some(&json!({}))).0,
+        202
+    );
+}
