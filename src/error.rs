@@ -105,6 +105,7 @@ impl ApiError {
                 | infer::Error::Template(_)
                 | infer::Error::TooLong(_)
                 | infer::Error::EmptyInput
+                | infer::Error::BadToken(_)
                 | infer::Error::KeepAlive(_)
                 | infer::Error::Options(_)
                 | infer::Error::Image(_) => StatusCode::BAD_REQUEST,

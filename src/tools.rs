@@ -62,21 +62,45 @@ pub fn parse(text: &str) -> (Vec<Call>, String) {
             }
         }
     }
-    let calls = calls_in(strip_fence(t));
+    let calls = leading_calls(strip_fence(t));
     if calls.is_empty() {
         (Vec::new(), text.to_string())
     } else {
+        // Whatever follows the calls is dropped, as Ollama's parser drops
+        // it (`tools/tools.go`, v0.33): small models often add a sentence
+        // after a call, and it must not leak into the content.
         (calls, String::new())
     }
 }
 
-/// Removes a Markdown code fence around JSON, which small models often add.
+/// Removes the opening of a Markdown code fence around JSON, which small
+/// models often add (the closing fence, and what follows, is text after
+/// the calls).
 fn strip_fence(t: &str) -> &str {
     let Some(inner) = t.strip_prefix("```") else {
         return t;
     };
-    let inner = inner.strip_prefix("json").unwrap_or(inner);
-    inner.strip_suffix("```").unwrap_or(inner).trim()
+    inner.strip_prefix("json").unwrap_or(inner).trim_start()
+}
+
+/// The calls at the start of an answer: one JSON value after another (an
+/// object, or a list of them), each a call, up to the first thing that is
+/// not one; text after them does not stop the calls before it counting.
+fn leading_calls(body: &str) -> Vec<Call> {
+    let mut calls = Vec::new();
+    for value in serde_json::Deserializer::from_str(body).into_iter::<Value>() {
+        let Ok(value) = value else { break };
+        let items = match value {
+            Value::Array(a) => a,
+            other => vec![other],
+        };
+        let found: Vec<Call> = items.iter().filter_map(call_of).collect();
+        if found.is_empty() || found.len() != items.len() {
+            break;
+        }
+        calls.extend(found);
+    }
+    calls
 }
 
 /// Calls in a JSON value: one object, or a list of them.
@@ -185,6 +209,29 @@ mod tests {
             &[],
             "<tool_call>not json</tool_call>",
         );
+    }
+
+    #[test]
+    fn leading_calls_followed_by_text() {
+        let args = json!({"city": "Paris"});
+        check(
+            "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}} I will check the weather.",
+            &[("get_weather", args.clone())],
+            "",
+        );
+        check(
+            "```json\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n```\nDone.",
+            &[("get_weather", args.clone())],
+            "",
+        );
+        check(
+            "{\"name\": \"a\", \"arguments\": {}}\n{\"name\": \"b\", \"arguments\": {}} and more",
+            &[("a", json!({})), ("b", json!({}))],
+            "",
+        );
+        // A JSON object that is not a call, then text: plain content.
+        let t = "{\"city\": \"Paris\"} is what you asked";
+        check(t, &[], t);
     }
 
     #[test]

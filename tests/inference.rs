@@ -632,3 +632,61 @@ fn logprobs_are_reported() {
         .sum();
     assert_eq!(n, 3, "{text}");
 }
+
+#[test]
+fn tokenize_and_detokenize_round_trip() {
+    let _lock = inference_lock();
+    let s = Server::with_gemma(&[]);
+    let (status, v) = s.post(
+        "/api/tokenize",
+        json!({"model": "gemma3:270m", "content": "Hello world"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let with_bos: Vec<i64> = v["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    let (_, v) = s.post(
+        "/api/tokenize",
+        json!({"model": "gemma3:270m", "content": "Hello world", "add_special": false, "with_pieces": true}),
+    );
+    let pieces = v["tokens"].as_array().expect("pieces").clone();
+    assert_eq!(
+        pieces.len() + 1,
+        with_bos.len(),
+        "BOS only with add_special"
+    );
+    let text: String = pieces.iter().filter_map(|p| p["piece"].as_str()).collect();
+    assert_eq!(text, "Hello world");
+    let ids: Vec<i64> = pieces.iter().filter_map(|p| p["id"].as_i64()).collect();
+    assert_eq!(ids, with_bos[1..]);
+    let (status, v) = s.post(
+        "/api/detokenize",
+        json!({"model": "gemma3:270m", "tokens": ids}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["content"], "Hello world");
+    // Ids outside the vocabulary and unknown models are the client's error.
+    let (status, v) = s.post(
+        "/api/detokenize",
+        json!({"model": "gemma3:270m", "tokens": [1, -1]}),
+    );
+    assert_eq!(
+        (status, v["error"].clone()),
+        (400, json!("token -1 is not in the model's vocabulary"))
+    );
+    let (status, _) = s.post(
+        "/api/detokenize",
+        json!({"model": "gemma3:270m", "tokens": [999_999_999]}),
+    );
+    assert_eq!(status, 400);
+    let (status, _) = s.post("/api/tokenize", json!({"model": "nope", "content": "x"}));
+    assert_eq!(status, 404);
+    // Ollama's offline status answer.
+    assert_eq!(
+        s.get("/api/status"),
+        (200, json!({"cloud": {"disabled": false, "source": "none"}}))
+    );
+}

@@ -13,6 +13,7 @@ pub mod inference;
 mod models;
 mod openai;
 mod registry;
+mod tokens;
 pub mod types;
 
 pub use crate::infer::{app, AppState};
@@ -222,6 +223,13 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         "/api/embed" if m == post => embed::embed_route(state, body).await,
         "/api/embeddings" if m == post => embed::embeddings_route(state, body).await,
         "/api/show" if m == post => models::show(state, body).await,
+        "/api/tokenize" if m == post => tokens::tokenize(state, body).await,
+        "/api/detokenize" if m == post => tokens::detokenize(state, body).await,
+        // An offline Ollama's answer with no cloud settings (v0.33
+        // `server/routes.go` StatusHandler); hearth has no cloud to offer.
+        "/api/status" if m == get => body::json(&serde_json::json!({
+            "cloud": {"disabled": false, "source": "none"}
+        })),
         "/api/create" if m == post => models::create(state, body).await,
         "/api/copy" if m == post => models::copy(state, body).await,
         "/api/delete" if m == delete => models::delete(state, body).await,

@@ -23,6 +23,7 @@ pub mod prepare;
 pub mod request;
 pub mod shape;
 pub mod stream;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -132,6 +133,9 @@ pub enum Error {
     /// The prompt does not fit the context, and may not be shifted or cut.
     #[error("{0}")]
     TooLong(&'static str),
+    /// A token id outside the model's vocabulary.
+    #[error("token {0} is not in the model's vocabulary")]
+    BadToken(i64),
     /// An embedding input with no tokens left.
     #[error("input is empty after tokenization")]
     EmptyInput,
