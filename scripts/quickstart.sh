@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: build the release binary, fetch Gemma 3
-# 270M if absent, start `hearth serve`, create `gemma3:270m` through the API
-# and stream one chat answer. The server keeps running afterwards (its pid
+# The main job on a fresh machine: build the release binary, fetch the test
+# models if absent, start `hearth serve`, create `smollm2:135m` (SmolLM2 135M
+# Instruct) through the API and stream one chat answer. The server keeps running afterwards (its pid
 # and log are printed); stop it with `kill <pid>`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +16,8 @@ command -v curl >/dev/null || { $SUDO apt-get update -qq && $SUDO apt-get instal
 cargo build --release
 BIN="$CARGO_TARGET_DIR/release/hearth"
 MODELS="$HEARTH_CACHE/models"
-[ -f "$MODELS/gemma3-270m-q4_k_m.gguf" ] || scripts/fetch-test-models.sh "$MODELS"
-GGUF="$MODELS/gemma3-270m-q4_k_m.gguf"
+[ -f "$MODELS/smollm2-135m-instruct-q4_1.gguf" ] || scripts/fetch-test-models.sh "$MODELS"
+GGUF="$MODELS/smollm2-135m-instruct-q4_1.gguf"
 
 URL="http://$OLLAMA_HOST"
 if ! curl -fsS "$URL/" >/dev/null 2>&1; then
@@ -33,26 +33,12 @@ if ! curl -fsS -I "$URL/api/blobs/$DIGEST" >/dev/null 2>&1; then
   echo "uploading $(basename "$GGUF") ..."
   curl -fsS -X POST -T "$GGUF" "$URL/api/blobs/$DIGEST"
 fi
-# The GGUF carries no chat template; give it Ollama's Gemma 3 template.
-python3 - "$DIGEST" <<'PY' | curl -fsS "$URL/api/create" -d @-
-import json, sys
-template = """{{- range $i, $_ := .Messages }}
-{{- $last := eq (len (slice $.Messages $i)) 1 }}
-{{- if or (eq .Role "user") (eq .Role "system") }}<start_of_turn>user
-{{ .Content }}<end_of_turn>
-{{ if $last }}<start_of_turn>model
-{{ end }}
-{{- else if eq .Role "assistant" }}<start_of_turn>model
-{{ .Content }}{{ if not $last }}<end_of_turn>
-{{ end }}
-{{- end }}
-{{- end }}"""
-print(json.dumps({"model": "gemma3:270m", "files": {"gemma3-270m-q4_k_m.gguf": sys.argv[1]},
-                  "template": template, "parameters": {"stop": ["<end_of_turn>"], "temperature": 1.0, "top_k": 64, "top_p": 0.95}}))
-PY
+# SmolLM2 135M Instruct: its GGUF's ChatML template is recognised, with its
+# stop words and the default system prompt the template inserts.
+curl -fsS "$URL/api/create" -d "{\"model\": \"smollm2:135m\", \"files\": {\"smollm2-135m-instruct-q4_1.gguf\": \"$DIGEST\"}}"
 echo
 echo ">>> Why is the sky blue?"
-curl -fsSN "$URL/api/chat" -d '{"model": "gemma3:270m", "messages": [{"role": "user", "content": "Why is the sky blue? Answer in two sentences."}], "options": {"num_predict": 120}}' \
+curl -fsSN "$URL/api/chat" -d '{"model": "smollm2:135m", "messages": [{"role": "user", "content": "Why is the sky blue?"}], "options": {"num_predict": 200}}' \
   | python3 -c '
 import json, sys
 for line in sys.stdin:

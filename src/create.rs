@@ -410,7 +410,18 @@ impl CreatePlan {
             let kinds = [mf::MEDIA_TEMPLATE, mf::MEDIA_PROMPT];
             layers.replace(&kinds, mf::MEDIA_TEMPLATE, t.as_bytes(), progress)?;
         }
-        if let Some(s) = &self.system {
+        // A recognised chat template that inserts a system prompt when a
+        // conversation has none keeps it as the model's system layer.
+        let default_system = match (detected, &self.system) {
+            (Some(_), None) => layers
+                .list
+                .iter()
+                .find(|l| l.media_type == mf::MEDIA_MODEL)
+                .and_then(|l| Gguf::open(&store.blob_path(&l.digest), false).ok())
+                .and_then(|g| g.chat_template().and_then(prompt::default_system)),
+            _ => None,
+        };
+        if let Some(s) = self.system.as_ref().or(default_system.as_ref()) {
             layers.replace(
                 &[mf::MEDIA_SYSTEM],
                 mf::MEDIA_SYSTEM,

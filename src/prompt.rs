@@ -151,6 +151,26 @@ pub fn autodetect(jinja: &str) -> Option<KnownTemplate> {
         .map(|(_, k)| *k)
 }
 
+/// The system prompt a GGUF's chat template inserts when a conversation
+/// has none (SmolLM2's "You are a helpful AI assistant named SmolLM, ..."):
+/// a literal ChatML system turn in a branch taken when the first message is
+/// not a system one. A model imported with such a template keeps it as its
+/// system layer, so it answers as its authors meant it to.
+pub fn default_system(jinja: &str) -> Option<String> {
+    const OPEN: &str = "<|im_start|>system\n";
+    const CLOSE: &str = "<|im_end|>";
+    if !(jinja.contains("!= 'system'") || jinja.contains("!= \"system\"")) {
+        return None;
+    }
+    let start = jinja.find(OPEN)? + OPEN.len();
+    let len = jinja[start..].find(CLOSE)?;
+    let text = jinja[start..start + len].trim();
+    // Only literal text: a template expression here is the message itself.
+    let literal =
+        !text.is_empty() && text.len() <= 4096 && !text.contains(['{', '}', '\'', '"', '+']);
+    literal.then(|| text.to_string())
+}
+
 /// What a prompt is built from.
 #[derive(Debug, Default)]
 pub struct Input<'a> {
@@ -328,5 +348,19 @@ mod tests {
         assert_eq!(system, "a\n\nb");
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].content, "x\n\ny");
+    }
+
+    #[test]
+    fn default_system_prompts_come_from_literal_chatml_turns() {
+        let smol = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}";
+        assert_eq!(
+            default_system(smol).as_deref(),
+            Some("You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+        );
+        // A system turn that is the message itself is no default.
+        let plain = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'}}{% endfor %}";
+        assert_eq!(default_system(plain), None);
+        let expr = "{% if messages[0]['role'] != 'system' %}<|im_start|>system\n{{ default }}<|im_end|>{% endif %}";
+        assert_eq!(default_system(expr), None);
     }
 }

@@ -523,6 +523,12 @@ fn chat_history_reuses_the_cache_and_smollm_template() {
 
     // SmolLM2 has no template layer: its GGUF's ChatML template is recognised.
     s.create_linked("smollm2:135m", &smollm(), json!({}));
+    // Its template's default system prompt becomes the model's system layer.
+    let (_, show) = s.post("/api/show", json!({"model": "smollm2:135m"}));
+    assert_eq!(
+        show["system"],
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    );
     let (status, v) = s.post("/api/chat", json!({"model": "smollm2:135m", "messages": [{"role": "user", "content": "Say hello."}], "stream": false, "options": {"num_predict": 10, "temperature": 0}}));
     assert_eq!(status, 200, "{v}");
     let text = v["message"]["content"].as_str().unwrap_or_default();
