@@ -78,12 +78,28 @@ pub enum Error {
     /// Nesting beyond what a prompt format needs.
     #[error("JSON schema in format is nested too deeply")]
     TooDeep,
+    /// A schema whose grammar would be larger than the limits: a type list
+    /// at every level multiplies the rules, a huge `enum` the bytes.
+    #[error("JSON schema in format is too large: its grammar would exceed {0}")]
+    TooLarge(&'static str),
 }
+
+/// Schema nodes visited at most for one grammar.
+pub const MAX_STEPS: usize = 10_000;
+/// Rules at most in one grammar.
+pub const MAX_RULES: usize = 2_000;
+/// Bytes at most of one grammar.
+pub const MAX_GRAMMAR_BYTES: usize = 256 << 10;
 
 /// Converts a JSON Schema object into a GBNF grammar with root rule `root`.
 pub fn from_schema(schema: &Value) -> Result<String, Error> {
-    let mut g = Builder { rules: Vec::new() };
+    let mut g = Builder {
+        rules: Vec::new(),
+        steps: 0,
+        bytes: 0,
+    };
     let root = g.value(schema, "root-v", 0)?;
+    g.count_bytes(root.len())?;
     let mut out = format!("root ::= {root}\n");
     for (name, body) in &g.rules {
         let _ = writeln!(out, "{name} ::= {body}");
@@ -92,8 +108,13 @@ pub fn from_schema(schema: &Value) -> Result<String, Error> {
     Ok(out)
 }
 
+/// Builds the rules of one grammar within the limits: every schema node
+/// visited and every byte written counts, so a small hostile schema is
+/// refused in bounded time and memory instead of expanding without end.
 struct Builder {
     rules: Vec<(String, String)>,
+    steps: usize,
+    bytes: usize,
 }
 
 /// A GBNF string literal for JSON text `s`.
@@ -114,16 +135,32 @@ fn literal(s: &str) -> String {
 }
 
 impl Builder {
-    fn add(&mut self, name: &str, body: String) -> String {
+    fn add(&mut self, name: &str, body: String) -> Result<String, Error> {
+        if self.rules.len() >= MAX_RULES {
+            return Err(Error::TooLarge("2000 rules"));
+        }
         let name = format!("{name}-{}", self.rules.len());
+        self.count_bytes(name.len() + body.len())?;
         self.rules.push((name.clone(), body));
-        name
+        Ok(name)
+    }
+
+    fn count_bytes(&mut self, n: usize) -> Result<(), Error> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > MAX_GRAMMAR_BYTES {
+            return Err(Error::TooLarge("256 KiB"));
+        }
+        Ok(())
     }
 
     /// Returns a GBNF expression matching values of `schema`.
     fn value(&mut self, schema: &Value, name: &str, depth: usize) -> Result<String, Error> {
         if depth > 32 {
             return Err(Error::TooDeep);
+        }
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            return Err(Error::TooLarge("10000 schema nodes"));
         }
         let obj = match schema {
             Value::Bool(true) => return Ok("value".into()),
@@ -141,7 +178,12 @@ impl Builder {
                 .as_array()
                 .filter(|a| !a.is_empty())
                 .ok_or_else(|| Error::Invalid("enum must be a non-empty array".into()))?;
-            let alts: Vec<String> = items.iter().map(|v| literal(&v.to_string())).collect();
+            let mut alts = Vec::with_capacity(items.len().min(1024));
+            for v in items {
+                let alt = literal(&v.to_string());
+                self.count_bytes(alt.len() + 3)?;
+                alts.push(alt);
+            }
             return Ok(format!("({}) ws", alts.join(" | ")));
         }
         match obj.get("type") {
@@ -209,7 +251,7 @@ impl Builder {
             ));
         }
         let body = format!("\"{{\" ws {} \"}}\" ws", parts.join(" \",\" ws "));
-        Ok(self.add(name, body))
+        self.add(name, body)
     }
 
     fn array(
@@ -252,7 +294,7 @@ impl Builder {
                 format!("\"[\" ws ({}) \"]\" ws", alts.join(" | "))
             }
         };
-        Ok(self.add(name, body))
+        self.add(name, body)
     }
 }
 
@@ -301,5 +343,27 @@ mod tests {
         assert!(g.contains(r#""\"name\"" ws ":" ws string"#), "{g}");
         assert!(g.contains(r#"("\"cat\"" | "\"dog\"") ws"#), "{g}");
         assert!(g.contains("integer ::="));
+    }
+
+    #[test]
+    fn hostile_schemas_are_refused_within_the_limits() {
+        // Eight types at each of twelve levels: 8^12 rules if expanded.
+        let mut schema = json!({"type": "string"});
+        for _ in 0..12 {
+            schema = json!({
+                "type": ["object", "array", "string", "number", "integer", "boolean", "null", "object"],
+                "properties": {"a": schema.clone()},
+                "items": schema,
+            });
+        }
+        let started = std::time::Instant::now();
+        let e = from_schema(&schema).unwrap_err();
+        assert!(matches!(e, Error::TooLarge(_)), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // A huge enum: refused by size, not copied without end.
+        let big: Vec<String> = (0..50_000).map(|i| format!("value number {i}")).collect();
+        let e = from_schema(&json!({"type": "string", "enum": big})).unwrap_err();
+        assert_eq!(e, Error::TooLarge("256 KiB"));
+        assert!(e.to_string().contains("too large"));
     }
 }

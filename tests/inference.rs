@@ -696,3 +696,19 @@ fn tokenize_and_detokenize_round_trip() {
         (200, json!({"cloud": {"disabled": false, "source": "none"}}))
     );
 }
+
+#[test]
+fn unlimited_generation_stops_at_ten_contexts() {
+    let _lock = inference_lock();
+    let s = Server::with_gemma(&[]);
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "gemma3:270m", "raw": true, "stream": false,
+               "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,",
+               "options": {"num_ctx": 32, "num_predict": -1, "temperature": 0}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    // Counting goes on through context shifts until the cap: 10 × num_ctx.
+    assert_eq!(v["done_reason"], "length", "{v}");
+    assert_eq!(v["eval_count"], 320, "{v}");
+}

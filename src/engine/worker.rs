@@ -90,7 +90,9 @@ impl<'a> Worker<'a> {
             })
             .collect();
         Worker {
-            batch: Batch::new(params.n_batch as usize),
+            // What the context takes, which may be less than asked for (a
+            // small num_ctx lowers the batch): a larger decode would abort.
+            batch: Batch::new(params.n_batch.min(ctx.n_batch()).max(1) as usize),
             ctx,
             mtmd,
             slots,

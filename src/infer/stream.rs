@@ -87,7 +87,7 @@ pub(crate) fn start(job: &Job, lease: &Lease) -> Result<mpsc::UnboundedReceiver<
             seed: o.seed,
             grammar: job.grammar.clone(),
         },
-        num_predict: if o.num_predict < 0 { -1 } else { o.num_predict },
+        num_predict: predict_limit(o.num_predict, o.num_ctx),
         stop_at_eog: true,
         num_keep: o.num_keep,
         shift: job.shift,
@@ -106,6 +106,19 @@ pub(crate) fn start(job: &Job, lease: &Lease) -> Result<mpsc::UnboundedReceiver<
             other => Error::Internal(other.to_string()),
         })?;
     Ok(erx)
+}
+
+/// The most tokens one generation may produce: "no limit" (-1) becomes
+/// 10 × `num_ctx`, as Ollama caps it (its `llm/server.go`, as the
+/// hostile-input issue measured), and a larger explicit limit is cut to the
+/// same bound, so no request generates forever through context shifts.
+fn predict_limit(num_predict: i32, num_ctx: u32) -> i32 {
+    let cap = i32::try_from(u64::from(num_ctx).saturating_mul(10)).unwrap_or(i32::MAX);
+    if num_predict < 0 || num_predict > cap {
+        cap
+    } else {
+        num_predict
+    }
 }
 
 /// Reads engine events, applies stop strings and UTF-8 assembly, and hands
@@ -226,5 +239,14 @@ mod tests {
         assert_eq!(partial_suffix("hello", "<end_of_turn>"), 0);
         assert_eq!(partial_suffix("a<", "<x"), 1);
         assert_eq!(partial_suffix("é<", "<é"), 1);
+    }
+
+    #[test]
+    fn unlimited_generation_is_capped_at_ten_contexts() {
+        assert_eq!(predict_limit(-1, 2048), 20_480);
+        assert_eq!(predict_limit(-2, 64), 640);
+        assert_eq!(predict_limit(100, 64), 100);
+        assert_eq!(predict_limit(100_000, 64), 640);
+        assert_eq!(predict_limit(-1, u32::MAX), i32::MAX);
     }
 }

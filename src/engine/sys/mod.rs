@@ -608,6 +608,13 @@ impl Context {
         unsafe { ffi::llama_n_ctx_seq(self.ptr.as_ptr()) }
     }
 
+    /// The most tokens one decode may hold. llama.cpp lowers the requested
+    /// batch to the requested context, and aborts on a larger decode.
+    pub fn n_batch(&self) -> u32 {
+        // SAFETY: reads a field of the live context.
+        unsafe { ffi::llama_n_batch(self.ptr.as_ptr()) }
+    }
+
     /// Sets the threads used by the next decode; no-op when unchanged. Two
     /// or more threads compute on a persistent pool of exactly that many
     /// (made on first use); the pool used before is paused, so its workers
