@@ -32,7 +32,9 @@ fn blob_cases() {
         data
     );
 
+    let upper = format!("sha256:{}", sha256_hex(&data).to_uppercase());
     for bad in [
+        upper.as_str(),
         "sha256:abc",
         "md5:0000",
         "sha256:../../etc/passwd",

@@ -17,7 +17,7 @@ use crate::store::Digest;
 
 /// 200 if the blob exists, 404 if not, 400 for a malformed digest.
 pub fn head(state: &AppState, raw: &str) -> Result<Response<Body>, ApiError> {
-    let digest = Digest::parse(raw)?;
+    let digest = Digest::parse_lowercase(raw)?;
     let status = if state.store.has_blob(&digest) {
         StatusCode::OK
     } else {
@@ -34,7 +34,7 @@ pub async fn upload(
     raw: &str,
     mut body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
-    let digest = Digest::parse(raw)?;
+    let digest = Digest::parse_lowercase(raw)?;
     if state.store.has_blob(&digest) {
         // Nothing to store. The body is read and dropped (up to a limit) so
         // a client still sending sees the 200 instead of a reset connection.

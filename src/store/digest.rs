@@ -45,6 +45,16 @@ impl Digest {
         Ok(Digest(hex.to_ascii_lowercase()))
     }
 
+    /// [`Digest::parse`] for names a client sends to the blob routes, which
+    /// take lower-case hex only (an upper-case digest is a 400 in Ollama,
+    /// as the hostile-input issue measured).
+    pub fn parse_lowercase(s: &str) -> Result<Digest, InvalidDigest> {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(InvalidDigest);
+        }
+        Digest::parse(s)
+    }
+
     /// The digest of a finished hash.
     pub fn from_hasher(h: Sha256) -> Digest {
         Digest(hex(&h.finalize()))
@@ -100,8 +110,12 @@ mod tests {
         );
         assert_eq!(
             Digest::parse(&format!("sha256:{}", "A".repeat(64))).map(|d| d.hex().to_string()),
-            Ok(h)
+            Ok(h.clone())
         );
+        // The blob routes take lower-case hex only.
+        let upper = format!("sha256:{}", "A".repeat(64));
+        assert_eq!(Digest::parse_lowercase(&upper), Err(InvalidDigest));
+        assert!(Digest::parse_lowercase(&format!("sha256:{h}")).is_ok());
         for bad in [
             "",
             "sha256:",
@@ -111,6 +125,7 @@ mod tests {
             &format!("sha256:{}/", "a".repeat(63)),
         ] {
             assert_eq!(Digest::parse(bad), Err(InvalidDigest), "{bad:?}");
+            assert_eq!(Digest::parse_lowercase(bad), Err(InvalidDigest), "{bad:?}");
         }
     }
 
