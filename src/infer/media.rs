@@ -17,6 +17,7 @@ use crate::prompt::Message;
 /// decoder does) and checks that the bytes look like an image file the
 /// engine can decode.
 pub fn decode(list: &[String]) -> Result<Vec<Vec<u8>>, Error> {
+    check_count(list.len())?;
     list.iter()
         .map(|s| {
             let bytes = base64_decode(s)
@@ -25,6 +26,20 @@ pub fn decode(list: &[String]) -> Result<Vec<Vec<u8>>, Error> {
             Ok(bytes)
         })
         .collect()
+}
+
+/// The most images one request may carry: each is decoded to a bitmap of
+/// up to 192 MiB and encoded by the projector, so a request with hundreds
+/// would take the box's memory and minutes of compute.
+pub const MAX_IMAGES: usize = 16;
+
+fn check_count(n: usize) -> Result<(), Error> {
+    if n > MAX_IMAGES {
+        return Err(Error::Image(format!(
+            "too many images: {n}, at most {MAX_IMAGES} per request"
+        )));
+    }
+    Ok(())
 }
 
 /// The most pixels an image may have: decoded to RGB before it is scaled
@@ -174,6 +189,11 @@ fn tag_text(content: &str, first: usize, count: usize) -> String {
 /// Tags the images of `messages` into their text and decodes them; the
 /// images come back in tag order.
 pub fn tag(messages: &[Message]) -> Result<(Vec<Message>, Vec<Vec<u8>>), Error> {
+    let total = messages
+        .iter()
+        .map(|m| m.images.as_ref().map_or(0, Vec::len))
+        .fold(0usize, usize::saturating_add);
+    check_count(total)?;
     let mut images = Vec::new();
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {
@@ -330,5 +350,18 @@ mod tests {
         check("a [img-] [img-x] [img-1", "T(a [img-] [img-x] [img-1)");
         check("[img-[img-0]]", "T([img-)I(1)T(])");
         check("", "");
+    }
+
+    #[test]
+    fn images_per_request_are_capped() {
+        let png = vec!["iVBORw0KGgo=".to_string(); MAX_IMAGES + 1];
+        let e = decode(&png).unwrap_err();
+        assert!(e.to_string().starts_with("too many images: 17"), "{e}");
+        let m = Message {
+            role: "user".into(),
+            images: Some(vec!["iVBORw0KGgo=".into(); 9]),
+            ..Message::default()
+        };
+        assert!(tag(&[m.clone(), m]).is_err());
     }
 }
