@@ -40,6 +40,11 @@ pub const ALWAYS_KEEP: u64 = 64;
 /// The most elements a kept array may have; it bounds memory use with
 /// `keep_arrays` (each element costs ~32 bytes however small it is on disk).
 pub const MAX_KEPT_ELEMENTS: u64 = 1 << 26;
+/// The most array elements kept in one header, all arrays together: each
+/// becomes a ~48-byte value however small it is on disk, so a file of many
+/// small arrays would otherwise cost gigabytes. The largest real vocabulary
+/// (262k tokens with scores and types, plus merges) is under 1.5 million.
+pub const MAX_TOTAL_KEPT: u64 = 1 << 22;
 /// Ollama's `/api/show` blanks arrays longer than this unless `verbose`.
 const MODEL_INFO_SHORT: u64 = 5;
 
@@ -213,6 +218,7 @@ impl Gguf {
         let mut r = Reader {
             buf: bytes,
             pos: MAGIC.len(),
+            kept: 0,
         };
         let version = r.u32()?;
         // Version 1 used 32-bit counts and lengths; nothing still in use
@@ -558,6 +564,8 @@ fn read_array(r: &mut Reader<'_>, depth: u32, keep: bool) -> Result<ArrayValue, 
     let (elem_type, len) = array_header(r, depth)?;
     let values = if keep || len <= ALWAYS_KEEP {
         at_most("kept array length", len, MAX_KEPT_ELEMENTS)?;
+        r.kept = r.kept.saturating_add(len);
+        at_most("array elements in the header", r.kept, MAX_TOTAL_KEPT)?;
         let mut values = Vec::with_capacity(capacity(len));
         for _ in 0..len {
             values.push(read_value(r, elem_type, depth, keep)?);
@@ -597,6 +605,8 @@ fn skip_elements(r: &mut Reader<'_>, elem_type: u32, len: u64, depth: u32) -> Re
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Array elements kept so far, against [`MAX_TOTAL_KEPT`].
+    kept: u64,
 }
 
 impl<'a> Reader<'a> {

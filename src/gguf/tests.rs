@@ -400,3 +400,29 @@ fn real_models() {
         assert_eq!(n as u64, toks.len);
     }
 }
+
+#[test]
+fn many_small_arrays_are_capped_in_total() {
+    // 70,000 arrays of 64 one-byte elements: 4.5 million kept elements from
+    // a 7 MB header, over the total limit.
+    let arrays: u64 = 70_000;
+    let mut b = B::header(3, 0, arrays);
+    for i in 0..arrays {
+        b.str(&format!("k{i}"))
+            .u32(T_ARRAY)
+            .u32(T_U8)
+            .u64(ALWAYS_KEEP);
+        b.raw(&[1u8; ALWAYS_KEEP as usize]);
+    }
+    let bytes = b.v();
+    assert!(bytes.len() < 8 << 20);
+    match Gguf::parse(&bytes, false) {
+        Err(Error::TooLarge { what, limit, .. }) => {
+            assert_eq!(
+                (what, limit),
+                ("array elements in the header", MAX_TOTAL_KEPT)
+            );
+        }
+        other => panic!("expected TooLarge, got {:?}", other.map(|g| g.kv.len())),
+    }
+}
