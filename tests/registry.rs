@@ -1221,3 +1221,49 @@ fn pulls_from_a_keyed_box_need_its_key() {
     assert_eq!(body["status"], "success");
     assert!(!c.log().join("\n").contains("box-a-key-91c3"));
 }
+
+#[test]
+fn hostile_manifest_sizes_are_refused_before_anything_is_allocated() {
+    let b = Server::start();
+    let pull_with = |size: u64| {
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "digest": format!("sha256:{}", "1".repeat(64)), "size": 2},
+            "layers": [{"mediaType": "application/vnd.ollama.image.model",
+                        "digest": format!("sha256:{}", "2".repeat(64)), "size": size}],
+        })
+        .to_string();
+        let host = fake_registry(move |_| {
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.distribution.manifest.v2+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{manifest}",
+                manifest.len()
+            )
+        });
+        let started = Instant::now();
+        let answer = b.post(
+            "/api/pull",
+            json!({"model": format!("{host}/library/m:latest"), "insecure": true, "stream": false}),
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        answer
+    };
+    // 10^18 bytes: not a model file.
+    let (status, body) = pull_with(1_000_000_000_000_000_000);
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("claims")),
+        "{body}"
+    );
+    // 3 TiB: plausible, but more than the disk holds, with no budget set.
+    let (status, body) = pull_with(3 << 40);
+    assert_eq!(status, 507, "{body}");
+    // Nothing was left behind.
+    assert!(
+        std::fs::read_dir(b.models.join("blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+    );
+}

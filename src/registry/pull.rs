@@ -40,6 +40,12 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// A parted blob is cut into about this many parts (Ollama's count), each
 /// at least `Config::pull_part_bytes` and at most ten times that.
 const PARTS_PER_BLOB: u64 = 16;
+/// The largest layer a manifest may claim (4 TiB): past it a size is a lie,
+/// and trusting it would size allocations and files by it.
+const MAX_BLOB_BYTES: u64 = 4 << 40;
+/// The most parts one blob is cut into, whatever its size and the part
+/// setting (the part table is allocated up front).
+const MAX_PARTS: u64 = 4096;
 /// Parts of one blob downloaded at once. Fewer than Ollama's 16: an edge
 /// box's link and disk gain little past a few streams.
 const PART_WORKERS: usize = 4;
@@ -161,6 +167,12 @@ impl PullPlan {
             .iter()
             .chain(std::iter::once(&manifest.config))
         {
+            if layer.size > MAX_BLOB_BYTES {
+                return Err(Error::Manifest(format!(
+                    "layer {} claims {} bytes, more than any model file ({MAX_BLOB_BYTES})",
+                    layer.digest, layer.size
+                )));
+            }
             if !blobs.iter().any(|(d, _)| *d == layer.digest) {
                 blobs.push((layer.digest.clone(), layer.size));
             }
@@ -171,8 +183,15 @@ impl PullPlan {
             .iter()
             .filter(|(d, _)| !store.has_blob(d))
             .map(|(d, size)| size.saturating_sub(partial_len(store, d)))
-            .sum();
+            .fold(0, u64::saturating_add);
         store.ensure_room(missing)?;
+        // Without a budget the file system is the limit: refuse up front
+        // what it cannot hold.
+        if let Some(free) = store.free_space() {
+            if missing > free {
+                return Err(Error::Store(store::Error::DiskFull));
+            }
+        }
         Ok(PullPlan {
             name,
             repo_url,
@@ -418,6 +437,7 @@ impl PullPlan {
                 // every part is complete as far as the prefix reaches.
                 let part_size = (size / PARTS_PER_BLOB)
                     .clamp(self.part_bytes, self.part_bytes.saturating_mul(10))
+                    .max(size.div_ceil(MAX_PARTS))
                     .max(1);
                 let parts = size.div_ceil(part_size) as usize;
                 PartsRecord {

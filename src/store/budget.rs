@@ -10,6 +10,21 @@ use std::time::SystemTime;
 use super::{Digest, Error, Result, State, Store};
 
 impl Store {
+    /// Bytes the file system under the store still has for an unprivileged
+    /// writer, if it can say.
+    pub fn free_space(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.root().as_os_str().as_bytes()).ok()?;
+        // SAFETY: a plain C struct, valid when zeroed.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `statvfs` reads the NUL-terminated path, which lives across
+        // the call, and writes only into `st`, which we own.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+        #[allow(clippy::unnecessary_cast)] // the field types differ by target
+        let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+        (rc == 0).then_some(free)
+    }
+
     /// Checks that `bytes` more would fit the budget now (evicting
     /// unreferenced blobs if needed), without keeping a reservation: a pull
     /// refuses up front instead of failing halfway.
