@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the official `ollama` and `openai` Python packages against a real
+# Runs the official `ollama`, `openai` and `anthropic` Python packages against a real
 # hearth server (a fresh store, Gemma 3 270M from the test-model cache).
 # Called by scripts/test.sh after `cargo test`.
 set -euo pipefail
@@ -11,7 +11,7 @@ VENV="$HEARTH_CACHE/clients-venv"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV" 2>/dev/null || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$VENV"; }
 fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "ollama==0.6.3" "openai==3.57.0"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "ollama==0.6.3" "openai==3.57.0" "anthropic==2.17.0"
 cargo build --quiet
 STORE="$(mktemp -d)"
 LOG="$STORE/hearth.log"

@@ -4,6 +4,7 @@
 //! (for inference) the scheduler, and writes Ollama's JSON. Status codes come
 //! from `error.rs` only.
 
+mod anthropic;
 mod blobs;
 pub mod body;
 mod cors;
@@ -238,6 +239,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         p if p == "/v2" || p.starts_with("/v2/") => {
             registry::serve(state, &m, p, query.as_deref(), range.as_ref(), body).await
         }
+        p if p.starts_with("/v1/messages") => Ok(anthropic::route(state, &m, p, body).await),
         p if p.starts_with("/v1/") => Ok(openai::route(state, &m, p, body).await),
         p if p.starts_with("/api/blobs/") && m == head => {
             blobs::head(state, &p["/api/blobs/".len()..])

@@ -18,6 +18,7 @@ use crate::gguf::Gguf;
 use crate::infer::model::{capabilities, template_text};
 use crate::model::ModelName;
 use crate::options;
+use crate::prompt::DEFAULT_TEMPLATE;
 use crate::store::manifest::{self as mf, ConfigBlob, Manifest};
 use crate::store::{self, Store};
 
@@ -159,10 +160,6 @@ fn show_value(
         modified_at: rfc3339(entry.modified),
     })
 }
-
-/// The template of a model without one, as Ollama shows it
-/// (`template.DefaultTemplate` in Ollama's `template/template.go`).
-const DEFAULT_TEMPLATE: &str = "{{ .Prompt }}";
 
 /// A Modelfile value as Ollama writes it (`quote` in its
 /// `parser/parser.go`, v0.33): bare unless it holds a newline or starts or

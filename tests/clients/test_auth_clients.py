@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 
+import anthropic
 import openai
 
 URL = os.environ["HEARTH_URL"]
@@ -96,12 +97,26 @@ def openai_with_wrong_key():
     raise AssertionError("a wrong key listed models")
 
 
+def anthropic_keys():
+    ok = anthropic.Anthropic(base_url=URL, api_key=INFERENCE)
+    m = ok.messages.create(model="gemma3:270m", max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
+    assert m.role == "assistant", m
+    bad = anthropic.Anthropic(base_url=URL, api_key="not-a-key")
+    try:
+        bad.messages.create(model="gemma3:270m", max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
+    except anthropic.AuthenticationError as e:
+        assert e.body["error"]["type"] == "authentication_error", e.body
+        return
+    raise AssertionError("a wrong key was accepted on /v1/messages")
+
+
 for name, fn in [
     ("ollama: no key is 401", without_key_is_refused),
     ("ollama: admin key creates", admin_key_creates),
     ("ollama: inference key runs, delete is 403", inference_key_runs_but_cannot_delete),
     ("openai: inference key chats and lists", openai_with_inference_key),
     ("openai: wrong key is AuthenticationError", openai_with_wrong_key),
+    ("anthropic: inference key works, wrong key is AuthenticationError", anthropic_keys),
 ]:
     check(name, fn)
 print(f"python clients with API keys: {passed} passed, {failed} failed")

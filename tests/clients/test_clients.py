@@ -1,5 +1,6 @@
 """Official client libraries against a running hearth: the `ollama` package
-on the native API and the `openai` package on /v1.
+on the native API, the `openai` package on /v1 and the `anthropic` package
+on /v1/messages.
 
 Run by scripts/test-clients.sh, which starts the server (HEARTH_URL) with an
 empty store. Prints one line per check and a closing "N passed, N failed".
@@ -9,6 +10,7 @@ import hashlib
 import os
 import sys
 
+import anthropic
 import ollama
 import openai
 
@@ -43,6 +45,7 @@ def check(name, fn):
 
 client = ollama.Client(host=URL)
 oai = openai.OpenAI(base_url=URL + "/v1", api_key="ollama")
+ant = anthropic.Anthropic(base_url=URL, api_key="ollama")
 
 
 def create():
@@ -148,6 +151,72 @@ def openai_errors():
     raise AssertionError("no NotFoundError")
 
 
+def anthropic_messages():
+    m = ant.messages.create(model="gemma3:270m", max_tokens=8, system="You are terse.",
+                            messages=[{"role": "user", "content": "Name a color."}])
+    assert m.type == "message" and m.role == "assistant", m
+    assert m.content and m.content[0].type == "text", m
+    assert m.stop_reason in ("end_turn", "max_tokens"), m.stop_reason
+    assert m.usage.input_tokens > 0 and m.usage.output_tokens > 0, m.usage
+
+
+def anthropic_stream():
+    kinds, text = [], ""
+    with ant.messages.stream(model="gemma3:270m", max_tokens=8,
+                             messages=[{"role": "user", "content": "Name a color."}]) as stream:
+        for event in stream:
+            kinds.append(event.type)
+        final = stream.get_final_message()
+    text = "".join(b.text for b in final.content if b.type == "text")
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop", kinds
+    assert "content_block_start" in kinds and "message_delta" in kinds, kinds
+    assert text and final.usage.output_tokens > 0, final
+
+
+TOOLS_TEMPLATE = """{{- if .Tools }}<start_of_turn>user
+You can call these functions by answering with JSON {"name": ..., "arguments": {...}}:
+{{ range .Tools }}{{ .Function.Name }}: {{ .Function.Description }}
+{{ end }}<end_of_turn>
+{{ end }}
+{{- range $i, $_ := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if eq .Role "user" }}<start_of_turn>user
+{{ .Content }}<end_of_turn>
+{{ if $last }}<start_of_turn>model
+{{ end }}
+{{- else if eq .Role "assistant" }}<start_of_turn>model
+{{ .Content }}<end_of_turn>
+{{ else if eq .Role "tool" }}<start_of_turn>user
+Result: {{ .Content }}<end_of_turn>
+<start_of_turn>model
+{{ end }}
+{{- end }}"""
+
+
+def anthropic_tools_and_tokens():
+    client.create(model="gemma-tools", from_="gemma3:270m", template=TOOLS_TEMPLATE)
+    tools = [{"name": "get_weather", "description": "Weather in a city",
+              "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    # A few-shot turn with a tool call and its result goes back in.
+    m = ant.messages.create(model="gemma-tools", max_tokens=8, tools=tools, messages=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                           "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny"}]}])
+    assert m.stop_reason in ("end_turn", "max_tokens", "tool_use"), m
+    n = ant.messages.count_tokens(model="gemma3:270m", messages=[{"role": "user", "content": "Hello there"}])
+    assert n.input_tokens > 2, n
+
+
+def anthropic_errors():
+    try:
+        ant.messages.create(model="ghost", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+    except anthropic.NotFoundError as e:
+        assert e.body["error"]["type"] == "not_found_error", e.body
+        return
+    raise AssertionError("no NotFoundError")
+
+
 def delete():
     client.copy("gemma3:270m", "copy:1")
     client.delete("copy:1")
@@ -158,7 +227,9 @@ for name, fn in [("create with blobs", create), ("list and show", listing), ("ch
                  ("chat stream", chat_stream), ("generate", generate), ("ps", ps),
                  ("structured output", structured), ("errors", errors), ("openai chat", openai_chat),
                  ("openai stream", openai_stream), ("logprobs", logprobs), ("openai models", openai_models),
-                 ("openai errors", openai_errors), ("copy and delete", delete)]:
+                 ("openai errors", openai_errors), ("anthropic messages", anthropic_messages),
+                 ("anthropic stream", anthropic_stream), ("anthropic tools and count_tokens", anthropic_tools_and_tokens),
+                 ("anthropic errors", anthropic_errors), ("copy and delete", delete)]:
     check(name, fn)
 
 print(f"python clients: {passed} passed, {failed} failed")
