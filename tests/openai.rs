@@ -111,6 +111,25 @@ fn models_and_errors() {
     assert!(v["error"]["message"]
         .as_str()
         .is_some_and(|m| m.contains("ghost")));
+    // reasoning_effort is the native `think`: a level on a model that
+    // cannot think is refused as natively, a bad level is a 400 too.
+    let chat = |effort: &str| {
+        s.post(
+            "/v1/chat/completions",
+            json!({"model": "gemma3:270m", "reasoning_effort": effort,
+                   "messages": [{"role": "user", "content": "hi"}]}),
+        )
+    };
+    let (status, v) = chat("high");
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("does not support thinking")),
+        "{v}"
+    );
+    let (status, v) = chat("extreme");
+    assert_eq!(status, 400, "{v}");
     let (status, v) = s.post(
         "/v1/chat/completions",
         json!({"model": "gemma3:270m", "messages": []}),

@@ -354,6 +354,10 @@ async fn chat_completions(
         settings: Settings {
             logprobs: req.logprobs,
             top_logprobs: req.top_logprobs,
+            think: req.reasoning_effort.as_deref().map(|e| match e {
+                "none" => Value::Bool(false),
+                level => Value::String(level.to_string()),
+            }),
             format: format_of(req.response_format.as_ref()),
             stream: Some(req.sampling.stream.unwrap_or(false)),
             options: Some(req.sampling.options()?),

@@ -89,6 +89,9 @@ pub(super) struct ChatCompletionRequest {
     pub(super) logprobs: Option<bool>,
     #[serde(default)]
     pub(super) top_logprobs: Option<i64>,
+    /// `none`, `low`, `medium` or `high`: native `think` (off, or a level).
+    #[serde(default)]
+    pub(super) reasoning_effort: Option<String>,
     #[serde(flatten)]
     pub(super) sampling: Sampling,
 }
