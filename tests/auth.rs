@@ -40,6 +40,34 @@ fn call_as(
     (status, challenge, r.into_string().unwrap_or_default())
 }
 
+/// Every route that changes the store, with a body each accepts.
+fn management_routes() -> Vec<(&'static str, String, Value)> {
+    vec![
+        (
+            "POST",
+            "/api/create".into(),
+            json!({"model": "x", "from": "gemma3:270m"}),
+        ),
+        (
+            "POST",
+            "/api/copy".into(),
+            json!({"source": "gemma3:270m", "destination": "y"}),
+        ),
+        (
+            "DELETE",
+            "/api/delete".into(),
+            json!({"model": "gemma3:270m"}),
+        ),
+        ("POST", "/api/pull".into(), json!({"model": "x"})),
+        ("POST", "/api/push".into(), json!({"model": "gemma3:270m"})),
+        (
+            "POST",
+            format!("/api/blobs/sha256:{}", "0".repeat(64)),
+            json!({}),
+        ),
+    ]
+}
+
 fn status_as(s: &Server, key: Option<&str>, method: &str, path: &str, body: Value) -> u16 {
     let body = (method != "GET" && method != "HEAD").then_some(&body);
     call_as(s, key, method, path, body).0
@@ -124,26 +152,8 @@ fn keys_guard_every_kind_of_route() {
         );
         assert_eq!(status, 200, "{text}");
     }
-    for (m, p, body) in [
-        (
-            "POST",
-            "/api/create",
-            json!({"model": "x", "from": "gemma3:270m"}),
-        ),
-        (
-            "POST",
-            "/api/copy",
-            json!({"source": "gemma3:270m", "destination": "y"}),
-        ),
-        ("DELETE", "/api/delete", json!({"model": "gemma3:270m"})),
-        ("POST", "/api/pull", json!({"model": "x"})),
-        ("POST", "/api/push", json!({"model": "gemma3:270m"})),
-        (
-            "POST",
-            &format!("/api/blobs/sha256:{}", "0".repeat(64)),
-            json!({}),
-        ),
-    ] {
+    for (m, p, body) in management_routes() {
+        let p = p.as_str();
         let (status, challenge, text) = call_as(&s, Some(INFER), m, p, Some(&body));
         assert_eq!(status, 403, "{m} {p}: {text}");
         assert!(challenge.is_none());
@@ -250,25 +260,8 @@ fn read_only_boxes_run_models_and_change_nothing() {
         &models,
         &[("HEARTH_READ_ONLY", "1"), ("HEARTH_API_KEYS", ADMIN)],
     );
-    for (m, p, body) in [
-        (
-            "POST",
-            "/api/create",
-            json!({"model": "x", "from": "gemma3:270m"}),
-        ),
-        (
-            "POST",
-            "/api/copy",
-            json!({"source": "gemma3:270m", "destination": "y"}),
-        ),
-        ("DELETE", "/api/delete", json!({"model": "gemma3:270m"})),
-        ("POST", "/api/pull", json!({"model": "x"})),
-        (
-            "POST",
-            &format!("/api/blobs/sha256:{}", "0".repeat(64)),
-            json!({}),
-        ),
-    ] {
+    for (m, p, body) in management_routes() {
+        let p = p.as_str();
         // Refused for the admin key too.
         let (status, _, text) = call_as(&s, Some(ADMIN), m, p, Some(&body));
         assert_eq!(status, 403, "{m} {p}: {text}");

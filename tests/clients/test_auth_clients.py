@@ -8,10 +8,11 @@ one. Prints one line per check and a closing "N passed, N failed".
 import hashlib
 import importlib
 import os
-import sys
 
 import anthropic
 import openai
+
+from checks import Checks
 
 URL = os.environ["HEARTH_URL"]
 ADMIN = os.environ["ADMIN_KEY"]
@@ -19,18 +20,7 @@ INFERENCE = os.environ["INFERENCE_KEY"]
 MODELS = os.environ.get("HEARTH_TEST_MODELS", os.path.expanduser("~/.cache/hearth/models"))
 GEMMA = os.path.join(MODELS, "gemma3-270m-q4_k_m.gguf")
 
-passed, failed = 0, 0
-
-
-def check(name, fn):
-    global passed, failed
-    try:
-        fn()
-        passed += 1
-        print(f"ok   {name}")
-    except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run
-        failed += 1
-        print(f"FAIL {name}: {type(e).__name__}: {e}")
+checks = Checks()
 
 
 def ollama_client(key):
@@ -118,6 +108,5 @@ for name, fn in [
     ("openai: wrong key is AuthenticationError", openai_with_wrong_key),
     ("anthropic: inference key works, wrong key is AuthenticationError", anthropic_keys),
 ]:
-    check(name, fn)
-print(f"python clients with API keys: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+    checks.run(name, fn)
+checks.finish("python clients with API keys")

@@ -8,11 +8,12 @@ empty store. Prints one line per check and a closing "N passed, N failed".
 
 import hashlib
 import os
-import sys
 
 import anthropic
 import ollama
 import openai
+
+from checks import Checks
 
 URL = os.environ["HEARTH_URL"]
 MODELS = os.environ.get("HEARTH_TEST_MODELS", os.path.expanduser("~/.cache/hearth/models"))
@@ -29,18 +30,7 @@ TEMPLATE = """{{- range $i, $_ := .Messages }}
 {{- end }}
 {{- end }}"""
 
-passed, failed = 0, 0
-
-
-def check(name, fn):
-    global passed, failed
-    try:
-        fn()
-        passed += 1
-        print(f"ok   {name}")
-    except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run
-        failed += 1
-        print(f"FAIL {name}: {type(e).__name__}: {e}")
+checks = Checks()
 
 
 client = ollama.Client(host=URL)
@@ -230,7 +220,6 @@ for name, fn in [("create with blobs", create), ("list and show", listing), ("ch
                  ("openai errors", openai_errors), ("anthropic messages", anthropic_messages),
                  ("anthropic stream", anthropic_stream), ("anthropic tools and count_tokens", anthropic_tools_and_tokens),
                  ("anthropic errors", anthropic_errors), ("copy and delete", delete)]:
-    check(name, fn)
+    checks.run(name, fn)
 
-print(f"python clients: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+checks.finish("python clients")
