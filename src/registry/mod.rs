@@ -1,6 +1,7 @@
 //! The registry side of hearth, in one place: pulling models from a
 //! registry (`pull.rs`), pushing them to one (`push.rs`), the signed token
-//! exchange and HTTP session both use (`auth.rs`), and what the `/v2`
+//! exchange both use (`auth.rs`), the HTTP session that carries their
+//! requests (`session.rs`), and what the `/v2`
 //! endpoints of this box's own registry do with the store (`serve.rs`:
 //! upload sessions, manifests accepted only when their blobs are here).
 //!
@@ -12,3 +13,4 @@ pub mod auth;
 pub mod pull;
 pub mod push;
 pub mod serve;
+pub mod session;

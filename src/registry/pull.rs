@@ -13,7 +13,7 @@
 //! whole blob is hashed before it becomes visible. It leaves HTTP serving and status codes to `api` and
 //! `error.rs`, and every byte on disk to the store (`partial_writer`,
 //! `write_manifest_raw`). A registry that asks for a token gets one through
-//! `crate::registry::auth::Session`.
+//! `crate::registry::session::Session`.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::model::{InvalidName, ModelName};
 use crate::progress::Progress;
-use crate::registry::auth::{self, Failure, Session};
+use crate::registry::auth;
+use crate::registry::session::{Failure, Session};
 use crate::store::{self, Digest, Manifest, RangedWriter, Store};
 
 /// Connecting to a registry is quick or not at all; an unreachable one

@@ -8,7 +8,7 @@
 //! This is the client side only, blocking `ureq` run on a blocking thread by
 //! the caller, as `crate::registry::pull` is. The serving side (the upload endpoints)
 //! is the api's registry module (`/v2/`). A registry that asks for a token gets one through
-//! `crate::registry::auth::Session` (Ollama's ed25519-signed token request).
+//! `crate::registry::session::Session` (Ollama's ed25519-signed token request).
 //! Cross-repository mounts and chunked uploads are not implemented.
 
 use std::fs::File;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::model::{InvalidName, ModelName};
 use crate::progress::Progress;
-use crate::registry::auth::{Failure, Session};
+use crate::registry::session::{Failure, Session};
 use crate::store::{self, manifest::MANIFEST_MEDIA_TYPE, Digest, Manifest, Store};
 
 /// Connecting to a registry is quick or not at all.
