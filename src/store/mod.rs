@@ -284,6 +284,9 @@ impl Store {
             let mut f = File::open(path).map_err(io_err("open adopted file"))?;
             let mut hasher = Sha256::new();
             io::copy(&mut f, &mut hasher).map_err(io_err("hash adopted file"))?;
+            // The bytes reach the disk before the name does, as for every
+            // other blob: a crash must not leave a blob of zeros.
+            f.sync_all().map_err(io_err("sync adopted file"))?;
             let digest = Digest::from_hasher(hasher);
             let target = self.blob_path(&digest);
             let mut st = self.state();
@@ -291,7 +294,12 @@ impl Store {
                 return Ok((digest, size, false));
             }
             fs::rename(path, &target).map_err(io_err("rename blob into place"))?;
-            st.used += size;
+            if let Some(dir) = target.parent() {
+                if let Ok(d) = File::open(dir) {
+                    let _ = d.sync_all();
+                }
+            }
+            st.used = st.used.saturating_add(size);
             Ok((digest, size, true))
         })();
         self.release(size);
