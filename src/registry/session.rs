@@ -207,6 +207,10 @@ impl Session {
         build: &dyn Fn(&ureq::Agent) -> ureq::Request,
     ) -> Result<ureq::Response, Failure> {
         let mut resp = self.send(build, &mut |r| r.call().map_err(Box::new))?;
+        if !(300..400).contains(&resp.status()) {
+            return Ok(resp);
+        }
+        // A redirect: the request again, for its method, URL and headers.
         let template = build(&self.agent);
         if !matches!(template.method(), "GET" | "HEAD") {
             return Ok(resp);

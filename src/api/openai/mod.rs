@@ -359,9 +359,7 @@ async fn chat_completions(
                 level => Value::String(level.to_string()),
             }),
             format: format_of(req.response_format.as_ref()),
-            stream: Some(req.sampling.stream.unwrap_or(false)),
-            options: Some(req.sampling.options()?),
-            ..Settings::default()
+            ..req.sampling.settings()?
         },
     };
     match prepare_chat(state, native).await? {
@@ -391,9 +389,7 @@ async fn completions(state: &Arc<AppState>, body: Incoming) -> Result<Response<B
         settings: Settings {
             logprobs: req.logprobs.map(|n| n > 0),
             top_logprobs: req.logprobs.filter(|&n| n > 0),
-            stream: Some(req.sampling.stream.unwrap_or(false)),
-            options: Some(req.sampling.options()?),
-            ..Settings::default()
+            ..req.sampling.settings()?
         },
         ..GenerateRequest::default()
     };

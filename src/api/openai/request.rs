@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::super::types::Message;
+use super::super::types::{Message, Settings};
 use crate::error::ApiError;
 
 /// Fields the two completion endpoints share.
@@ -66,6 +66,16 @@ impl Sampling {
             o.insert("presence_penalty".into(), json!(p));
         }
         Ok(o)
+    }
+
+    /// The native settings both endpoints send: not streamed unless asked,
+    /// and the options above.
+    pub(super) fn settings(&self) -> Result<Settings, ApiError> {
+        Ok(Settings {
+            stream: Some(self.stream.unwrap_or(false)),
+            options: Some(self.options()?),
+            ..Settings::default()
+        })
     }
 
     pub(super) fn include_usage(&self) -> bool {
