@@ -78,6 +78,18 @@ pub struct Config {
     /// API keys of other hearth boxes, sent on pulls from and pushes to
     /// them (`HEARTH_REGISTRY_KEYS=host:port=key,...`).
     pub registry_keys: Vec<(String, Secret)>,
+    /// How long a connection may sit without sending a whole request head,
+    /// before its first request or between keep-alive requests
+    /// (`HEARTH_IDLE_TIMEOUT`, default 30 s).
+    pub idle_timeout: Duration,
+    /// How long a write to a client may make no progress before the
+    /// connection is dropped and its generation stopped
+    /// (`HEARTH_WRITE_TIMEOUT`, default 30 s): a client that stops reading
+    /// frees its slot.
+    pub write_timeout: Duration,
+    /// Connections open at once (`HEARTH_MAX_CONNECTIONS`; default from the
+    /// file-descriptor limit); one client address may hold half of them.
+    pub max_connections: Option<usize>,
 }
 
 impl Config {
@@ -174,7 +186,27 @@ impl Config {
                 None
             }
         };
+        let timeout = |k: &str, default: u64| -> Duration {
+            match var(k) {
+                None => Duration::from_secs(default),
+                Some(v) => {
+                    match parse_go_duration(&v).or_else(|_| v.parse::<f64>()) {
+                        Ok(secs) if secs > 0.0 => Duration::from_secs_f64(secs.min(1e9)),
+                        _ => {
+                            log::warn!("{k}={v:?} is not a positive duration such as 30s; using {default}s");
+                            Duration::from_secs(default)
+                        }
+                    }
+                }
+            }
+        };
         Config {
+            idle_timeout: timeout("HEARTH_IDLE_TIMEOUT", 30),
+            write_timeout: timeout("HEARTH_WRITE_TIMEOUT", 30),
+            max_connections: match num("HEARTH_MAX_CONNECTIONS", 0) {
+                0 => None,
+                n => Some(usize::try_from(n).unwrap_or(usize::MAX).max(2)),
+            },
             api_keys: keys("HEARTH_API_KEYS"),
             inference_keys: keys("HEARTH_INFERENCE_KEYS"),
             api_keys_file: var("HEARTH_API_KEYS_FILE").map(PathBuf::from),

@@ -5,11 +5,11 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{inference_lock, parse, Server};
+use crate::harness::{inference_lock, parse, wait_for, Server};
 
 const ADMIN: &str = "adm-7c1f0b2e9d";
 const ADMIN2: &str = "adm-second-5a";
@@ -183,14 +183,6 @@ fn keys_guard_every_kind_of_route() {
     );
     for k in [ADMIN, ADMIN2, INFER, "wrong-key"] {
         assert!(!log.contains(k), "{k} in the log");
-    }
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -48,6 +48,19 @@ pub fn inference_lock() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
+/// Polls `done` until it holds, failing the test after 20 s: for state the
+/// server reaches on its own (a log line, a model unloaded).
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running server with its own store.
 pub struct Server {
     child: Child,

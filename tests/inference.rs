@@ -6,21 +6,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{gemma, inference_lock, parse, smollm, Server};
+use crate::harness::{gemma, inference_lock, parse, smollm, wait_for, Server};
 
 fn response_text(v: &Value) -> String {
     v["response"]
         .as_str()
         .map(str::to_string)
         .unwrap_or_default()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn ps_names(s: &Server) -> Vec<String> {

@@ -7,6 +7,7 @@ mod auth;
 mod blobs;
 mod cli;
 mod embed;
+mod hostile;
 mod inference;
 mod models;
 mod openai;

@@ -3,6 +3,8 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -19,13 +21,59 @@ use crate::error::ApiError;
 /// The largest JSON request body accepted (images arrive base64 inside JSON).
 pub const MAX_JSON_BYTES: usize = 64 << 20;
 
+/// The most bytes a streamed answer may have queued for a client that is
+/// not reading them; past it the client counts as gone and its generation
+/// stops (the write timeout catches a client that reads nothing at all).
+pub const MAX_QUEUED_BYTES: usize = 4 << 20;
+
 /// A response body: whole, or streamed from a channel.
 #[derive(Debug)]
 pub enum Body {
     /// Sent at once.
     Full(Option<Bytes>),
-    /// One chunk per message; ends when every sender is dropped.
-    Stream(mpsc::UnboundedReceiver<Bytes>),
+    /// One chunk per message; ends when every sender is dropped. `queued`
+    /// counts the bytes sent and not yet handed to hyper.
+    Stream {
+        rx: mpsc::UnboundedReceiver<Bytes>,
+        queued: Arc<AtomicUsize>,
+    },
+}
+
+impl Body {
+    /// A body streamed from a channel whose sender bounds itself (as the
+    /// registry's blob reader does with read-ahead permits).
+    pub fn stream(rx: mpsc::UnboundedReceiver<Bytes>) -> Body {
+        Body::Stream {
+            rx,
+            queued: Arc::default(),
+        }
+    }
+}
+
+/// The sending half of a streamed body: a chunk that would take the bytes
+/// queued past [`MAX_QUEUED_BYTES`] is refused, as if the client had gone.
+#[derive(Debug, Clone)]
+pub struct StreamTx {
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A chunk was not queued: the client is gone or has stopped reading.
+#[derive(Debug)]
+pub struct Gone;
+
+impl StreamTx {
+    /// Queues a chunk for the client.
+    pub fn send(&self, chunk: Bytes) -> Result<(), Gone> {
+        let n = chunk.len();
+        let before = self.queued.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            log::info!("a client stopped reading its stream ({before} bytes unread); ending it");
+            return Err(Gone);
+        }
+        self.tx.send(chunk).map_err(|_| Gone)
+    }
 }
 
 impl hyper::body::Body for Body {
@@ -38,7 +86,12 @@ impl hyper::body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match &mut *self {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            Body::Stream { rx, queued } => rx.poll_recv(cx).map(|o| {
+                o.map(|b| {
+                    queued.fetch_sub(b.len(), Ordering::Relaxed);
+                    Ok(Frame::data(b))
+                })
+            }),
         }
     }
 
@@ -50,7 +103,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Full(Some(b)) => hyper::body::SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => hyper::body::SizeHint::with_exact(0),
-            Body::Stream(_) => hyper::body::SizeHint::default(),
+            Body::Stream { .. } => hyper::body::SizeHint::default(),
         }
     }
 }
@@ -88,12 +141,16 @@ pub fn empty_ok() -> Response<Body> {
 
 /// A streaming NDJSON response and the sender that feeds it.
 ///
-/// The channel is unbounded so producers never block (the runner thread must
-/// not wait on a slow client); what it can hold is bounded by the
-/// generation's own length.
-pub fn ndjson_stream() -> (mpsc::UnboundedSender<Bytes>, Response<Body>) {
+/// Producers never block (the runner thread must not wait on a slow
+/// client); what the channel holds is bounded in bytes by [`StreamTx`].
+pub fn ndjson_stream() -> (StreamTx, Response<Body>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut r = Response::new(Body::Stream(rx));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let tx = StreamTx {
+        tx,
+        queued: Arc::clone(&queued),
+    };
+    let mut r = Response::new(Body::Stream { rx, queued });
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),

@@ -7,6 +7,7 @@
 mod anthropic;
 mod blobs;
 pub mod body;
+mod conn;
 mod cors;
 mod embed;
 mod guard;
@@ -34,9 +35,6 @@ use tokio::net::TcpListener;
 use crate::error::ApiError;
 use body::{response, Body};
 
-/// How long a client may take to send a request's headers (a connection
-/// that sends nothing holds a socket and a task, nothing more, and goes).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause after a failed accept (out of file descriptors, say): without
@@ -53,9 +51,15 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     reload_keys_on_sighup(Arc::clone(&state));
+    let config = &state.config;
+    // The header-read timeout also closes keep-alive connections that stay
+    // idle (hyper starts it again after each response).
     let mut http = http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(config.idle_timeout);
+    let write_timeout = config.write_timeout;
+    let limits = conn::Limits::new(config.max_connections);
+    log::debug!("at most {} connections at once", limits.max_total());
     let mut failed_accepts = 0u64;
     loop {
         tokio::select! {
@@ -72,12 +76,20 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let Some(place) = limits.admit(peer.ip()) else {
+                    log::debug!("refused a connection from {peer}: too many open");
+                    tokio::spawn(conn::refuse(stream));
+                    continue;
+                };
+                conn::cap_send_buffer(&stream);
+                let stream = conn::WriteDeadline::new(stream, write_timeout);
                 let state = Arc::clone(&state);
                 let svc = service_fn(move |req| handle(Arc::clone(&state), req, peer));
                 let watcher = graceful.watcher();
                 let http = http.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
+                    let _place = place;
                     let result = match tls {
                         None => watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await,
                         Some(acceptor) => {
@@ -98,7 +110,14 @@ pub async fn serve(
                         }
                     };
                     if let Err(e) = result {
-                        log::debug!("connection from {peer}: {e}");
+                        let stalled = std::error::Error::source(&e)
+                            .and_then(|s| s.downcast_ref::<std::io::Error>())
+                            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+                        if stalled {
+                            log::info!("dropped {peer}: it stopped reading its answer");
+                        } else {
+                            log::debug!("connection from {peer}: {e}");
+                        }
                     }
                 });
             }

@@ -414,7 +414,7 @@ async fn blob(
         Body::Full(None)
     } else {
         let file = tokio::fs::File::open(&path).await.map_err(|_| unknown())?;
-        Body::Stream(stream_file(file, start, end - start))
+        Body::stream(stream_file(file, start, end - start))
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;

@@ -90,7 +90,7 @@ fn sse(v: &impl Serialize) -> Bytes {
     Bytes::from(format!("data: {json}\n\n"))
 }
 
-fn sse_response() -> (tokio::sync::mpsc::UnboundedSender<Bytes>, Response<Body>) {
+fn sse_response() -> (body::StreamTx, Response<Body>) {
     let (tx, mut resp) = body::ndjson_stream();
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -1,0 +1,171 @@
+//! Hostile clients against the real server: connections that send nothing,
+//! stay idle, or stop reading, and more connections than the cap. Each gets
+//! a bounded answer (or a closed socket) within seconds, and the server
+//! keeps serving everyone else.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::{inference_lock, smollm, wait_for, Server};
+
+/// The server's socket address.
+fn addr(s: &Server) -> SocketAddr {
+    s.base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("server address")
+}
+
+/// A TCP connection to the server from a chosen loopback address (Linux
+/// routes all of 127/8 to lo), with a receive buffer of `rcvbuf` bytes when
+/// given, so a test can act as a second client machine or a slow reader.
+fn connect_from(s: &Server, from: [u8; 4], rcvbuf: Option<u32>) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let target = addr(s);
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(n) = rcvbuf {
+            socket.set_recv_buffer_size(n).expect("SO_RCVBUF");
+        }
+        socket
+            .bind(SocketAddr::from((from, 0)))
+            .expect("bind a loopback source address");
+        let stream = socket.connect(target).await.expect("connect");
+        stream.into_std().expect("std stream")
+    });
+    // `into_std` leaves the socket non-blocking; the tests read it blocking.
+    stream.set_nonblocking(false).expect("blocking socket");
+    stream
+}
+
+/// Reads until the server closes the connection (or `limit` passes) and
+/// returns what came and how long the close took.
+fn read_to_close(stream: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(limit)).expect("read timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server kept the connection open past {limit:?}: {e}"),
+        }
+    }
+    (
+        String::from_utf8_lossy(&got).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// `GET /` on a fresh connection, and how long it took.
+fn timed_root(s: &Server) -> Duration {
+    let started = Instant::now();
+    let (status, body) = s.call("GET", "/", None);
+    assert_eq!(status, 200, "{body}");
+    started.elapsed()
+}
+
+#[test]
+fn half_sent_and_idle_connections_are_closed() {
+    let s = Server::start_with(&[("HEARTH_IDLE_TIMEOUT", "1s")]);
+    // Half a request line, then nothing: closed after the idle timeout.
+    let mut half = connect_from(&s, [127, 0, 0, 1], None);
+    half.write_all(b"GET / HTTP/1.1\r\nHo").expect("write");
+    let (_, took) = read_to_close(&mut half, Duration::from_secs(10));
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    // A keep-alive connection that got its answer and then sends nothing.
+    let mut idle = connect_from(&s, [127, 0, 0, 1], None);
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("write");
+    let (answer, took) = read_to_close(&mut idle, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("Ollama is running"), "{answer}");
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    assert!(timed_root(&s) < Duration::from_millis(200));
+}
+
+#[test]
+fn connections_over_the_cap_are_refused_and_other_clients_still_get_in() {
+    // A cap of 8: one address may hold 4.
+    let s = Server::start_with(&[("HEARTH_MAX_CONNECTIONS", "8")]);
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| connect_from(&s, [127, 0, 0, 2], None))
+        .collect();
+    let mut fifth = connect_from(&s, [127, 0, 0, 2], None);
+    let (answer, took) = read_to_close(&mut fifth, Duration::from_secs(10));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too many open connections"), "{answer}");
+    // Another address still gets in, quickly, while the four are held.
+    let root = timed_root(&s);
+    assert!(root < Duration::from_millis(200), "{root:?}");
+    // A place given back is free again.
+    drop(held);
+    let mut again = connect_from(&s, [127, 0, 0, 2], None);
+    let started = Instant::now();
+    loop {
+        again
+            .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let (answer, _) = read_to_close(&mut again, Duration::from_secs(10));
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        // The server may not have seen the four close yet.
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never let in again"
+        );
+        again = connect_from(&s, [127, 0, 0, 2], None);
+    }
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_and_its_slot_freed() {
+    let _lock = inference_lock();
+    let s = Server::start_with(&[("HEARTH_WRITE_TIMEOUT", "2s"), ("OLLAMA_NUM_PARALLEL", "1")]);
+    s.create_linked("smollm2:135m", &smollm(), json!({}));
+    // A streamed answer with 20 alternatives per token (a few KB a chunk)
+    // to a client with a tiny receive window that never reads.
+    let body = json!({"model": "smollm2:135m", "prompt": "Write a very long essay about rivers.",
+                      "logprobs": true, "top_logprobs": 20,
+                      "options": {"num_predict": 20000, "num_ctx": 2048}})
+    .to_string();
+    let mut stalled = connect_from(&s, [127, 0, 0, 1], Some(4096));
+    write!(
+        stalled,
+        "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the request");
+    // Its answer has started (the slot is taken); from here it reads no more.
+    let mut head = [0u8; 64];
+    let n = stalled.read(&mut head).expect("the answer's head");
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+    // With one slot, this waits for the stalled one: it is answered only
+    // because the server gave up on the client that stopped reading.
+    let started = Instant::now();
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "smollm2:135m", "prompt": "Hi", "stream": false, "options": {"num_predict": 4}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_for("the log to say why the client was dropped", || {
+        s.log().iter().any(|l| l.contains("stopped reading"))
+    });
+    drop(stalled);
+}
