@@ -169,3 +169,75 @@ fn a_client_that_stops_reading_is_dropped_and_its_slot_freed() {
     });
     drop(stalled);
 }
+
+/// The server's resident memory in MiB, from /proc.
+fn rss_mib(s: &Server) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", s.pid())).expect("/proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kib / 1024
+}
+
+/// While a hostile request runs: `GET /` on fresh connections and the
+/// server's RSS, sampled until `f` returns. Returns `f`'s result, the
+/// slowest `GET /` and the RSS growth in MiB.
+fn watching<T>(s: &Server, f: impl FnOnce() -> T) -> (T, Duration, u64) {
+    let before = rss_mib(s);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let probe = scope.spawn(|| {
+            let (mut slowest, mut peak) = (Duration::ZERO, before);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                slowest = slowest.max(timed_root(s));
+                peak = peak.max(rss_mib(s));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (slowest, peak)
+        });
+        let out = f();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (slowest, peak) = probe.join().expect("probe thread");
+        (out, slowest, peak.saturating_sub(before))
+    })
+}
+
+#[test]
+fn a_fifty_thousand_message_chat_is_truncated_in_bounded_time() {
+    let _lock = inference_lock();
+    let s = Server::start();
+    s.create_linked("smollm2:135m", &smollm(), json!({}));
+    // Load it first, so the RSS growth is the request's.
+    let (status, v) = s.post(
+        "/api/chat",
+        json!({"model": "smollm2:135m", "messages": [], "options": {"num_ctx": 512}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let messages: Vec<_> = (0..50_000)
+        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("message {i}: tell me more")}))
+        .collect();
+    let started = Instant::now();
+    let ((status, v), slowest, grown) = watching(&s, || {
+        s.post(
+            "/api/chat",
+            json!({"model": "smollm2:135m", "messages": messages, "stream": false,
+                   "options": {"num_ctx": 512, "num_predict": 2, "temperature": 0}}),
+        )
+    });
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{v}");
+    // As many of the newest messages as fit.
+    let prompt = v["prompt_eval_count"].as_u64().expect("prompt_eval_count");
+    assert!((400..512).contains(&prompt), "{prompt} prompt tokens");
+    assert!(took < Duration::from_secs(30), "answered after {took:?}");
+    assert!(
+        slowest < Duration::from_millis(200),
+        "GET / took {slowest:?}"
+    );
+    assert!(grown < 300, "RSS grew by {grown} MiB");
+    eprintln!("50,000 messages: answered in {took:?}, GET / at most {slowest:?}, RSS +{grown} MiB");
+}

@@ -17,6 +17,7 @@
 
 pub mod answer;
 pub mod embed;
+mod fit;
 pub mod media;
 pub mod model;
 pub mod prepare;

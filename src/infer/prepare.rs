@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::fit;
 use super::media;
 use super::model::{load_key, merged_options, parse_keep_alive, resolve, ResolvedModel};
 use super::request::{ChatRequest, GenerateRequest, Settings};
@@ -327,46 +328,19 @@ pub(crate) async fn prepare_chat(
     messages.extend(incoming);
     let runner = Arc::clone(&lease.runner);
     let limit = runner.info().n_ctx as usize;
-    // Drop the oldest non-system messages until the prompt fits (the last
-    // message always stays), as Ollama does with `truncate`.
     // Images count with all their tokens (the projector's tokenizer knows
     // how many), and the `[img-N]` tags are renumbered for the messages
     // that remain.
-    let mut rendered;
-    let (tokens, media_prompt) = loop {
-        let (tagged, images) = media::tag(&messages)?;
-        let text = prompt::render(
-            &model.template,
-            &Input {
-                messages: &tagged,
-                tools,
-                suffix: None,
-            },
-        )
-        .map_err(|e| Error::Template(e.to_string()))?;
-        let (tokens, media_prompt, len) = if images.is_empty() {
-            let tokens = runner
-                .tokenize(&text, true, true)
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            let len = tokens.len();
-            (tokens, None, len)
-        } else {
-            let m = tokenize_media(&runner, text.clone(), images, true).await?;
-            let len = m.n_pos();
-            (m.text_tokens(), Some(m), len)
-        };
-        rendered = text;
-        let droppable = messages
-            .iter()
-            .position(|m| m.role != "system")
-            .filter(|&i| i + 1 < messages.len());
-        match droppable {
-            Some(i) if len >= limit && req.settings.truncate.unwrap_or(true) => {
-                messages.remove(i);
-            }
-            _ => break (tokens, media_prompt),
-        }
-    };
+    let fitted = fit::fit_blocking(
+        runner,
+        Arc::clone(&model),
+        messages,
+        tools.cloned(),
+        limit,
+        req.settings.truncate.unwrap_or(true),
+    )
+    .await?;
+    let (rendered, tokens, media_prompt) = (fitted.text, fitted.tokens, fitted.media);
     let job = Job {
         kind: Kind::Chat,
         model: raw_name,
@@ -434,7 +408,7 @@ async fn tokenize_media(
 
 /// Engine errors from tokenizing a prompt with images: a bad image is the
 /// client's, anything else ours.
-fn media_error(e: engine::Error) -> Error {
+pub(super) fn media_error(e: engine::Error) -> Error {
     match e {
         engine::Error::BadImage { .. } | engine::Error::MediaTokenize(_) => {
             Error::Image(e.to_string())
