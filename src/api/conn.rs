@@ -165,7 +165,9 @@ fn raise_fd_limit() -> u64 {
             lim.rlim_cur = lim.rlim_max;
         }
     }
-    lim.rlim_cur
+    // rlim_t is u32 on 32-bit targets (armv7) and u64 elsewhere.
+    #[allow(clippy::useless_conversion)]
+    u64::from(lim.rlim_cur)
 }
 
 /// A socket whose writes fail with `TimedOut` once one has made no progress
