@@ -27,6 +27,9 @@ pub struct Config {
     pub origins: Vec<String>,
     /// Store budget in bytes (`HEARTH_MAX_DISK`); `None` means the filesystem is the limit.
     pub max_disk_bytes: Option<u64>,
+    /// Memory budget for the process and its models (`HEARTH_MAX_MEMORY`);
+    /// `None`: what the machine has available at start, less a margin.
+    pub max_memory_bytes: Option<u64>,
     /// Default keep-alive (`OLLAMA_KEEP_ALIVE`); `None` means forever.
     pub keep_alive: Option<Duration>,
     /// Default context length per sequence (`OLLAMA_CONTEXT_LENGTH`).
@@ -124,6 +127,13 @@ impl Config {
             let parsed = parse_size(&v);
             if parsed.is_none() {
                 log::warn!("HEARTH_MAX_DISK={v:?} is not a size such as 8GB; no budget set");
+            }
+            parsed
+        });
+        let max_memory_bytes = var("HEARTH_MAX_MEMORY").and_then(|v| {
+            let parsed = parse_size(&v);
+            if parsed.is_none() {
+                log::warn!("HEARTH_MAX_MEMORY={v:?} is not a size such as 2GB; using the default");
             }
             parsed
         });
@@ -237,6 +247,7 @@ impl Config {
             models_dir,
             origins,
             max_disk_bytes,
+            max_memory_bytes,
             keep_alive,
             context_length,
             num_parallel: num("OLLAMA_NUM_PARALLEL", 1).clamp(1, 64) as u32,

@@ -8,8 +8,9 @@
 //! it fit, when does it expire) are pure functions tested without a model.
 //! It knows nothing of HTTP; the api module turns [`Error`] into statuses.
 
+use std::mem::ManuallyDrop;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,9 +25,12 @@ pub enum Error {
     /// The engine refused to load the model.
     #[error("{0}")]
     Load(#[from] engine::Error),
-    /// Not enough memory even after unloading idle models.
+    /// Not enough memory even after unloading idle models (Ollama's
+    /// wording and units, `llm/server.go` and `format.HumanBytes2`).
     #[error(
-        "model requires more system memory ({needed} bytes) than is available ({available} bytes)"
+        "model requires more system memory ({}) than is available ({})",
+        human_bytes(*needed),
+        human_bytes(*available)
     )]
     NoMemory {
         /// Estimated bytes the model needs.
@@ -68,6 +72,8 @@ pub type KeepAlive = Option<Duration>;
 struct Loaded {
     runner: Arc<Runner>,
     key: LoadKey,
+    /// What llama.cpp planned for this load, counted against the budget.
+    footprint: u64,
     /// The name `/api/ps` shows and its manifest digest.
     display: String,
     digest: String,
@@ -86,8 +92,10 @@ struct Loaded {
 #[derive(Debug)]
 pub struct Lease {
     sched: Arc<Scheduler>,
-    /// The loaded model.
-    pub runner: Arc<Runner>,
+    /// The loaded model. Let go of before the release, so an unload that
+    /// the release starts holds the last reference and frees the model's
+    /// memory before it counts it as free.
+    pub runner: ManuallyDrop<Arc<Runner>>,
     key: LoadKey,
     /// Time from asking for the model until it was ready: its load, or a
     /// wait for a slot, or next to nothing when it was loaded and free.
@@ -98,6 +106,8 @@ pub struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        // SAFETY: `runner` is dropped once, here, and not used after.
+        unsafe { ManuallyDrop::drop(&mut self.runner) };
         self.sched.release(&self.key);
         self.sched.queued.fetch_sub(1, Ordering::SeqCst);
     }
@@ -133,31 +143,60 @@ pub struct Settings {
     pub kv_type: KvType,
     /// Flash attention; `None` lets llama.cpp decide.
     pub flash_attention: Option<bool>,
+    /// The memory budget for loaded models and the process together
+    /// (`HEARTH_MAX_MEMORY`); `None`: what the machine has available when
+    /// the scheduler starts, less a margin (see [`default_budget`]).
+    pub max_memory: Option<u64>,
 }
 
 /// The scheduler. Share it behind an `Arc`.
 #[derive(Debug)]
 pub struct Scheduler {
     settings: Settings,
+    /// Bytes loaded models may take: the budget less the process's own
+    /// resident memory when it started.
+    model_budget: u64,
+    /// Footprints planned so far, by load settings (planning takes a
+    /// dry load, so each is asked of llama.cpp once).
+    footprints: Mutex<Vec<(LoadKey, u64)>>,
     cpu: Arc<CpuBudget>,
     loaded: Mutex<Vec<Loaded>>,
     /// Serialises loads: loading is CPU- and memory-bound, and two loads of
     /// the same model must not both happen.
     load_lock: tokio::sync::Mutex<()>,
     queued: AtomicUsize,
-    changed: tokio::sync::Notify,
+    /// Footprints of unloaded models whose memory is still being freed:
+    /// they count against the budget until it is.
+    freeing: Arc<AtomicU64>,
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl Scheduler {
     /// A scheduler whose runners share `cpu`.
     pub fn new(settings: Settings, cpu: Arc<CpuBudget>) -> Arc<Scheduler> {
+        let budget = settings.max_memory.unwrap_or_else(|| {
+            default_budget(
+                available_memory().unwrap_or(u64::MAX),
+                total_memory().unwrap_or(0),
+            )
+        });
+        let own = resident_memory().unwrap_or(0);
+        let model_budget = budget.saturating_sub(own);
+        log::info!(
+            "memory budget {} ({} for models)",
+            human_bytes(budget),
+            human_bytes(model_budget)
+        );
         let s = Arc::new(Scheduler {
             settings,
+            model_budget,
+            footprints: Mutex::new(Vec::new()),
             cpu,
             loaded: Mutex::new(Vec::new()),
             load_lock: tokio::sync::Mutex::new(()),
             queued: AtomicUsize::new(0),
-            changed: tokio::sync::Notify::new(),
+            freeing: Arc::new(AtomicU64::new(0)),
+            changed: Arc::new(tokio::sync::Notify::new()),
         });
         let weak = Arc::downgrade(&s);
         tokio::spawn(async move {
@@ -195,6 +234,7 @@ impl Scheduler {
             return Err(Error::Busy);
         }
         let started = Instant::now();
+        let params = self.load_params(&key);
         loop {
             if let Some(runner) = self.try_reuse(&key, keep_alive) {
                 std::mem::forget(guard);
@@ -213,10 +253,13 @@ impl Scheduler {
                 .any(|l| l.key.path == key.path && l.key != key && l.leases > 0);
             // Every loaded model busy and no room for one more: wait for
             // one to finish, as Ollama queues such requests.
-            let full = !busy_other && {
+            let needed = if busy_other {
+                0
+            } else {
                 self.unload_where(|l| l.key.path == key.path && l.leases == 0);
-                self.make_room(&key)? == Room::Busy
+                self.footprint(&key, &params).await?
             };
+            let full = !busy_other && self.make_room(needed)? == Room::Busy;
             if busy_other || full {
                 drop(_load);
                 let notified = self.changed.notified();
@@ -226,36 +269,18 @@ impl Scheduler {
                 }
                 continue;
             }
-            let params = LoadParams {
-                n_ctx: key.num_ctx,
-                n_batch: key.num_batch,
-                n_threads: if key.num_thread == 0 {
-                    self.cpu.cores()
-                } else {
-                    key.num_thread as usize
-                },
-                n_parallel: if key.embeddings {
-                    key.embed_seqs.max(1)
-                } else {
-                    self.settings.num_parallel
-                },
-                embeddings: key.embeddings,
-                use_mmap: key.use_mmap,
-                kv_type: self.settings.kv_type,
-                flash_attention: self.settings.flash_attention,
-                projector: key.projector.clone(),
-            };
             let cpu = Arc::clone(&self.cpu);
             let path = key.path.clone();
-            let runner = tokio::task::spawn_blocking(move || Runner::load(&path, params, cpu))
+            let load_params = params.clone();
+            let runner = tokio::task::spawn_blocking(move || Runner::load(&path, load_params, cpu))
                 .await
                 .map_err(|_| Error::Interrupted)??;
             let runner = Arc::new(runner);
             log::info!(
-                "loaded {} in {:?} ({} MiB, ctx {} x {}, kv {})",
+                "loaded {} in {:?} ({} MiB planned, ctx {} x {}, kv {})",
                 names.0,
                 started.elapsed(),
-                runner.info().size_bytes >> 20,
+                needed >> 20,
                 runner.info().n_ctx,
                 runner.info().n_parallel,
                 self.settings.kv_type.name()
@@ -264,6 +289,7 @@ impl Scheduler {
             self.state().push(Loaded {
                 runner: Arc::clone(&runner),
                 key: key.clone(),
+                footprint: needed,
                 display: names.0.to_string(),
                 digest: names.1.to_string(),
                 leases: 1,
@@ -274,13 +300,56 @@ impl Scheduler {
                 unload_when_idle: false,
             });
             std::mem::forget(guard);
-            return Ok(Lease {
-                sched: Arc::clone(self),
-                runner,
-                key,
-                load_duration: started.elapsed(),
-            });
+            return Ok(self.lease(runner, key, started.elapsed()));
         }
+    }
+
+    /// The engine's settings for a load key.
+    fn load_params(&self, key: &LoadKey) -> LoadParams {
+        LoadParams {
+            n_ctx: key.num_ctx,
+            n_batch: key.num_batch,
+            n_threads: if key.num_thread == 0 {
+                self.cpu.cores()
+            } else {
+                key.num_thread as usize
+            },
+            n_parallel: if key.embeddings {
+                key.embed_seqs.max(1)
+            } else {
+                self.settings.num_parallel
+            },
+            embeddings: key.embeddings,
+            use_mmap: key.use_mmap,
+            kv_type: self.settings.kv_type,
+            flash_attention: self.settings.flash_attention,
+            projector: key.projector.clone(),
+        }
+    }
+
+    /// What a load needs, planned by llama.cpp once per load key, on a
+    /// blocking thread.
+    async fn footprint(&self, key: &LoadKey, params: &LoadParams) -> Result<u64, Error> {
+        let known = {
+            let known = self.footprints.lock().unwrap_or_else(|e| e.into_inner());
+            known.iter().find(|(k, _)| k == key).map(|(_, f)| *f)
+        };
+        if let Some(f) = known {
+            return Ok(f);
+        }
+        let (path, p) = (key.path.clone(), params.clone());
+        let planned = tokio::task::spawn_blocking(move || Runner::footprint(&path, &p))
+            .await
+            .map_err(|_| Error::Interrupted)??;
+        log::debug!("{} planned: {planned:?}", key.path.display());
+        let total = planned.total();
+        let mut known = self.footprints.lock().unwrap_or_else(|e| e.into_inner());
+        // A handful of keys per model; old ones go first past 64.
+        if known.len() >= 64 {
+            known.remove(0);
+        }
+        known.push((key.clone(), total));
+        Ok(total)
     }
 
     fn lease(
@@ -291,7 +360,7 @@ impl Scheduler {
     ) -> Lease {
         Lease {
             sched: Arc::clone(self),
-            runner,
+            runner: ManuallyDrop::new(runner),
             key,
             load_duration,
         }
@@ -309,27 +378,47 @@ impl Scheduler {
         Some(Arc::clone(&l.runner))
     }
 
-    /// Unloads idle models until one more fits the model count and memory;
-    /// `Busy` when the count is reached and every loaded model is in use.
-    fn make_room(&self, key: &LoadKey) -> Result<Room, Error> {
-        let needed = estimate_bytes(key, self.settings.num_parallel);
+    /// Unloads idle models until one more, needing `needed` bytes, fits
+    /// the model count, the memory budget and the memory the machine has
+    /// free; `Busy` when it would fit once busy models finish (or unloaded
+    /// ones are freed), and an error when it can never fit.
+    fn make_room(&self, needed: u64) -> Result<Room, Error> {
+        if needed > self.model_budget {
+            return Err(Error::NoMemory {
+                needed,
+                available: self.model_budget,
+            });
+        }
         loop {
-            let (count, idle) = {
+            let (count, loaded, idle) = {
                 let st = self.state();
                 let idle: Vec<(Instant, PathBuf)> = st
                     .iter()
                     .filter(|l| l.leases == 0)
                     .map(|l| (l.last_used, l.key.path.clone()))
                     .collect();
-                (st.len(), idle)
+                let loaded = st
+                    .iter()
+                    .map(|l| l.footprint)
+                    .fold(0u64, u64::saturating_add);
+                (st.len(), loaded, idle)
             };
-            let available = available_memory().unwrap_or(u64::MAX);
-            let fits = count < self.settings.max_loaded && needed <= available;
-            if fits {
+            let freeing = self.freeing.load(Ordering::SeqCst);
+            let used = loaded.saturating_add(freeing);
+            let in_budget = self.model_budget.saturating_sub(used);
+            // Other processes count too: what the machine has free now.
+            let free = available_memory().unwrap_or(u64::MAX);
+            let available = in_budget.min(free);
+            if count < self.settings.max_loaded && needed <= available {
                 return Ok(Room::Ready);
             }
             let Some(victim) = pick_victim(&idle) else {
-                if needed > available {
+                if freeing > 0 {
+                    log::debug!("waiting for unloaded models to free their memory");
+                    return Ok(Room::Busy);
+                }
+                if count == 0 || needed > free.saturating_add(used) {
+                    // Nothing to wait for: no model to unload would make room.
                     return Err(Error::NoMemory { needed, available });
                 }
                 log::debug!("all {count} loaded models are busy; waiting for one");
@@ -393,9 +482,16 @@ impl Scheduler {
         };
         for l in removed {
             log::info!("unloading {}", l.display);
+            let bytes = l.footprint;
+            self.freeing.fetch_add(bytes, Ordering::SeqCst);
+            let (freeing, changed) = (Arc::clone(&self.freeing), Arc::clone(&self.changed));
             // Dropping the last Arc joins the runner thread, which can take a
             // moment; do it off the caller's (possibly async) thread.
-            std::thread::spawn(move || drop(l));
+            std::thread::spawn(move || {
+                drop(l);
+                freeing.fetch_sub(bytes, Ordering::SeqCst);
+                changed.notify_waiters();
+            });
         }
         self.changed.notify_waiters();
     }
@@ -418,7 +514,7 @@ impl Scheduler {
             .map(|l| Running {
                 name: l.display.clone(),
                 digest: l.digest.clone(),
-                size_bytes: l.runner.info().size_bytes,
+                size_bytes: l.footprint,
                 expires_at: match (l.leases, l.keep_alive) {
                     (_, None) => None,
                     (0, _) => l.expires_wall,
@@ -477,29 +573,63 @@ fn pick_victim(idle: &[(Instant, PathBuf)]) -> Option<PathBuf> {
     idle.iter().min_by_key(|(t, _)| *t).map(|(_, p)| p.clone())
 }
 
-/// Weights plus a rough KV-cache estimate, for the memory check.
-fn estimate_bytes(key: &LoadKey, parallel: u32) -> u64 {
-    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let weights = size(&key.path) + key.projector.as_deref().map_or(0, size);
-    // With mmap the weights are page cache that the kernel can drop, but a
-    // model that does not fit in memory pages itself to death; count them.
-    // KV: ~64 KiB per token of context is generous for small models.
-    let kv =
-        u64::from(key.num_ctx) * u64::from(if key.embeddings { 1 } else { parallel }) * 64 * 1024;
-    weights + kv.min(weights * 2)
+/// The default budget: what the machine has available at start, less a
+/// margin of 1/16 of its memory (at least 64 MiB, at most 1 GiB) for the
+/// kernel, page cache of the store's writes and whatever else the box
+/// runs: at `MemAvailable` near zero Linux thrashes or calls the OOM
+/// killer. On a 4 GiB board that keeps 256 MiB back.
+fn default_budget(available: u64, total: u64) -> u64 {
+    let margin = (total / 16).clamp(64 << 20, 1 << 30);
+    available.saturating_sub(margin)
 }
 
-/// `MemAvailable` from /proc/meminfo, in bytes.
-fn available_memory() -> Option<u64> {
+/// A byte count as Ollama's `format.HumanBytes2` writes it.
+pub fn human_bytes(b: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    match b {
+        b if b >= GIB => format!("{:.1} GiB", b as f64 / GIB as f64),
+        b if b >= MIB => format!("{:.1} MiB", b as f64 / MIB as f64),
+        b if b >= KIB => format!("{:.1} KiB", b as f64 / KIB as f64),
+        b => format!("{b} B"),
+    }
+}
+
+/// A `/proc/meminfo` field, in bytes.
+fn meminfo(field: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .split_whitespace()
         .next()?
         .parse()
         .ok()?;
-    Some(kib * 1024)
+    kib.checked_mul(1024)
+}
+
+/// `MemTotal`, in bytes.
+fn total_memory() -> Option<u64> {
+    meminfo("MemTotal:")
+}
+
+/// This process's resident memory (`VmRSS`), in bytes.
+pub fn resident_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+/// `MemAvailable`, in bytes.
+fn available_memory() -> Option<u64> {
+    meminfo("MemAvailable:")
 }
 
 #[cfg(test)]
@@ -529,17 +659,14 @@ mod tests {
     }
 
     #[test]
-    fn estimate_counts_weights_and_context() {
-        let key = LoadKey {
-            path: PathBuf::from("/nonexistent"),
-            num_ctx: 4096,
-            num_batch: 512,
-            num_thread: 0,
-            use_mmap: true,
-            embeddings: false,
-            embed_seqs: 0,
-            projector: None,
-        };
-        assert_eq!(estimate_bytes(&key, 1), 0, "missing file: nothing to count");
+    fn budget_keeps_a_margin_and_bytes_read_like_ollamas() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(default_budget(3 * GIB, 4 * GIB), 3 * GIB - GIB / 4);
+        assert_eq!(default_budget(400 << 20, 512 << 20), 336 << 20);
+        assert_eq!(default_budget(60 * GIB, 64 * GIB), 59 * GIB);
+        assert_eq!(default_budget(10, 512 << 20), 0);
+        assert_eq!(human_bytes(1_395_864_371), "1.3 GiB");
+        assert_eq!(human_bytes(300 << 20), "300.0 MiB");
+        assert_eq!(human_bytes(1023), "1023 B");
     }
 }

@@ -175,6 +175,19 @@ impl Server {
         self.child.id()
     }
 
+    /// The server's resident memory in MiB, from /proc.
+    pub fn rss_mib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS");
+        kib / 1024
+    }
+
     /// `kill -9`, then wait.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -135,11 +135,15 @@ fn a_client_that_stops_reading_is_dropped_and_its_slot_freed() {
     let s = Server::start_with(&[("HEARTH_WRITE_TIMEOUT", "2s"), ("OLLAMA_NUM_PARALLEL", "1")]);
     s.create_linked("smollm2:135m", &smollm(), json!({}));
     // A streamed answer with 20 alternatives per token (a few KB a chunk)
-    // to a client with a tiny receive window that never reads.
-    let body = json!({"model": "smollm2:135m", "prompt": "Write a very long essay about rivers.",
+    // to a client with a tiny receive window that never reads. Greedy
+    // counting goes on for thousands of tokens, far more than the socket
+    // buffers hold (an essay could end first, all of it buffered, and the
+    // server would have nothing left to give up on).
+    let body =
+        json!({"model": "smollm2:135m", "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "raw": true,
                       "logprobs": true, "top_logprobs": 20,
-                      "options": {"num_predict": 20000, "num_ctx": 2048}})
-    .to_string();
+                      "options": {"num_predict": 20000, "num_ctx": 2048, "temperature": 0}})
+        .to_string();
     let mut stalled = connect_from(&s, [127, 0, 0, 1], Some(4096));
     write!(
         stalled,
@@ -170,31 +174,18 @@ fn a_client_that_stops_reading_is_dropped_and_its_slot_freed() {
     drop(stalled);
 }
 
-/// The server's resident memory in MiB, from /proc.
-fn rss_mib(s: &Server) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", s.pid())).expect("/proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
-    kib / 1024
-}
-
 /// While a hostile request runs: `GET /` on fresh connections and the
 /// server's RSS, sampled until `f` returns. Returns `f`'s result, the
 /// slowest `GET /` and the RSS growth in MiB.
 fn watching<T>(s: &Server, f: impl FnOnce() -> T) -> (T, Duration, u64) {
-    let before = rss_mib(s);
+    let before = s.rss_mib();
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         let probe = scope.spawn(|| {
             let (mut slowest, mut peak) = (Duration::ZERO, before);
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 slowest = slowest.max(timed_root(s));
-                peak = peak.max(rss_mib(s));
+                peak = peak.max(s.rss_mib());
                 std::thread::sleep(Duration::from_millis(20));
             }
             (slowest, peak)

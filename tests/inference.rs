@@ -168,14 +168,20 @@ fn quantized_kv_cache() {
     let q8 = ps_size(&Server::with_gemma(&[("OLLAMA_KV_CACHE_TYPE", "q8_0")]));
     let q4 = ps_size(&Server::with_gemma(&[("OLLAMA_KV_CACHE_TYPE", "q4_0")]));
     assert!(q4 < q8 && q8 < f16, "f16 {f16}, q8_0 {q8}, q4_0 {q4}");
+    // The same plan as f16, give or take the heap the vocabulary takes,
+    // which is measured and moves by a few bytes from run to run.
+    let same = |a: u64, b: u64| a.abs_diff(b) < 1 << 20;
     let bogus = ps_size(&Server::with_gemma(&[("OLLAMA_KV_CACHE_TYPE", "q3_x")]));
-    assert_eq!(bogus, f16);
-    // Quantized V needs flash attention: with it off, Ollama keeps f16.
+    assert!(same(bogus, f16), "{bogus} != {f16}");
+    // Quantized V needs flash attention: with it off, Ollama keeps f16
+    // (the plan of an f16 cache without flash attention, whose compute
+    // buffer is larger).
     let off = ps_size(&Server::with_gemma(&[
         ("OLLAMA_KV_CACHE_TYPE", "q8_0"),
         ("OLLAMA_FLASH_ATTENTION", "0"),
     ]));
-    assert_eq!(off, f16);
+    let f16_off = ps_size(&Server::with_gemma(&[("OLLAMA_FLASH_ATTENTION", "0")]));
+    assert!(same(off, f16_off), "{off} != {f16_off}");
 }
 
 #[test]

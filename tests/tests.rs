@@ -9,6 +9,7 @@ mod cli;
 mod embed;
 mod hostile;
 mod inference;
+mod memory;
 mod models;
 mod openai;
 mod registry;

@@ -24,6 +24,7 @@ use std::time::Duration;
 pub use bench::{bench_decode, bench_request, load_phases, BenchResult, LoadPhases, PhaseSettings};
 pub use cpu::{CpuBudget, Policy};
 pub use runner::{MediaPrompt, PromptPart, Runner};
+pub use sys::Footprint;
 
 /// Whether this build has the vision path (cargo feature `vision`).
 pub const VISION: bool = cfg!(feature = "vision");

@@ -32,8 +32,8 @@ use std::thread::JoinHandle;
 
 use super::cpu::CpuBudget;
 use super::sys::{
-    Chunks, Context, ContextSettings, LlamaModel, MediaPart, Mtmd, Sampler, SamplerSpec,
-    RANDOM_SEED,
+    self, Chunks, Context, ContextSettings, Footprint, LlamaModel, MediaPart, Mtmd, Sampler,
+    SamplerSpec, RANDOM_SEED,
 };
 use super::worker::Worker;
 use super::{Error, GenerateRequest, KvType, LoadParams, ModelInfo, Sink};
@@ -118,15 +118,7 @@ impl Runner {
     /// Loads the model and creates its context on a new thread. Blocks until
     /// both are ready or one failed.
     pub fn load(path: &Path, params: LoadParams, cpu: Arc<CpuBudget>) -> Result<Runner, Error> {
-        if params.n_ctx == 0 || params.n_batch == 0 || params.n_parallel == 0 {
-            return Err(Error::InvalidParams(
-                "n_ctx, n_batch and n_parallel must be positive".into(),
-            ));
-        }
-        let n_ctx_total = params
-            .n_ctx
-            .checked_mul(params.n_parallel)
-            .ok_or_else(|| Error::InvalidParams("n_ctx * n_parallel overflows".into()))?;
+        let n_ctx_total = total_context(&params)?;
         let (tx, rx) = mpsc::channel::<Command>();
         type Ready = (Arc<LlamaModel>, Option<Arc<Mtmd>>, ModelInfo);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, Error>>();
@@ -151,16 +143,7 @@ impl Runner {
                         return;
                     }
                 };
-                let settings = ContextSettings {
-                    n_ctx_total,
-                    n_batch: thread_params.n_batch,
-                    n_seq_max: thread_params.n_parallel,
-                    n_threads: i32::try_from(thread_params.n_threads.max(1)).unwrap_or(1),
-                    embeddings: thread_params.embeddings,
-                    kv_type: thread_params.kv_type,
-                    flash_attention: thread_params.flash_attention,
-                    full_swa_cache: false,
-                };
+                let settings = context_settings(&thread_params, n_ctx_total);
                 let ctx = match Context::new(Arc::clone(&model), &settings) {
                     Ok(c) => c,
                     Err(e) => {
@@ -222,6 +205,26 @@ impl Runner {
                 Err(Error::RunnerGone)
             }
         }
+    }
+
+    /// What loading `path` with `params` would take, planned by llama.cpp
+    /// without allocating (a fraction of a load's time: no weights are
+    /// read). The projector counts with its file size.
+    pub fn footprint(path: &Path, params: &LoadParams) -> Result<Footprint, Error> {
+        let n_ctx_total = total_context(params)?;
+        let mut f =
+            sys::footprint(path, &context_settings(params, n_ctx_total)).map_err(|reason| {
+                Error::LoadFailed {
+                    path: path.to_path_buf(),
+                    reason,
+                }
+            })?;
+        if let Some(p) = &params.projector {
+            f.weights = f
+                .weights
+                .saturating_add(std::fs::metadata(p).map_or(0, |m| m.len()));
+        }
+        Ok(f)
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -428,5 +431,32 @@ fn model_info(
         add_bos: model.add_bos(),
         architecture: arch,
         vision: false,
+    }
+}
+
+/// Cells in the whole context: `n_ctx` for each parallel sequence.
+fn total_context(params: &LoadParams) -> Result<u32, Error> {
+    if params.n_ctx == 0 || params.n_batch == 0 || params.n_parallel == 0 {
+        return Err(Error::InvalidParams(
+            "n_ctx, n_batch and n_parallel must be positive".into(),
+        ));
+    }
+    params
+        .n_ctx
+        .checked_mul(params.n_parallel)
+        .ok_or_else(|| Error::InvalidParams("n_ctx * n_parallel overflows".into()))
+}
+
+/// The context a load creates for `params`.
+fn context_settings(params: &LoadParams, n_ctx_total: u32) -> ContextSettings {
+    ContextSettings {
+        n_ctx_total,
+        n_batch: params.n_batch,
+        n_seq_max: params.n_parallel,
+        n_threads: i32::try_from(params.n_threads.max(1)).unwrap_or(1),
+        embeddings: params.embeddings,
+        kv_type: params.kv_type,
+        flash_attention: params.flash_attention,
+        full_swa_cache: false,
     }
 }

@@ -223,7 +223,25 @@ fn grammar_constrains_output() {
 #[test]
 fn embeddings_are_unit_length() {
     let _serial = serial();
-    let r = load(SMOL, 1);
+    // A generation context refuses (it plans one output row per sequence).
+    let generating = load(SMOL, 1);
+    let hi = generating.tokenize("hi", true, false).unwrap();
+    let refused = generating.embed(vec![hi]).unwrap_err();
+    assert!(
+        refused.to_string().contains("loaded for generation"),
+        "{refused}"
+    );
+    drop(generating);
+    let params = LoadParams {
+        n_ctx: 512,
+        n_batch: 256,
+        n_threads: 2,
+        n_parallel: 2,
+        embeddings: true,
+        use_mmap: true,
+        ..LoadParams::default()
+    };
+    let r = Runner::load(&model_path(SMOL), params, Arc::new(CpuBudget::new(2))).expect("load");
     let a = r.tokenize("hello world", true, false).unwrap();
     let b = r
         .tokenize("a completely different sentence", true, false)
@@ -236,9 +254,10 @@ fn embeddings_are_unit_length() {
         assert!((n - 1.0).abs() < 1e-3, "norm {n}");
     }
     assert_ne!(v[0], v[1]);
-    // Generation still works on the same context afterwards.
-    let o = run(&r, greedy(r.tokenize("Hi", true, false).unwrap(), 2));
-    assert_eq!(o.error, None);
+    // And an embedding runner does not generate.
+    let hi = r.tokenize("Hi", true, false).unwrap();
+    let refused = r.generate(greedy(hi, 2), Box::new(|_| true));
+    assert!(matches!(refused, Err(Error::NotGenerative)), "{refused:?}");
 }
 
 #[test]

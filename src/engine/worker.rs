@@ -570,6 +570,13 @@ impl<'a> Worker<'a> {
     /// slot (sequence) per input: a BERT-style model embeds a batch of short
     /// sentences in about the time of one.
     fn embed(&mut self, inputs: &[Vec<i32>]) -> Result<Vec<Vec<f32>>, Error> {
+        // A generation context plans one output row per sequence (see
+        // `context_params`); a model with no pooling needs one per token.
+        if !self.embeddings_ctx {
+            return Err(Error::Embeddings(
+                "the model was loaded for generation; load it for embeddings".into(),
+            ));
+        }
         let mut free: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].job.is_none())
             .collect();
@@ -585,13 +592,9 @@ impl<'a> Worker<'a> {
         for &seq in &seqs {
             self.ctx.seq_rm(seq, -1, -1);
         }
-        self.ctx.set_embeddings(true);
         let result = self.embed_groups(inputs, &seqs);
         for &seq in &seqs {
             self.ctx.seq_rm(seq, -1, -1);
-        }
-        if !self.embeddings_ctx {
-            self.ctx.set_embeddings(false);
         }
         result
     }

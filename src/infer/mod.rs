@@ -68,6 +68,7 @@ pub fn app(config: Config, keys: KeyStore) -> Result<Arc<AppState>, store::Error
         keep_alive: config.keep_alive,
         kv_type: config.kv_cache_type,
         flash_attention: config.flash_attention,
+        max_memory: config.max_memory_bytes,
     };
     let scheduler = Scheduler::new(settings, Arc::new(CpuBudget::new(config.threads)));
     Ok(Arc::new(AppState {

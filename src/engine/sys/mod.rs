@@ -26,6 +26,9 @@ pub use sampler::{Sampler, SamplerSpec};
 #[cfg(feature = "vision")]
 pub use vision::{Chunks, MediaPart, Mtmd};
 
+pub use memory::{footprint, Footprint};
+
+mod memory;
 mod sampler;
 
 use llama_cpp_sys_2 as ffi;
@@ -98,6 +101,21 @@ thread_local! {
     /// loading reports failures only through the log, so `load` reads this
     /// to give the caller a reason.
     static LAST_PROBLEM: RefCell<String> = const { RefCell::new(String::new()) };
+    /// While `Some`, every line llama.cpp logs on this thread is kept here
+    /// too (the dry run of `memory.rs` reads its sizes from them).
+    static CAPTURE: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` and returns what llama.cpp logged on this thread meanwhile.
+fn capturing<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let _ = CAPTURE.try_with(|c| c.try_borrow_mut().map(|mut c| *c = Some(Vec::new())));
+    let out = f();
+    let lines = CAPTURE
+        .try_with(|c| c.try_borrow_mut().ok().and_then(|mut c| c.take()))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    (out, lines)
 }
 
 /// Forwards llama.cpp and ggml log lines to the `log` crate.
@@ -131,6 +149,13 @@ unsafe extern "C" fn log_callback(
             return;
         }
         let text = line.1.trim_end();
+        let _ = CAPTURE.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                if let Some(lines) = c.as_mut() {
+                    lines.push(text.to_string());
+                }
+            }
+        });
         match line.0 {
             ffi::GGML_LOG_LEVEL_ERROR => {
                 log::warn!(target: "llama.cpp", "{text}");
@@ -201,16 +226,23 @@ unsafe impl Sync for LlamaModel {}
 impl LlamaModel {
     /// Loads a GGUF file. Errors carry llama.cpp's logged reason.
     pub fn load(path: &Path, use_mmap: bool) -> Result<LlamaModel, String> {
-        LlamaModel::open(path, use_mmap, false)
+        LlamaModel::open(path, use_mmap, false, false)
     }
 
     /// Loads only a GGUF file's metadata and vocabulary, no tensors (for
     /// timing the vocabulary's share of a load).
     pub fn load_vocab(path: &Path) -> Result<LlamaModel, String> {
-        LlamaModel::open(path, true, true)
+        LlamaModel::open(path, true, true, false)
     }
 
-    fn open(path: &Path, use_mmap: bool, vocab_only: bool) -> Result<LlamaModel, String> {
+    /// `no_alloc`: only metadata, with allocations simulated (see
+    /// `memory.rs`).
+    fn open(
+        path: &Path,
+        use_mmap: bool,
+        vocab_only: bool,
+        no_alloc: bool,
+    ) -> Result<LlamaModel, String> {
         init_backend();
         let path_str = path
             .to_str()
@@ -220,6 +252,7 @@ impl LlamaModel {
         let mut params = unsafe { ffi::llama_model_default_params() };
         params.n_gpu_layers = 0;
         params.vocab_only = vocab_only;
+        params.no_alloc = no_alloc;
         params.load_mode = if use_mmap {
             ffi::LLAMA_LOAD_MODE_MMAP
         } else {
@@ -243,7 +276,7 @@ impl LlamaModel {
         };
         // SAFETY: `vocab` belongs to the live model.
         let n_vocab = unsafe { ffi::llama_vocab_n_tokens(vocab.as_ptr()) };
-        if use_mmap {
+        if use_mmap && !no_alloc {
             release_mapped_pages(path);
         }
         Ok(LlamaModel {
@@ -457,6 +490,10 @@ impl Drop for LlamaModel {
         // SAFETY: we own the model; every context holds an `Arc<LlamaModel>`, so
         // none outlives it.
         unsafe { ffi::llama_model_free(self.ptr.as_ptr()) };
+        // The vocabulary and metadata were many small allocations; without
+        // a trim glibc keeps their pages, and an unloaded model would still
+        // cost the box tens of MiB (99 MiB for Gemma 3 270M, measured).
+        memory::give_back_heap();
     }
 }
 
@@ -473,6 +510,50 @@ pub struct ContextSettings {
     /// llama.cpp's defaults have it (the server never asks for this; the
     /// load-phase bench compares with it).
     pub full_swa_cache: bool,
+}
+
+/// llama.cpp's context parameters for our settings.
+fn context_params(s: &ContextSettings) -> ffi::llama_context_params {
+    // SAFETY: returns a plain struct of defaults.
+    let mut p = unsafe { ffi::llama_context_default_params() };
+    p.n_ctx = s.n_ctx_total;
+    p.n_batch = s.n_batch;
+    p.n_ubatch = s.n_batch;
+    p.n_seq_max = s.n_seq_max;
+    p.n_threads = s.n_threads;
+    p.n_threads_batch = s.n_threads;
+    p.embeddings = s.embeddings;
+    p.flash_attn_type = match s.flash_attention {
+        None => ffi::LLAMA_FLASH_ATTN_TYPE_AUTO,
+        Some(true) => ffi::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        Some(false) => ffi::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+    };
+    let kv = match s.kv_type {
+        super::KvType::F16 => ffi::GGML_TYPE_F16,
+        super::KvType::Q8_0 => ffi::GGML_TYPE_Q8_0,
+        super::KvType::Q4_0 => ffi::GGML_TYPE_Q4_0,
+    };
+    p.type_k = kv;
+    p.type_v = kv;
+    // One KV stream per sequence: each slot gets exactly its own n_ctx
+    // cells and attention only looks at its own stream.
+    p.kv_unified = false;
+    // Sliding-window layers keep only their window of cells: for Gemma 3
+    // that is 5 of 6 layers, and a full-size cache would cost 45 MB more
+    // at 4096 tokens. The price: no context shift for SWA models (they
+    // stop with `length` instead) and prefix reuse only when the cells
+    // the window needs are still there (see `Worker::start`).
+    p.swa_full = s.full_swa_cache;
+    // A generation asks for one row of logits per sequence per decode (the
+    // last prompt token, then each new token); left at 0, llama.cpp plans
+    // its graphs for logits of every token in a batch: for Gemma 3's 262k
+    // vocabulary, 512 MiB of compute buffer never touched. Embeddings keep
+    // every token's output.
+    if !s.embeddings {
+        p.n_outputs_max = s.n_seq_max;
+    }
+    p.no_perf = true;
+    p
 }
 
 /// How long a pool's workers busy-wait for the next graph before they sleep
@@ -549,37 +630,7 @@ unsafe impl Send for Context {}
 
 impl Context {
     pub fn new(model: Arc<LlamaModel>, s: &ContextSettings) -> Result<Context, String> {
-        // SAFETY: returns a plain struct of defaults.
-        let mut p = unsafe { ffi::llama_context_default_params() };
-        p.n_ctx = s.n_ctx_total;
-        p.n_batch = s.n_batch;
-        p.n_ubatch = s.n_batch;
-        p.n_seq_max = s.n_seq_max;
-        p.n_threads = s.n_threads;
-        p.n_threads_batch = s.n_threads;
-        p.embeddings = s.embeddings;
-        p.flash_attn_type = match s.flash_attention {
-            None => ffi::LLAMA_FLASH_ATTN_TYPE_AUTO,
-            Some(true) => ffi::LLAMA_FLASH_ATTN_TYPE_ENABLED,
-            Some(false) => ffi::LLAMA_FLASH_ATTN_TYPE_DISABLED,
-        };
-        let kv = match s.kv_type {
-            super::KvType::F16 => ffi::GGML_TYPE_F16,
-            super::KvType::Q8_0 => ffi::GGML_TYPE_Q8_0,
-            super::KvType::Q4_0 => ffi::GGML_TYPE_Q4_0,
-        };
-        p.type_k = kv;
-        p.type_v = kv;
-        // One KV stream per sequence: each slot gets exactly its own n_ctx
-        // cells and attention only looks at its own stream.
-        p.kv_unified = false;
-        // Sliding-window layers keep only their window of cells: for Gemma 3
-        // that is 5 of 6 layers, and a full-size cache would cost 45 MB more
-        // at 4096 tokens. The price: no context shift for SWA models (they
-        // stop with `length` instead) and prefix reuse only when the cells
-        // the window needs are still there (see `Worker::start`).
-        p.swa_full = s.full_swa_cache;
-        p.no_perf = true;
+        let p = context_params(s);
         let _ = take_problem();
         // SAFETY: the model pointer is live (we hold an Arc); llama.cpp
         // catches its exceptions and returns null on failure.
@@ -656,11 +707,6 @@ impl Context {
         if let Some(pool) = self.attached.and_then(|i| self.pools.get(i)) {
             pool.pause();
         }
-    }
-
-    pub fn set_embeddings(&mut self, on: bool) {
-        // SAFETY: plain setter on the live context.
-        unsafe { ffi::llama_set_embeddings(self.ptr.as_ptr(), on) };
     }
 
     /// Whether the context pools embeddings itself (mean/cls/last/rank).
