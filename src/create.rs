@@ -507,6 +507,11 @@ impl CreatePlan {
             _ => 16.0,
         };
         let expected = (total as f64 * quant.bits_per_weight() / source_bits).max(1.0);
+        // The output grows in the temp area, outside the blob writers: its
+        // size (a tenth more for the tensors llama.cpp keeps wider) is held
+        // in the disk budget until the file is adopted, so a quantization
+        // that cannot fit is refused before it writes.
+        let room = store.reservation((expected * 1.1) as u64)?;
         let report = |completed: u64| Progress {
             status: status.clone(),
             digest: Some("0000000000000000000".into()),
@@ -535,6 +540,7 @@ impl CreatePlan {
                 return Err(Error::Internal("the quantizer panicked".into()));
             }
         }
+        drop(room);
         let (digest, size, created) = store.adopt(&tmp)?;
         pins.push(store.pin(vec![digest.clone()]));
         let verb = if created {

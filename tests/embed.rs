@@ -75,6 +75,84 @@ fn safetensors_create_over_the_disk_budget_is_507() {
         .is_none());
 }
 
+/// Quantizing writes its output outside the blob writers; it holds the
+/// output's expected size in the disk budget first, so a quantization that
+/// cannot fit is a 507 before the quantizer writes a byte.
+#[test]
+fn quantizing_over_the_disk_budget_is_refused_before_it_writes() {
+    let _lock = inference_lock();
+    let dir = models_dir().join("all-minilm-l6-v2");
+    let uploads: u64 = MINILM_FILES
+        .iter()
+        .map(|f| {
+            std::fs::metadata(dir.join(f))
+                .expect("test model file")
+                .len()
+        })
+        .sum();
+    // The size of the F16 conversion, from an unbudgeted server.
+    let f16 = {
+        let s = Server::start();
+        let (status, lines) = create_from_dir(&s, "minilm", &dir);
+        assert_eq!(status, 200, "{lines:?}");
+        let (status, v) = s.post("/api/show", json!({"model": "minilm"}));
+        assert_eq!(status, 200, "{v}");
+        let manifest = std::fs::read(
+            s.models
+                .join("manifests/registry.ollama.ai/library/minilm/latest"),
+        )
+        .expect("manifest");
+        let manifest: Value = serde_json::from_slice(&manifest).expect("manifest JSON");
+        manifest["layers"]
+            .as_array()
+            .and_then(|ls| {
+                ls.iter()
+                    .find(|l| l["mediaType"] == "application/vnd.ollama.image.model")
+            })
+            .and_then(|l| l["size"].as_u64())
+            .expect("weights layer")
+    };
+    // Uploads and conversion fit; the Q8_0 copy (about half of F16) does not.
+    let budget = uploads + f16 + 5_000_000;
+    let s = Server::start_with(&[("HEARTH_MAX_DISK", budget.to_string().as_str())]);
+    let mut files = serde_json::Map::new();
+    for rel in MINILM_FILES {
+        files.insert(
+            rel.to_string(),
+            Value::String(s.upload_file(&dir.join(rel))),
+        );
+    }
+    let (status, lines) = s.stream(
+        "/api/create",
+        json!({"model": "minilm:q8", "files": files, "quantize": "q8_0"}),
+    );
+    assert_eq!(status, 200, "{lines:?}");
+    let statuses: Vec<&str> = lines.iter().filter_map(|l| l["status"].as_str()).collect();
+    assert!(
+        !statuses.iter().any(|s| s.starts_with("quantizing")),
+        "the quantizer started: {lines:?}"
+    );
+    let error = lines
+        .last()
+        .and_then(|l| l["error"].as_str())
+        .unwrap_or_default();
+    assert!(error.contains("not enough space"), "{lines:?}");
+    assert!(std::fs::read_dir(s.models.join(".hearth-tmp"))
+        .expect("tmp")
+        .next()
+        .is_none());
+    let used: u64 = std::fs::read_dir(s.models.join("blobs"))
+        .expect("blobs")
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        used <= budget,
+        "{used} bytes of blobs over a budget of {budget}"
+    );
+}
+
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();

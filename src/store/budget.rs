@@ -83,10 +83,18 @@ impl Store {
         };
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(digest) = Digest::parse(&name) else {
+            // An interrupted download's `-partial` file counts against the
+            // budget like a blob; unless a pull holds it now (pins its
+            // digest), it is a cache like an unreferenced blob, and goes
+            // with its sidecar.
+            let (digest, partial) = match name.strip_suffix("-partial") {
+                Some(blob) => (Digest::parse(blob), true),
+                None => (Digest::parse(&name), false),
+            };
+            let Ok(digest) = digest else {
                 continue;
             };
-            if referenced.contains(&digest) || st.pinned.contains_key(&digest) {
+            if st.pinned.contains_key(&digest) || (!partial && referenced.contains(&digest)) {
                 continue;
             }
             if let Ok(meta) = entry.metadata() {
@@ -96,11 +104,14 @@ impl Store {
         }
         // Evicting is only worth it when it makes the write fit; otherwise the
         // write is refused and the cache of unreferenced blobs stays intact.
-        if candidates.iter().map(|c| c.2).sum::<u64>() < want {
+        let evictable = candidates
+            .iter()
+            .fold(0u64, |sum, c| sum.saturating_add(c.2));
+        if evictable < want {
             return;
         }
         candidates.sort();
-        let mut freed = 0;
+        let mut freed = 0u64;
         for (_, path, len, name) in candidates {
             if freed >= want {
                 break;
@@ -109,10 +120,26 @@ impl Store {
                 log::info!(
                     "evicted unreferenced blob {name} ({len} bytes) to stay within the disk budget"
                 );
-                freed += len;
+                if name.ends_with("-partial") {
+                    let mut sidecar = path.into_os_string();
+                    sidecar.push(".json");
+                    let _ = fs::remove_file(sidecar);
+                }
+                freed = freed.saturating_add(len);
                 st.used = st.used.saturating_sub(len);
             }
         }
+        self.sync_blobs_dir();
+    }
+
+    /// Holds `bytes` of budget for a file made outside the blob writers
+    /// (the quantizer's output in the temp area) until it is adopted.
+    pub fn reservation(self: &Arc<Self>, bytes: u64) -> Result<Reservation> {
+        self.reserve(bytes)?;
+        Ok(Reservation {
+            store: Arc::clone(self),
+            bytes,
+        })
     }
 
     /// Keeps these blobs from eviction until the guard drops.
@@ -125,6 +152,19 @@ impl Store {
             store: Arc::clone(self),
             digests,
         }
+    }
+}
+
+/// Budget held until dropped (see [`Store::reservation`]).
+#[derive(Debug)]
+pub struct Reservation {
+    store: Arc<Store>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.store.release(self.bytes);
     }
 }
 

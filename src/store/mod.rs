@@ -26,7 +26,7 @@ use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
-pub use budget::Pin;
+pub use budget::{Pin, Reservation};
 pub use digest::{Digest, InvalidDigest};
 pub use manifest::{Layer, Manifest};
 pub use ranged::RangedWriter;
@@ -294,11 +294,7 @@ impl Store {
                 return Ok((digest, size, false));
             }
             fs::rename(path, &target).map_err(io_err("rename blob into place"))?;
-            if let Some(dir) = target.parent() {
-                if let Ok(d) = File::open(dir) {
-                    let _ = d.sync_all();
-                }
-            }
+            self.sync_blobs_dir();
             st.used = st.used.saturating_add(size);
             Ok((digest, size, true))
         })();
@@ -512,7 +508,7 @@ impl Store {
             context: format!("manifest path {} has no parent", target.display()),
             source: io::Error::from(io::ErrorKind::InvalidInput),
         })?;
-        fs::create_dir_all(parent).map_err(io_err("create manifest dir"))?;
+        self.create_manifest_dirs(parent)?;
         let tmp = self.temp_path("manifest");
         let result = (|| {
             let mut f = File::create(&tmp)?;
@@ -520,12 +516,45 @@ impl Store {
             f.sync_all()?;
             fs::rename(&tmp, target)?;
             // The rename is durable only once the directory entry is.
-            File::open(parent)?.sync_all()
+            sync_dir(parent)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         result.map_err(io_err(format!("write {}", target.display())))
+    }
+
+    /// Creates `dir` and the folders above it up to `manifests/`, each made
+    /// durable in its parent: a manifest renamed into a folder whose own
+    /// entry is lost in a crash would be lost with it.
+    fn create_manifest_dirs(&self, dir: &Path) -> Result<()> {
+        let root = self.manifests_dir();
+        let mut missing = Vec::new();
+        let mut d = dir;
+        while d != root && !d.is_dir() {
+            missing.push(d);
+            d = match d.parent() {
+                Some(p) => p,
+                None => break,
+            };
+        }
+        fs::create_dir_all(dir).map_err(io_err("create manifest dir"))?;
+        for made in missing {
+            if let Some(parent) = made.parent() {
+                sync_dir(parent).map_err(io_err(format!("sync {}", parent.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes what was renamed into or removed from `blobs/` durable (best
+    /// effort: a blob's bytes were synced before its rename, and one that
+    /// comes back after a crash is only unreferenced, which pruning
+    /// removes).
+    pub(super) fn sync_blobs_dir(&self) {
+        if let Err(e) = sync_dir(&self.root.join("blobs")) {
+            log::debug!("sync blobs dir: {e}");
+        }
     }
 
     /// Copies a manifest (blobs are shared). Same name is a no-op.
@@ -552,9 +581,14 @@ impl Store {
             let _st = self.state();
             fs::remove_file(&path).map_err(io_err(format!("remove {}", path.display())))?;
         }
+        // The delete is durable once the folder that held the manifest is
+        // (and each emptied folder's parent).
         let mut dir = path.parent().map(Path::to_path_buf);
         while let Some(d) = dir {
             if d == self.manifests_dir() || fs::remove_dir(&d).is_err() {
+                if let Err(e) = sync_dir(&d) {
+                    log::warn!("sync {}: {e}", d.display());
+                }
                 break;
             }
             dir = d.parent().map(Path::to_path_buf);
@@ -584,7 +618,14 @@ impl Store {
                 st.used = st.used.saturating_sub(len);
             }
         }
+        self.sync_blobs_dir();
     }
+}
+
+/// fsync of a directory: makes the entries created, renamed or removed in
+/// it durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -641,5 +682,37 @@ mod tests {
         // Start-up pruning removes what no manifest references.
         assert_eq!(s.prune(std::time::Duration::ZERO).expect("prune"), 1);
         assert!(s.has_blob(&kept) && !s.has_blob(&newer));
+    }
+
+    #[test]
+    fn stale_partial_downloads_are_evicted_but_not_ones_in_progress() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = dir.path().join("blobs");
+        fs::create_dir_all(&blobs).expect("blobs");
+        let stale = Digest::of(b"stale");
+        let busy = Digest::of(b"busy");
+        let partial = |d: &Digest| blobs.join(format!("{}-partial", d.file_name()));
+        fs::write(partial(&stale), [0u8; 40]).expect("stale partial");
+        fs::write(
+            blobs.join(format!("{}-partial.json", stale.file_name())),
+            b"{}",
+        )
+        .expect("sidecar");
+        fs::write(partial(&busy), [0u8; 40]).expect("busy partial");
+        // Both partial files (and the sidecar) count: 82 of 100.
+        let s = Arc::new(Store::open(dir.path(), Some(100)).expect("open"));
+        let _pull = s.pin(vec![busy.clone()]);
+        // 30 more fit only without the stale one; the one a pull holds stays.
+        s.put_bytes(&[5u8; 30])
+            .expect("put after evicting the stale partial");
+        assert!(!partial(&stale).exists());
+        assert!(!blobs
+            .join(format!("{}-partial.json", stale.file_name()))
+            .exists());
+        assert!(partial(&busy).exists());
+        // 70 more would need the partial a pull holds: refused.
+        let err = s.put_bytes(&[6u8; 70]).expect_err("over budget");
+        assert!(matches!(err, Error::QuotaExceeded { .. }), "{err}");
+        assert!(partial(&busy).exists());
     }
 }

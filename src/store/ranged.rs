@@ -171,11 +171,7 @@ impl RangedWriter {
         }
         fs::rename(&self.path, &target).map_err(io_err("rename blob into place"))?;
         drop(st);
-        if let Some(dir) = target.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        self.store.sync_blobs_dir();
         let _ = fs::remove_file(&self.progress_path);
         Ok((got, self.size, true))
     }

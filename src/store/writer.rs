@@ -185,12 +185,8 @@ impl BlobWriter {
             return Ok((got, self.written, false));
         }
         fs::rename(&self.path, &target).map_err(io_err("rename blob into place"))?;
-        if let Some(dir) = target.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        st.used += self.written - base;
+        self.store.sync_blobs_dir();
+        st.used = st.used.saturating_add(self.written.saturating_sub(base));
         if let Some(p) = self.partial.as_mut() {
             p.committed = true;
         }
