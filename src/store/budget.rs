@@ -129,7 +129,9 @@ impl Store {
                 st.used = st.used.saturating_sub(len);
             }
         }
-        self.sync_blobs_dir();
+        if freed > 0 {
+            self.sync_blobs_dir();
+        }
     }
 
     /// Holds `bytes` of budget for a file made outside the blob writers

@@ -539,7 +539,7 @@ impl Store {
             };
         }
         fs::create_dir_all(dir).map_err(io_err("create manifest dir"))?;
-        for made in missing {
+        for made in missing.iter().rev() {
             if let Some(parent) = made.parent() {
                 sync_dir(parent).map_err(io_err(format!("sync {}", parent.display())))?;
             }
@@ -608,6 +608,7 @@ impl Store {
                 return;
             }
         };
+        let mut removed = false;
         for digest in digests {
             if referenced.contains(digest) || st.pinned.contains_key(digest) {
                 continue;
@@ -616,21 +617,36 @@ impl Store {
             let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if fs::remove_file(&path).is_ok() {
                 st.used = st.used.saturating_sub(len);
+                removed = true;
             }
         }
-        self.sync_blobs_dir();
+        if removed {
+            self.sync_blobs_dir();
+        }
     }
 }
 
 /// fsync of a directory: makes the entries created, renamed or removed in
 /// it durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    tests::SYNCED.with(|s| s.borrow_mut().push(dir.to_path_buf()));
     File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// The directories this thread fsynced, in order (see `sync_dir`).
+        pub(super) static SYNCED: std::cell::RefCell<Vec<PathBuf>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn synced() -> Vec<PathBuf> {
+        SYNCED.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    }
 
     fn store(budget: Option<u64>) -> (tempfile::TempDir, Arc<Store>) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -714,5 +730,42 @@ mod tests {
         let err = s.put_bytes(&[6u8; 70]).expect_err("over budget");
         assert!(matches!(err, Error::QuotaExceeded { .. }), "{err}");
         assert!(partial(&busy).exists());
+    }
+
+    /// Every directory entry a manifest write, a delete or a blob removal
+    /// changes is fsynced, up to the store's own folders: a crash after the
+    /// call cannot bring back a deleted model or lose a written one.
+    #[test]
+    fn new_folders_deletes_and_removals_are_made_durable() {
+        let (_d, s) = store(None);
+        let (blob, _) = s.put_bytes(b"weights").expect("put");
+        let config = s.put_bytes(b"{}").expect("config");
+        let layer = |d: &Digest, size| Layer {
+            media_type: manifest::MEDIA_MODEL.into(),
+            digest: d.clone(),
+            size,
+            from: None,
+            name: None,
+        };
+        let m = Manifest::new(layer(&config.0, 2), vec![layer(&blob, 7)]);
+        let name = ModelName::parse("example.com/team/m:v1").expect("name");
+        synced();
+        s.write_manifest(&name, &m).expect("manifest");
+        let manifests = s.manifests_dir();
+        let (host, team, model) = (
+            manifests.join("example.com"),
+            manifests.join("example.com/team"),
+            manifests.join("example.com/team/m"),
+        );
+        // Each new folder in its parent, then the renamed manifest in its own.
+        assert_eq!(
+            synced(),
+            [manifests.clone(), host.clone(), team.clone(), model.clone()]
+        );
+        s.delete(&name).expect("delete");
+        // The emptied folders go, and the first parent left is synced; then
+        // the blobs folder, for the blobs no manifest uses any more.
+        assert_eq!(synced(), [manifests.clone(), s.root().join("blobs")]);
+        assert!(!host.exists() && !s.has_blob(&blob));
     }
 }
