@@ -21,6 +21,18 @@ const MINILM_FILES: [&str; 7] = [
     "1_Pooling/config.json",
 ];
 
+/// Bytes of the MiniLM files a create uploads.
+fn uploads_size(dir: &Path) -> u64 {
+    MINILM_FILES
+        .iter()
+        .map(|f| {
+            std::fs::metadata(dir.join(f))
+                .expect("test model file")
+                .len()
+        })
+        .sum()
+}
+
 /// Uploads every file of a model directory and creates a model from them.
 fn create_from_dir(s: &Server, name: &str, dir: &Path) -> (u16, Vec<Value>) {
     let mut files = serde_json::Map::new();
@@ -37,14 +49,7 @@ fn create_from_dir(s: &Server, name: &str, dir: &Path) -> (u16, Vec<Value>) {
 #[test]
 fn safetensors_create_over_the_disk_budget_is_507() {
     let dir = models_dir().join("all-minilm-l6-v2");
-    let uploads: u64 = MINILM_FILES
-        .iter()
-        .map(|f| {
-            std::fs::metadata(dir.join(f))
-                .expect("test model file")
-                .len()
-        })
-        .sum();
+    let uploads = uploads_size(&dir);
     // The uploads fit; their 46 MB GGUF conversion does not.
     let budget = (uploads + 10_000_000).to_string();
     let s = Server::start_with(&[("HEARTH_MAX_DISK", budget.as_str())]);
@@ -82,14 +87,7 @@ fn safetensors_create_over_the_disk_budget_is_507() {
 fn quantizing_over_the_disk_budget_is_refused_before_it_writes() {
     let _lock = inference_lock();
     let dir = models_dir().join("all-minilm-l6-v2");
-    let uploads: u64 = MINILM_FILES
-        .iter()
-        .map(|f| {
-            std::fs::metadata(dir.join(f))
-                .expect("test model file")
-                .len()
-        })
-        .sum();
+    let uploads = uploads_size(&dir);
     // The size of the F16 conversion, from an unbudgeted server.
     let f16 = {
         let s = Server::start();

@@ -232,3 +232,125 @@ fn a_fifty_thousand_message_chat_is_truncated_in_bounded_time() {
     assert!(grown < 300, "RSS grew by {grown} MiB");
     eprintln!("50,000 messages: answered in {took:?}, GET / at most {slowest:?}, RSS +{grown} MiB");
 }
+
+/// A 50 MB prompt: only its ends can reach the model, so only they are
+/// rendered and tokenized (llama.cpp's tokenizer on the whole of it took
+/// 1.3 GB and 50 s, on an async worker). It is answered with the newest
+/// tokens, HTTP stays responsive and the server grows by less than 300 MB.
+#[test]
+fn a_fifty_megabyte_prompt_costs_what_its_ends_cost() {
+    let _lock = inference_lock();
+    let s = Server::start();
+    s.create_linked("smollm2:135m", &smollm(), json!({}));
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "smollm2:135m", "prompt": "", "options": {"num_ctx": 1024}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let prompt = "the quick brown fox jumps over the lazy dog ".repeat(50_000_000 / 44);
+    for raw in [true, false] {
+        let started = Instant::now();
+        let ((status, v), slowest, grown) = watching(&s, || {
+            s.post(
+                "/api/generate",
+                json!({"model": "smollm2:135m", "prompt": prompt, "raw": raw, "stream": false,
+                       "options": {"num_ctx": 1024, "num_predict": 1}}),
+            )
+        });
+        assert_eq!(status, 200, "{v}");
+        let evaluated = v["prompt_eval_count"].as_u64().expect("prompt_eval_count");
+        assert!(
+            (400..1024).contains(&evaluated),
+            "{evaluated} prompt tokens"
+        );
+        assert!(
+            slowest < Duration::from_millis(200),
+            "GET / took {slowest:?}"
+        );
+        assert!(grown < 300, "RSS grew by {grown} MiB");
+        eprintln!(
+            "50 MB prompt (raw {raw}): answered in {:?}, GET / at most {slowest:?}, RSS +{grown} MiB",
+            started.elapsed()
+        );
+    }
+}
+
+/// Reading only a long prompt's ends changes nothing the model sees: with
+/// `num_keep` 0 the runner keeps only the newest tokens, and a prompt of
+/// 2 MB answers exactly as its last 60 KB do.
+#[test]
+fn a_long_prompt_answers_as_its_end_does() {
+    let _lock = inference_lock();
+    let s = Server::start();
+    s.create_linked("smollm2:135m", &smollm(), json!({}));
+    let text: String = (0..300_000).map(|i| format!("{i}, ")).collect();
+    let end = &text[text.len() - 60_000..];
+    let ask = |prompt: &str| {
+        let (status, v) = s.post(
+            "/api/generate",
+            json!({"model": "smollm2:135m", "prompt": prompt, "raw": true, "stream": false,
+                   "options": {"num_ctx": 1024, "num_keep": 0, "num_predict": 8, "temperature": 0}}),
+        );
+        assert_eq!(status, 200, "{v}");
+        (v["response"].clone(), v["prompt_eval_count"].clone())
+    };
+    assert!(text.len() > 2_000_000);
+    assert_eq!(ask(&text), ask(end));
+}
+
+/// Schema bombs: eight types at each of twelve levels (about 1 KB of JSON,
+/// 8^12 rules if each type re-walked its children) is answered at once;
+/// with `properties` beside `items` at every level, and a 50,000-string
+/// `enum`, they are 400s naming the limit, within a second, while HTTP
+/// keeps answering.
+#[test]
+fn hostile_schemas_are_refused_at_once() {
+    let _lock = inference_lock();
+    let s = Server::start();
+    s.create_linked("smollm2:135m", &smollm(), json!({}));
+    let types =
+        json!(["object", "array", "string", "number", "integer", "boolean", "null", "object"]);
+    let (mut small, mut wide) = (json!({"type": "string"}), json!({"type": "string"}));
+    for _ in 0..12 {
+        small = json!({"type": types, "items": small});
+        wide = json!({"type": types, "items": wide.clone(), "properties": {"a": wide}});
+    }
+    let started = Instant::now();
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "smollm2:135m", "prompt": "hi", "stream": false, "format": small,
+               "options": {"num_predict": 4}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let big: Vec<String> = (0..50_000).map(|i| format!("value number {i}")).collect();
+    let huge_enum = json!({"type": "string", "enum": big});
+    for (what, schema) in [("bomb", wide), ("enum", huge_enum)] {
+        let started = Instant::now();
+        let ((status, v), slowest, grown) = watching(&s, || {
+            s.post(
+                "/api/generate",
+                json!({"model": "smollm2:135m", "prompt": "hi", "stream": false, "format": schema,
+                       "options": {"num_predict": 4}}),
+            )
+        });
+        let took = started.elapsed();
+        assert_eq!(status, 400, "{what}: {v}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains("too large"), "{what}: {error}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{what}: refused after {took:?}"
+        );
+        assert!(
+            slowest < Duration::from_millis(200),
+            "GET / took {slowest:?}"
+        );
+        assert!(grown < 300, "RSS grew by {grown} MiB");
+        eprintln!("schema {what}: 400 in {took:?}, GET / at most {slowest:?}, RSS +{grown} MiB");
+    }
+}

@@ -230,8 +230,6 @@ pub struct ModelInfo {
     pub n_embd: u32,
     pub n_vocab: u32,
     pub chat_template: Option<String>,
-    /// Weights plus an estimate of the KV cache (for `/api/ps`).
-    pub size_bytes: u64,
     /// Whether the tokenizer expects a BOS token at the start.
     pub add_bos: bool,
     /// `general.architecture` from the GGUF header.

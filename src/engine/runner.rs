@@ -36,7 +36,7 @@ use super::sys::{
     SamplerSpec, RANDOM_SEED,
 };
 use super::worker::Worker;
-use super::{Error, GenerateRequest, KvType, LoadParams, ModelInfo, Sink};
+use super::{Error, GenerateRequest, LoadParams, ModelInfo, Sink};
 
 /// A request waiting for, or being processed by, the runner thread.
 pub(super) enum Command {
@@ -167,17 +167,8 @@ impl Runner {
                         }
                     }
                 });
-                let mut info = model_info(
-                    &model,
-                    &ctx,
-                    n_ctx_total,
-                    thread_params.n_parallel,
-                    thread_params.kv_type,
-                );
-                if let Some(p) = thread_params.projector.as_ref().filter(|_| mtmd.is_some()) {
-                    info.vision = true;
-                    info.size_bytes += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-                }
+                let mut info = model_info(&model, &ctx, thread_params.n_parallel);
+                info.vision = mtmd.is_some();
                 let ready = (Arc::clone(&model), mtmd.clone(), info);
                 if ready_tx.send(Ok(ready)).is_err() {
                     return;
@@ -392,34 +383,9 @@ impl Drop for Runner {
     }
 }
 
-fn model_info(
-    model: &LlamaModel,
-    ctx: &Context,
-    n_ctx_total: u32,
-    n_parallel: u32,
-    kv_type: KvType,
-) -> ModelInfo {
+fn model_info(model: &LlamaModel, ctx: &Context, n_parallel: u32) -> ModelInfo {
     let arch = model.meta("general.architecture");
-    let key_len = |what: &str| -> Option<u64> {
-        let a = arch.as_deref()?;
-        model
-            .meta(&format!("{a}.attention.{what}_length"))?
-            .parse()
-            .ok()
-    };
-    let head_dim = model.n_embd() as u64 / model.n_head().max(1);
-    let k = key_len("key").unwrap_or(head_dim);
-    let v = key_len("value").unwrap_or(head_dim);
     let n_ctx_seq = ctx.n_ctx_seq();
-    let cells = u64::from(n_ctx_seq.max(n_ctx_total / n_parallel.max(1))) * u64::from(n_parallel);
-    // K and V for every layer and KV head, in blocks of 32 values: F16 2
-    // bytes each, Q8_0 34 bytes per block, Q4_0 18.
-    let block_bytes = match kv_type {
-        KvType::F16 => 64,
-        KvType::Q8_0 => 34,
-        KvType::Q4_0 => 18,
-    };
-    let kv_bytes = model.n_layer() * cells * model.n_head_kv() * (k + v) * block_bytes / 32;
     ModelInfo {
         n_ctx_train: model.n_ctx_train(),
         n_ctx: n_ctx_seq,
@@ -427,7 +393,6 @@ fn model_info(
         n_embd: model.n_embd(),
         n_vocab: u32::try_from(model.n_vocab()).unwrap_or(0),
         chat_template: model.chat_template(),
-        size_bytes: model.size() + kv_bytes,
         add_bos: model.add_bos(),
         architecture: arch,
         vision: false,

@@ -134,7 +134,7 @@ fn greedy_generate_eight_tokens() {
     let _serial = serial();
     let r = load(GEMMA, 1);
     let info = r.info();
-    assert!(info.n_vocab > 1000 && info.n_embd > 0 && info.size_bytes > 0);
+    assert!(info.n_vocab > 1000 && info.n_embd > 0);
     let prompt = r.tokenize("The capital of France is", true, false).unwrap();
     let o = run(&r, greedy(prompt, 8));
     eprintln!("gemma greedy: {:?}", o.text);

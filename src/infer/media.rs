@@ -210,21 +210,23 @@ pub fn tag(messages: &[Message]) -> Result<(Vec<Message>, Vec<Vec<u8>>), Error> 
 
 /// Tags a generate prompt's images. A raw prompt that names none of them
 /// gets all their tags in front, so the images are not silently dropped.
-pub fn tag_prompt(prompt: &str, count: usize, raw: bool) -> String {
+pub fn tag_prompt(prompt: String, count: usize, raw: bool) -> String {
+    // Without images the prompt passes through as it is (moved: a 50 MB
+    // prompt is not copied).
     if count == 0 {
-        return prompt.to_string();
+        return prompt;
     }
     if raw {
-        let named = split(prompt, &vec![Vec::new(); count])
+        let named = split(&prompt, &vec![Vec::new(); count])
             .iter()
             .any(|p| matches!(p, PromptPart::Image(_)));
         if named {
-            return prompt.to_string();
+            return prompt;
         }
         let tags: String = (0..count).map(|id| format!("[img-{id}]")).collect();
-        return tags + prompt;
+        return tags + &prompt;
     }
-    tag_text(prompt, 0, count)
+    tag_text(&prompt, 0, count)
 }
 
 /// Cuts a rendered prompt at its `[img-N]` tags. A tag whose N names no
@@ -324,10 +326,10 @@ mod tests {
         );
         assert_eq!(tag_text("a [img] b", 3, 1), "a [img-3] b");
         assert_eq!(tag_text("a [img] b", 0, 2), "[img-1]a [img-0] b");
-        assert_eq!(tag_prompt("x", 1, false), "[img-0]x");
-        assert_eq!(tag_prompt("x [img-0] y", 1, true), "x [img-0] y");
-        assert_eq!(tag_prompt("x", 2, true), "[img-0][img-1]x");
-        assert_eq!(tag_prompt("x", 0, true), "x");
+        assert_eq!(tag_prompt("x".into(), 1, false), "[img-0]x");
+        assert_eq!(tag_prompt("x [img-0] y".into(), 1, true), "x [img-0] y");
+        assert_eq!(tag_prompt("x".into(), 2, true), "[img-0][img-1]x");
+        assert_eq!(tag_prompt("x".into(), 0, true), "x");
     }
 
     fn shape(parts: &[PromptPart<'_>]) -> String {

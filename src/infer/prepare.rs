@@ -154,7 +154,7 @@ async fn admit(
 /// Validates a generate request, leases its model and builds the prompt.
 pub(crate) async fn prepare_generate(
     state: &Arc<AppState>,
-    req: GenerateRequest,
+    mut req: GenerateRequest,
 ) -> Result<Prepared, Error> {
     let raw_name = req.model.clone();
     let (model, keep_alive) =
@@ -186,9 +186,14 @@ pub(crate) async fn prepare_generate(
         return Ok(Prepared::Reply("load"));
     }
 
-    let user_text = media::tag_prompt(&req.prompt, images.len(), req.raw);
-    let text = if req.raw {
-        user_text.clone()
+    // The prompt is moved, never copied, until it is tokenized: a prompt
+    // can be tens of MB.
+    let prompt = std::mem::take(&mut req.prompt);
+    // Past two contexts' worth of text only its ends can reach the model.
+    let prompt = fit::cut_middle(prompt, lease.runner.info().n_ctx as usize);
+    let user_text = media::tag_prompt(prompt, images.len(), req.raw);
+    let mut text = if req.raw {
+        user_text
     } else {
         let template = match &req.template {
             Some(t) => Template::parse(t).map_err(|e| Error::Template(e.to_string()))?,
@@ -207,14 +212,14 @@ pub(crate) async fn prepare_generate(
         }
         messages.push(Message {
             role: "user".into(),
-            content: user_text.clone(),
+            content: user_text,
             ..Message::default()
         });
         let suffix = req
             .suffix
             .as_deref()
             .filter(|s| !s.is_empty())
-            .map(|s| (user_text.as_str(), s));
+            .and_then(|s| messages.last().map(|user| (user.content.as_str(), s)));
         prompt::render(
             &template,
             &Input {
@@ -233,11 +238,17 @@ pub(crate) async fn prepare_generate(
     let fresh = tokens.is_empty();
     let mut media_prompt = None;
     if images.is_empty() {
-        tokens.extend(
-            runner
-                .tokenize(&text, fresh, true)
-                .map_err(|e| Error::Internal(e.to_string()))?,
-        );
+        // On a blocking thread: a prompt up to two contexts' worth of text
+        // is tokenized (see `tokenize_bounded`), megabytes for a large one.
+        let n_ctx = runner.info().n_ctx as usize;
+        let (text_back, more) = super::blocking(move || {
+            let tokens = fit::tokenize_bounded(&runner, &text, fresh, n_ctx)
+                .map_err(|e| Error::Internal(e.to_string()));
+            tokens.map(|t| (text, t))
+        })
+        .await?;
+        text = text_back;
+        tokens.extend(more);
     } else {
         // With images the whole prompt goes through the projector's
         // tokenizer; earlier `context` tokens are prepended as text.
@@ -309,9 +320,13 @@ pub(crate) async fn prepare_chat(
     }
 
     let mut messages: Vec<Message> = model.messages.clone();
-    let mut incoming: Vec<Message> = req.messages.clone();
+    let n_ctx = lease.runner.info().n_ctx as usize;
+    let mut incoming: Vec<Message> = req.messages;
     for m in &mut incoming {
         m.role = m.role.to_lowercase();
+        // Past two contexts' worth of text only a message's ends can
+        // reach the model (and one that long never fits beside others).
+        m.content = fit::cut_middle(std::mem::take(&mut m.content), n_ctx);
     }
     if incoming.first().is_none_or(|m| m.role != "system") {
         if let Some(s) = &model.system {
@@ -327,7 +342,7 @@ pub(crate) async fn prepare_chat(
     }
     messages.extend(incoming);
     let runner = Arc::clone(&lease.runner);
-    let limit = runner.info().n_ctx as usize;
+    let limit = n_ctx;
     // Images count with all their tokens (the projector's tokenizer knows
     // how many), and the `[img-N]` tags are renumbered for the messages
     // that remain.

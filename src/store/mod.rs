@@ -644,6 +644,20 @@ mod tests {
             const { std::cell::RefCell::new(Vec::new()) };
     }
 
+    /// A manifest of one weights layer, `weights` of `size` bytes, with an
+    /// empty config blob stored for it.
+    fn model_of(s: &Arc<Store>, weights: &Digest, size: u64) -> Manifest {
+        let config = s.put_bytes(b"{}").expect("config");
+        let layer = |d: &Digest, size| Layer {
+            media_type: manifest::MEDIA_MODEL.into(),
+            digest: d.clone(),
+            size,
+            from: None,
+            name: None,
+        };
+        Manifest::new(layer(&config.0, 2), vec![layer(weights, size)])
+    }
+
     fn synced() -> Vec<PathBuf> {
         SYNCED.with(|s| std::mem::take(&mut *s.borrow_mut()))
     }
@@ -675,15 +689,7 @@ mod tests {
     fn budget_evicts_unreferenced_then_refuses() {
         let (_d, s) = store(Some(100));
         let (kept, _) = s.put_bytes(&[1u8; 40]).expect("put kept");
-        let config = s.put_bytes(b"{}").expect("config");
-        let layer = |d: &Digest, size| Layer {
-            media_type: manifest::MEDIA_MODEL.into(),
-            digest: d.clone(),
-            size,
-            from: None,
-            name: None,
-        };
-        let m = Manifest::new(layer(&config.0, 2), vec![layer(&kept, 40)]);
+        let m = model_of(&s, &kept, 40);
         let name = ModelName::parse("m").expect("name");
         s.write_manifest(&name, &m).expect("manifest");
         let (loose, _) = s.put_bytes(&[2u8; 50]).expect("put loose");
@@ -739,15 +745,7 @@ mod tests {
     fn new_folders_deletes_and_removals_are_made_durable() {
         let (_d, s) = store(None);
         let (blob, _) = s.put_bytes(b"weights").expect("put");
-        let config = s.put_bytes(b"{}").expect("config");
-        let layer = |d: &Digest, size| Layer {
-            media_type: manifest::MEDIA_MODEL.into(),
-            digest: d.clone(),
-            size,
-            from: None,
-            name: None,
-        };
-        let m = Manifest::new(layer(&config.0, 2), vec![layer(&blob, 7)]);
+        let m = model_of(&s, &blob, 7);
         let name = ModelName::parse("example.com/team/m:v1").expect("name");
         synced();
         s.write_manifest(&name, &m).expect("manifest");

@@ -46,8 +46,7 @@ pub fn footprint(path: &Path, s: &ContextSettings) -> Result<Footprint, String> 
     // Other threads allocate meanwhile too; their share is small next to
     // a vocabulary's tens of MiB.
     let host = heap_in_use().saturating_sub(heap_before);
-    // SAFETY: reads a field of the live model.
-    let weights = unsafe { ffi::llama_model_size(model.ptr.as_ptr()) };
+    let weights = model.size();
     let p = context_params(s);
     let _ = take_problem();
     let (ctx, lines) = capturing(|| {

@@ -315,21 +315,6 @@ impl LlamaModel {
         usize::try_from(n).unwrap_or(0)
     }
 
-    pub fn n_layer(&self) -> u64 {
-        // SAFETY: reads a field of the live model.
-        u64::try_from(unsafe { ffi::llama_model_n_layer(self.ptr.as_ptr()) }).unwrap_or(0)
-    }
-
-    pub fn n_head(&self) -> u64 {
-        // SAFETY: reads a field of the live model.
-        u64::try_from(unsafe { ffi::llama_model_n_head(self.ptr.as_ptr()) }).unwrap_or(0)
-    }
-
-    pub fn n_head_kv(&self) -> u64 {
-        // SAFETY: reads a field of the live model.
-        u64::try_from(unsafe { ffi::llama_model_n_head_kv(self.ptr.as_ptr()) }).unwrap_or(0)
-    }
-
     /// Bytes of weights.
     pub fn size(&self) -> u64 {
         // SAFETY: reads a field of the live model.
