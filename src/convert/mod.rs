@@ -314,6 +314,25 @@ fn projector_plan(files: &Files) -> Result<Option<(siglip::HfConfig, String)>, E
 
 /// Whether the files hold a vision projector to convert besides the text
 /// model (a `Gemma3ForConditionalGeneration` with its vision tower).
+/// Reads the header of one Safetensors file as a conversion does, and
+/// nothing more (the fuzz targets in `fuzz/` feed it hostile bytes).
+/// Returns the tensor count.
+pub fn read_safetensors_header(path: &Path) -> Result<usize, Error> {
+    Ok(SourceFile::open(path, "model.safetensors")?.tensors.len())
+}
+
+/// Reads the tokenizer files in `files` with each reader a conversion picks
+/// from (WordPiece, byte-level BPE, SentencePiece), as the fuzz targets in
+/// `fuzz/` do with hostile bytes. Returns each reader's token count.
+pub fn read_tokenizers(files: &Files) -> [Result<usize, Error>; 3] {
+    let none = serde_json::json!({});
+    [
+        tokenizer::Vocab::load(files, 0).map(|v| v.tokens.len()),
+        bpe::Vocab::load(files, &none, 0).map(|v| v.tokens.len()),
+        spm::Vocab::load(files, &none, 0, None).map(|v| v.tokens.len()),
+    ]
+}
+
 pub fn has_projector(files: &Files) -> Result<bool, Error> {
     Ok(projector_plan(files)?.is_some())
 }
