@@ -62,6 +62,9 @@ use source::SourceFile;
 /// separated, e.g. `1_Pooling/config.json`) to its path on disk.
 pub type Files = HashMap<String, PathBuf>;
 
+/// The most tokens a converted vocabulary may have.
+const MAX_VOCAB: u64 = 1 << 20;
+
 /// The largest JSON file read (tokenizer.json of big vocabularies is tens
 /// of MiB); anything larger is refused rather than loaded into memory.
 const MAX_JSON: u64 = 64 << 20;
@@ -507,6 +510,18 @@ struct Expected<'a> {
 /// mismatched checkpoint fails here with a clear message rather than at
 /// load time.
 fn check_plan(expected: &Expected<'_>, n_vocab: u64, plan: &[Planned]) -> Result<(), Error> {
+    // Every vocabulary entry becomes strings and table rows in the
+    // converter and in llama.cpp: a small file with a tall, thin embedding
+    // matrix must not make them allocate gigabytes. The largest real
+    // vocabularies are about 262,144 entries (Gemma 3).
+    if n_vocab > MAX_VOCAB {
+        return Err(Error::BadTensor {
+            name: "token_embd.weight".into(),
+            reason: format!(
+                "{n_vocab} rows; a vocabulary of more than {MAX_VOCAB} tokens is not one"
+            ),
+        });
+    }
     let names: HashMap<&str, &Planned> = plan.iter().map(|p| (p.spec.name.as_str(), p)).collect();
     for name in &expected.required {
         if !names.contains_key(name.as_str()) {

@@ -220,12 +220,19 @@ fn from_tokenizer_json(json: &Json) -> Result<Vocab, Error> {
         .and_then(Json::as_object)
         .ok_or_else(|| Error::Tokenizer("tokenizer.json model.vocab is not a map".into()))?;
     let mut slots: Vec<Option<(String, i32)>> = Vec::new();
+    // Ids index a dense array, padded where a gap is: an id far past the
+    // number of entries (an 85-byte file with the id 6,736,736 grew the
+    // converter past 1 GB, found by fuzzing) is refused, not padded to.
+    let entries = map.len().saturating_add(
+        json.get("added_tokens")
+            .and_then(Json::as_array)
+            .map_or(0, Vec::len),
+    );
+    let most = (entries as u64).saturating_mul(2).saturating_add(1024);
     let mut put = |id: u64, text: &str, ty: i32| -> Result<(), Error> {
-        // Ids index a dense array; cap them so a hostile file cannot make
-        // us allocate gigabytes.
-        if id > 10_000_000 {
+        if id >= most {
             return Err(Error::Tokenizer(format!(
-                "token id {id} is implausibly large"
+                "token id {id} is implausibly large for {entries} tokens"
             )));
         }
         let id = id as usize;
@@ -357,6 +364,23 @@ fn from_vocab_txt(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Found by fuzzing (`fuzz/corpus/tokenizer/regression-huge-id`): an
+    /// 85-byte tokenizer.json whose one id is 6,736,736 was padded to that
+    /// many tokens, past 1 GB.
+    #[test]
+    fn an_id_far_past_the_entries_is_refused() {
+        let hostile =
+            json!({"model": {"type": "WordPiece", "vocab": {"[PAD]": 6_736_736, "a": 0}}});
+        let e = from_tokenizer_json(&hostile)
+            .map(|v| v.tokens.len())
+            .unwrap_err();
+        assert!(e.to_string().contains("implausibly large"), "{e}");
+        // Gaps a real tokenizer has are padded.
+        let gappy = json!({"model": {"type": "WordPiece", "vocab": {"[PAD]": 0, "a": 5}}});
+        let v = from_tokenizer_json(&gappy).expect("a small gap");
+        assert_eq!(v.tokens.len(), 6);
+    }
 
     #[test]
     fn spells_tokens_like_llama_cpp() {
