@@ -33,6 +33,10 @@ fi
 for t in "${targets[@]}"; do
   corpus="$cache/fuzz-corpus/$t"
   mkdir -p "$corpus" "artifacts/$t"
+  # The committed corpus of the last long campaign, minimized and packed.
+  if [ -f "corpus/$t.tar.gz" ]; then
+    tar -xzf "corpus/$t.tar.gz" -C "$corpus" --skip-old-files
+  fi
   echo "fuzz: $t for ${seconds}s"
   log="$cache/fuzz-$t.log"
   if ! cargo fuzz run -s none -a --target-dir "$target_dir" "$t" "$corpus" "corpus/$t" -- \
